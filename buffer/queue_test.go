@@ -1,0 +1,336 @@
+package buffer
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func openT(t testing.TB, dir string) *Queue {
+	t.Helper()
+	q, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
+}
+
+func val(s string) Encoder {
+	return func(seq uint64) ([]byte, error) { return fmt.Appendf(nil, "%d:%s", seq, s), nil }
+}
+
+func TestAppendReadAckOrder(t *testing.T) {
+	q := openT(t, t.TempDir())
+	defer q.Close()
+	for i := range 10 {
+		seq, err := q.Append(val(strconv.Itoa(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seq != uint64(i+1) {
+			t.Fatalf("append %d got seq %d", i, seq)
+		}
+	}
+	recs, err := q.Read(0, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 4 || recs[0].Seq != 1 || recs[3].Seq != 4 || string(recs[2].Value) != "3:2" {
+		t.Fatalf("read(0,4) = %+v", recs)
+	}
+	// Cursor: continue after the last one read.
+	more, _ := q.Read(recs[3].Seq, 100)
+	if len(more) != 6 || more[0].Seq != 5 || more[5].Seq != 10 {
+		t.Fatalf("read(4,100) = %+v", more)
+	}
+	// Acks out of order; acked records vanish from reads at once.
+	q.Ack(recs[2], recs[0])
+	got, _ := q.Read(0, 100)
+	if seqs(got) != "2,4,5,6,7,8,9,10" {
+		t.Fatalf("after ack: %s", seqs(got))
+	}
+	if st := q.Stats(); st.LastSeq != 10 || st.Appended != 10 {
+		t.Fatalf("stats %+v", st)
+	}
+	waitFor(t, func() bool { return q.Stats().Depth == 8 })
+}
+
+func TestReopenKeepsBacklogAndSeq(t *testing.T) {
+	dir := t.TempDir()
+	q := openT(t, dir)
+	for range 5 {
+		if _, err := q.Append(val("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs, _ := q.Read(0, 2)
+	q.Ack(recs...)
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	q = openT(t, dir)
+	got, _ := q.Read(0, 100)
+	if seqs(got) != "3,4,5" {
+		t.Fatalf("backlog after reopen: %s", seqs(got))
+	}
+	if st := q.Stats(); st.Depth != 3 || st.Bytes != int64(3*len("3:x")) || st.LastSeq != 5 {
+		t.Fatalf("stats after reopen: %+v", st)
+	}
+	// Drain completely: the sequence must still continue after a reopen.
+	q.Ack(got...)
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	q = openT(t, dir)
+	defer q.Close()
+	if got, _ := q.Read(0, 100); len(got) != 0 {
+		t.Fatalf("drained queue returned %s", seqs(got))
+	}
+	seq, err := q.Append(val("y"))
+	if err != nil || seq != 6 {
+		t.Fatalf("append after drain+reopen: seq %d err %v", seq, err)
+	}
+}
+
+func TestConcurrentAppendsShareCommits(t *testing.T) {
+	q := openT(t, t.TempDir())
+	defer q.Close()
+	const workers, each = 16, 200
+	var mu sync.Mutex
+	seen := map[uint64]bool{}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				seq, err := q.Append(val(fmt.Sprintf("w%d-%d", w, i)))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				if seen[seq] {
+					t.Errorf("seq %d assigned twice", seq)
+				}
+				seen[seq] = true
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	st := q.Stats()
+	if st.Appended != workers*each || len(seen) != workers*each {
+		t.Fatalf("appended %d, distinct seqs %d", st.Appended, len(seen))
+	}
+	if st.Commits >= st.Appended {
+		t.Fatalf("no group commit: %d commits for %d appends", st.Commits, st.Appended)
+	}
+	// Every record is readable and the values match their keys.
+	recs, _ := q.Read(0, workers*each+1)
+	for i, r := range recs {
+		if r.Seq != uint64(i+1) || !strings.HasPrefix(string(r.Value), strconv.FormatUint(r.Seq, 10)+":") {
+			t.Fatalf("record %d: seq %d value %q", i, r.Seq, r.Value)
+		}
+	}
+}
+
+func TestEncodeErrorFailsOnlyThatAppend(t *testing.T) {
+	q := openT(t, t.TempDir())
+	defer q.Close()
+	if _, err := q.Append(func(uint64) ([]byte, error) { return nil, fmt.Errorf("boom") }); err == nil {
+		t.Fatal("want encode error")
+	}
+	seq, err := q.Append(val("ok"))
+	if err != nil || seq != 1 {
+		t.Fatalf("seq %d err %v", seq, err)
+	}
+}
+
+func TestClosedQueue(t *testing.T) {
+	q := openT(t, t.TempDir())
+	q.Close()
+	if _, err := q.Append(val("x")); err != ErrClosed {
+		t.Fatalf("append after close: %v", err)
+	}
+}
+
+func TestDirectoryLockedByAnotherOpen(t *testing.T) {
+	dir := t.TempDir()
+	q := openT(t, dir)
+	defer q.Close()
+	if _, err := Open(dir, Options{}); err == nil || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("second open: %v", err)
+	}
+}
+
+// TestKillNineLosesNothingSynced runs appenders in a child process, kills it
+// with SIGKILL while it is writing, and checks that every append the child
+// reported as returned is in the reopened queue.
+func TestKillNineLosesNothingSynced(t *testing.T) {
+	if dir := os.Getenv("SCANAGENT_BUFFER_CHILD"); dir != "" {
+		crashChild(dir)
+		return
+	}
+	dir := t.TempDir()
+	for round := range 3 {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestKillNineLosesNothingSynced$")
+		cmd.Env = append(os.Environ(), "SCANAGENT_BUFFER_CHILD="+dir)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		acked := map[uint64]string{}
+		sc := bufio.NewScanner(out)
+		for sc.Scan() && len(acked) < 3000+round*700 {
+			f := strings.Fields(sc.Text())
+			if len(f) != 2 {
+				continue
+			}
+			seq, _ := strconv.ParseUint(f[0], 10, 64)
+			acked[seq] = f[1]
+		}
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		if len(acked) == 0 {
+			t.Fatal("child reported no appends")
+		}
+
+		q := openT(t, dir)
+		recs, err := q.Read(0, 1<<30)
+		if err != nil {
+			t.Fatal(err)
+		}
+		have := map[uint64]string{}
+		for _, r := range recs {
+			have[r.Seq] = string(r.Value)
+		}
+		for seq, v := range acked {
+			if have[seq] != v {
+				t.Fatalf("round %d: appended seq %d (%q) missing after kill -9 (have %q)", round, seq, v, have[seq])
+			}
+		}
+		t.Logf("round %d: %d acknowledged appends, %d records on disk after kill -9", round, len(acked), len(recs))
+		q.Close()
+	}
+}
+
+func crashChild(dir string) {
+	q, err := Open(dir, Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	var mu sync.Mutex
+	w := bufio.NewWriter(os.Stdout)
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				v := fmt.Sprintf("g%d-%d", g, i)
+				seq, err := q.Append(func(uint64) ([]byte, error) { return []byte(v), nil })
+				if err != nil {
+					fmt.Fprintln(os.Stderr, err)
+					os.Exit(3)
+				}
+				mu.Lock()
+				fmt.Fprintf(w, "%d %s\n", seq, v)
+				w.Flush()
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func seqs(recs []Record) string {
+	s := make([]string, len(recs))
+	for i, r := range recs {
+		s[i] = strconv.FormatUint(r.Seq, 10)
+	}
+	return strings.Join(s, ",")
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached in 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// BenchmarkAppendParallel measures synced appends from many producers (the
+// group commit path): 16 goroutines per core, 200-byte values.
+func BenchmarkAppendParallel(b *testing.B) {
+	q := openT(b, b.TempDir())
+	defer q.Close()
+	payload := make([]byte, 200)
+	enc := func(uint64) ([]byte, error) { return payload, nil }
+	b.SetParallelism(16)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := q.Append(enc); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	st := q.Stats()
+	b.ReportMetric(float64(st.Appended)/float64(st.Commits), "appends/commit")
+}
+
+// BenchmarkAppendSerial is one producer: one sync per append.
+func BenchmarkAppendSerial(b *testing.B) {
+	q := openT(b, b.TempDir())
+	defer q.Close()
+	payload := make([]byte, 200)
+	enc := func(uint64) ([]byte, error) { return payload, nil }
+	for b.Loop() {
+		if _, err := q.Append(enc); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkReadAck measures draining: read in pages, acknowledge each page.
+func BenchmarkReadAck(b *testing.B) {
+	q := openT(b, b.TempDir())
+	defer q.Close()
+	payload := make([]byte, 200)
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			for range b.N/32 + 1 {
+				q.Append(func(uint64) ([]byte, error) { return payload, nil })
+			}
+		})
+	}
+	wg.Wait()
+	b.ResetTimer()
+	var cursor uint64
+	n := 0
+	for n < b.N {
+		recs, err := q.Read(cursor, 500)
+		if err != nil || len(recs) == 0 {
+			b.Fatal(err, len(recs))
+		}
+		q.Ack(recs...)
+		cursor = recs[len(recs)-1].Seq
+		n += len(recs)
+	}
+}

@@ -1,0 +1,173 @@
+package devices
+
+import (
+	"bytes"
+	"io"
+	"reflect"
+	"strings"
+	"testing"
+	"testing/iotest"
+	"time"
+)
+
+var readMakers = []struct {
+	name string
+	fn   func(io.Reader) io.Reader
+}{
+	{"full", func(r io.Reader) io.Reader { return r }},
+	{"onebyte", iotest.OneByteReader},
+	{"half", iotest.HalfReader},
+	{"dataerr", iotest.DataErrReader},
+}
+
+type result struct {
+	frames  []string // AIM|data
+	rejects []string
+}
+
+func frameAll(t *testing.T, cfg FramerConfig, input string, mk func(io.Reader) io.Reader) result {
+	t.Helper()
+	var res result
+	f := NewFramer(cfg,
+		func(fr Frame) { res.frames = append(res.frames, fr.AIM+"|"+fr.Data) },
+		func(reason string) { res.rejects = append(res.rejects, reason) })
+	err := ReadFrames(mk(strings.NewReader(input)), f, 50*time.Millisecond, time.Now)
+	if err != io.EOF {
+		t.Fatalf("ReadFrames: %v", err)
+	}
+	return res
+}
+
+func TestFramer(t *testing.T) {
+	long := strings.Repeat("9", 300)
+	tests := []struct {
+		name    string
+		term    string
+		input   string
+		frames  []string
+		rejects []string
+	}{
+		{"crlf", "\r\n", "]C0RR473124829GB\r\n]C010100024010003\r\n",
+			[]string{"]C0|RR473124829GB", "]C0|10100024010003"}, nil},
+		{"cr", "\r", "RR473124829GB\rAB1\r", []string{"|RR473124829GB", "|AB1"}, nil},
+		{"lf", "\n", "]E04006381333931\nX\n", []string{"]E0|4006381333931", "|X"}, nil},
+		{"cr config tolerates crlf", "\r", "A1\r\nB2\r\n", []string{"|A1", "|B2"}, nil},
+		{"lf config tolerates crlf", "\n", "A1\r\nB2\r\n", []string{"|A1", "|B2"}, nil},
+		{"custom etx", "\x03", "\x02A1\x03\x02B2\x03", []string{"|\x02A1", "|\x02B2"}, nil},
+		{"empty frames dropped", "\r\n", "\r\n\r\nA\r\n\r\n", []string{"|A"}, []string{"empty", "empty", "empty"}},
+		{"aim only is empty", "\r\n", "]C0\r\nB\r\n", []string{"|B"}, []string{"empty"}},
+		{"not an aim prefix", "\r\n", "]]]X\r\n]1\r\n", []string{"|]]]X", "|]1"}, nil},
+		{"gs kept", "\r\n", "]C10012345\x1d10ABC\r\n", []string{"]C1|0012345\x1d10ABC"}, nil},
+		{"overlong discarded to next terminator", "\r\n", "A\r\n" + long + "\r\nB\r\n",
+			[]string{"|A", "|B"}, []string{"overlong"}},
+		{"overlong without terminator then good", "\r\n", long + long + "\r\nOK\r\n",
+			[]string{"|OK"}, []string{"overlong"}},
+		{"exactly max", "\r\n", strings.Repeat("7", 256) + "\r\n", []string{"|" + strings.Repeat("7", 256)}, nil},
+		{"partial at eof kept back", "\r\n", "A\r\nPARTIAL", []string{"|A"}, nil},
+		{"none frames at end of input", "", "RR473124829GB", []string{"|RR473124829GB"}, nil},
+	}
+	for _, tc := range tests {
+		for _, rm := range readMakers {
+			t.Run(tc.name+"/"+rm.name, func(t *testing.T) {
+				got := frameAll(t, FramerConfig{Terminator: []byte(tc.term), MaxLength: 256}, tc.input, rm.fn)
+				if !reflect.DeepEqual(got.frames, tc.frames) {
+					t.Errorf("frames %q, want %q", got.frames, tc.frames)
+				}
+				if !reflect.DeepEqual(got.rejects, tc.rejects) {
+					t.Errorf("rejects %q, want %q", got.rejects, tc.rejects)
+				}
+			})
+		}
+	}
+}
+
+// timeoutReader returns its chunks one per Read, with a (0, nil) read timeout
+// between them as a serial port does, advancing a fake clock.
+type timeoutReader struct {
+	chunks []string
+	now    *time.Time
+	gap    bool
+}
+
+func (r *timeoutReader) Read(p []byte) (int, error) {
+	*r.now = r.now.Add(30 * time.Millisecond)
+	if r.gap {
+		r.gap = false
+		return 0, nil
+	}
+	if len(r.chunks) == 0 {
+		return 0, io.EOF
+	}
+	r.gap = true
+	n := copy(p, r.chunks[0])
+	r.chunks = r.chunks[1:]
+	return n, nil
+}
+
+func TestIdleGapFraming(t *testing.T) {
+	now := time.Unix(0, 0)
+	// "RR4731" and "24829GB" arrive 60ms apart: one gap of 30ms (below the
+	// 50ms idle gap) separates them, so they form one frame; then 2 timeouts.
+	r := &timeoutReader{chunks: []string{"]C0RR4731", "24829GB", "", "AB"}, now: &now}
+	var frames []string
+	f := NewFramer(FramerConfig{MaxLength: 64}, func(fr Frame) { frames = append(frames, fr.AIM+"|"+fr.Data) }, nil)
+	if err := ReadFrames(r, f, 50*time.Millisecond, func() time.Time { return now }); err != io.EOF {
+		t.Fatal(err)
+	}
+	want := []string{"]C0|RR473124829GB", "|AB"}
+	if !reflect.DeepEqual(frames, want) {
+		t.Fatalf("frames %q, want %q", frames, want)
+	}
+}
+
+func TestOverlongNeverForwarded(t *testing.T) {
+	// However the bytes are split, no emitted frame exceeds MaxLength.
+	input := bytes.Repeat([]byte("1234567\r\n"+strings.Repeat("x", 40)+"\r\n"), 50)
+	for _, rm := range readMakers {
+		f := NewFramer(FramerConfig{Terminator: []byte("\r\n"), MaxLength: 16}, func(fr Frame) {
+			if len(fr.Data) > 16 {
+				t.Fatalf("%s: frame of %d bytes forwarded", rm.name, len(fr.Data))
+			}
+		}, nil)
+		ReadFrames(rm.fn(bytes.NewReader(input)), f, time.Second, time.Now)
+	}
+}
+
+func FuzzFramer(f *testing.F) {
+	f.Add([]byte("]C0RR473124829GB\r\n"), []byte("\r\n"), 3)
+	f.Add([]byte("abc\rdef\r\r\n\x00\xff"), []byte("\r"), 1)
+	f.Add([]byte("\x02ab\x03"), []byte("\x03"), 7)
+	f.Fuzz(func(t *testing.T, in, term []byte, split int) {
+		if len(term) > 8 {
+			term = term[:8]
+		}
+		fr := NewFramer(FramerConfig{Terminator: term, MaxLength: 32}, func(fr Frame) {
+			if len(fr.Data) == 0 || len(fr.AIM)+len(fr.Data) > 32 {
+				t.Fatalf("bad frame %q %q", fr.AIM, fr.Data)
+			}
+		}, nil)
+		if split <= 0 {
+			split = 1
+		}
+		for len(in) > 0 {
+			n := min(split, len(in))
+			fr.Write(in[:n], time.Time{})
+			in = in[n:]
+		}
+		fr.Idle(time.Time{})
+	})
+}
+
+func TestBackoff(t *testing.T) {
+	b := Backoff{Min: 100 * time.Millisecond, Max: time.Second}
+	for i := range 20 {
+		d := b.Next()
+		if d < 50*time.Millisecond || d > time.Second {
+			t.Fatalf("step %d: %v out of [50ms,1s]", i, d)
+		}
+	}
+	b.Reset()
+	if d := b.Next(); d > 100*time.Millisecond {
+		t.Fatalf("after reset: %v", d)
+	}
+}

@@ -1,0 +1,126 @@
+//go:build unix
+
+package devices_test
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/scanagent/scanagent/devices"
+	"github.com/scanagent/scanagent/devices/sim"
+)
+
+type recorder struct {
+	mu     sync.Mutex
+	frames []string
+	states []string
+	ch     chan string
+}
+
+func newRecorder() *recorder { return &recorder{ch: make(chan string, 100)} }
+
+func (r *recorder) frame(f devices.Frame) {
+	r.mu.Lock()
+	r.frames = append(r.frames, f.AIM+"|"+f.Data)
+	r.mu.Unlock()
+	r.ch <- f.AIM + "|" + f.Data
+}
+
+func (r *recorder) state(s devices.DeviceState, reason string) {
+	r.mu.Lock()
+	r.states = append(r.states, string(s))
+	r.mu.Unlock()
+}
+
+func (r *recorder) expect(t *testing.T, want string) {
+	t.Helper()
+	select {
+	case got := <-r.ch:
+		if got != want {
+			t.Fatalf("frame %q, want %q", got, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no frame %q within 10s", want)
+	}
+}
+
+// TestScannerOverPTY runs the port supervisor on a real pseudo-terminal:
+// the port is missing at start, appears, is unplugged and replugged behind
+// the same path; frames are read throughout.
+func TestScannerOverPTY(t *testing.T) {
+	link := filepath.Join(t.TempDir(), "usb-scanner")
+	rec := newRecorder()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() {
+		done <- devices.RunScanner(ctx, devices.ScannerOptions{
+			Port:       devices.PortConfig{Path: link, Baud: 115200},
+			Framer:     devices.FramerConfig{Terminator: []byte("\r\n"), MaxLength: 256},
+			BackoffMin: 20 * time.Millisecond, BackoffMax: 100 * time.Millisecond,
+			Frame: rec.frame, State: rec.state, Log: slog.New(slog.NewTextHandler(t.Output(), nil)),
+		})
+	}()
+
+	time.Sleep(100 * time.Millisecond) // let it fail to open a few times
+	sc, err := sim.NewScanner("\r\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	if err := sc.Link(link); err != nil {
+		t.Fatal(err)
+	}
+	// Resend until the supervisor has opened the port (writes before that
+	// sit in the pty and are read at open, so one send is enough; the loop
+	// only guards against a slow open).
+	sc.Send("]C0", "RR473124829GB")
+	rec.expect(t, "]C0|RR473124829GB")
+	// Fragmented on the wire.
+	sc.Write([]byte("]C01010002"))
+	time.Sleep(20 * time.Millisecond)
+	sc.Write([]byte("4010003\r"))
+	time.Sleep(20 * time.Millisecond)
+	sc.Write([]byte("\n"))
+	rec.expect(t, "]C0|10100024010003")
+
+	sc.Unplug()
+	time.Sleep(50 * time.Millisecond)
+	if err := sc.Replug(); err != nil {
+		t.Fatal(err)
+	}
+	sc.Send("]C0", "RR287043775IN")
+	rec.expect(t, "]C0|RR287043775IN")
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("RunScanner returned %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("RunScanner did not stop on cancel")
+	}
+	rec.mu.Lock()
+	states := strings.Join(rec.states, ",")
+	rec.mu.Unlock()
+	// missing at start, connected, lost on unplug, connected again, stopped.
+	if !strings.HasPrefix(states, "disconnected,connected,disconnected") || !strings.Contains(states[len("disconnected,connected,disconnected"):], "connected") || !strings.HasSuffix(states, "disconnected") {
+		t.Fatalf("states %s", states)
+	}
+}
+
+func TestOpenPortErrorsNameThePort(t *testing.T) {
+	_, err := devices.OpenPort(devices.PortConfig{Path: "/nonexistent/ttyUSB9"}, time.Second)
+	if err == nil || !strings.Contains(err.Error(), "/nonexistent/ttyUSB9") || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("err = %v", err)
+	}
+	_, err = devices.OpenPort(devices.PortConfig{Path: "/dev/null"}, time.Second)
+	if err == nil || !strings.Contains(err.Error(), "not a serial port") {
+		t.Fatalf("/dev/null: err = %v", err)
+	}
+}
