@@ -1,0 +1,204 @@
+// Package agent owns the scanagent daemon: it wires the stations (scanner
+// frames -> validated scan events), the durable buffer and the MQTT uplink,
+// and serves the local HTTP status. Configuration lives in agent/config,
+// identifier rules in agent/parcel.
+//
+// Imported by cmd/scanagent, which parses flags and calls New and Run.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/scanagent/scanagent/agent/config"
+	"github.com/scanagent/scanagent/buffer"
+)
+
+// Deps are what the agent takes from its caller.
+type Deps struct {
+	Log     *slog.Logger
+	Version string
+	// Ready, if set, is called once the buffer is open, the stations and
+	// the uplink are started and the HTTP listener (if any) is bound.
+	Ready func(httpAddr string)
+}
+
+// Agent is one configured daemon. New validates and starts nothing; Run
+// does the work.
+type Agent struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	version  string
+	ready    func(string)
+	started  time.Time
+	mu       sync.Mutex
+	q        *buffer.Queue
+	stations []*station
+	up       *uplink
+}
+
+// New checks what can be checked before running.
+func New(cfg *config.Config, deps Deps) (*Agent, error) {
+	if cfg == nil {
+		return nil, errors.New("agent: nil config")
+	}
+	log := deps.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if _, err := tlsConfig(cfg.MQTT.TLS); err != nil {
+		return nil, err
+	}
+	return &Agent{cfg: cfg, log: log, version: deps.Version, ready: deps.Ready}, nil
+}
+
+// BufferDir is where the agent keeps its Badger buffer under data_dir.
+func BufferDir(cfg *config.Config) string { return filepath.Join(cfg.Agent.DataDir, "buffer") }
+
+// Run opens the buffer and runs the stations, the uplink and the HTTP
+// server until ctx is cancelled. Shutdown order: stop reading devices (every
+// scan read so far is already durable), then let the uplink flush in-flight
+// publishes and publish the offline status, then close the buffer.
+func (a *Agent) Run(ctx context.Context) error {
+	a.started = time.Now()
+	q, err := buffer.Open(BufferDir(a.cfg), buffer.Options{Logger: a.log.With("component", "buffer")})
+	if err != nil {
+		return err
+	}
+	st := q.Stats()
+	a.log.Info("buffer open", "dir", BufferDir(a.cfg), "backlog", st.Depth, "last_seq", st.LastSeq)
+	up, err := newUplink(a.cfg.MQTT, a.cfg.Agent, a.version, q, a.log)
+	if err != nil {
+		q.Close()
+		return err
+	}
+	a.mu.Lock()
+	a.q, a.up = q, up
+	for _, sc := range a.cfg.Stations {
+		a.stations = append(a.stations, newStation(sc, a.cfg.Agent, q, a.log))
+	}
+	a.mu.Unlock()
+
+	var httpSrv *http.Server
+	httpAddr := ""
+	if a.cfg.HTTP.Listen != "" {
+		ln, err := net.Listen("tcp", a.cfg.HTTP.Listen)
+		if err != nil {
+			// The status page is a convenience; scanning goes on without it.
+			a.log.Error("http status listener not started", "listen", a.cfg.HTTP.Listen, "err", err)
+		} else {
+			httpAddr = ln.Addr().String()
+			httpSrv = &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second}
+			go httpSrv.Serve(ln)
+			a.log.Info("http status listening", "addr", httpAddr)
+		}
+	}
+
+	upCtx, stopUplink := context.WithCancel(context.Background())
+	upDone := make(chan struct{})
+	go func() {
+		defer close(upDone)
+		up.run(upCtx)
+	}()
+	var wg sync.WaitGroup
+	for _, s := range a.stations {
+		wg.Go(func() { s.run(ctx) })
+	}
+	if a.ready != nil {
+		a.ready(httpAddr)
+	}
+
+	<-ctx.Done()
+	a.log.Info("stopping: devices first")
+	wg.Wait()
+	stopUplink()
+	<-upDone
+	if httpSrv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		httpSrv.Shutdown(sctx)
+		cancel()
+	}
+	if err := q.Close(); err != nil {
+		return fmt.Errorf("close buffer: %w", err)
+	}
+	a.log.Info("stopped", "backlog", q.Stats().Depth)
+	return nil
+}
+
+// Status is the agent's state as served on /status.
+type Status struct {
+	Agent    string          `json:"agent"`
+	Site     string          `json:"site"`
+	Version  string          `json:"version"`
+	Uptime   string          `json:"uptime"`
+	Buffer   buffer.Stats    `json:"buffer"`
+	MQTT     UplinkStats     `json:"mqtt"`
+	Stations []StationStatus `json:"stations"`
+}
+
+// StationStatus is one station's part of Status.
+type StationStatus struct {
+	ID       string          `json:"id"`
+	Counters StationCounters `json:"counters"`
+	Scanner  DeviceStatus    `json:"scanner"`
+}
+
+// Status returns a snapshot; before Run it is mostly empty.
+func (a *Agent) Status() Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := Status{Agent: a.cfg.Agent.ID, Site: a.cfg.Agent.Site, Version: a.version}
+	if !a.started.IsZero() {
+		s.Uptime = time.Since(a.started).Round(time.Second).String()
+	}
+	if a.q != nil {
+		s.Buffer = a.q.Stats()
+	}
+	if a.up != nil {
+		s.MQTT = a.up.stats()
+	}
+	for _, st := range a.stations {
+		c, d := st.counters()
+		s.Stations = append(s.Stations, StationStatus{ID: st.cfg.ID, Counters: c, Scanner: d})
+	}
+	return s
+}
+
+// Handler serves /healthz, /readyz and /status.
+func (a *Agent) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		// Ready means scans are being accepted; a broker outage does not
+		// make the agent unready (it buffers), it is only reported.
+		a.mu.Lock()
+		open, up := a.q != nil, a.up
+		a.mu.Unlock()
+		if !open {
+			http.Error(w, "buffer not open", http.StatusServiceUnavailable)
+			return
+		}
+		broker := "disconnected"
+		if up.connected.Load() {
+			broker = "connected"
+		}
+		fmt.Fprintf(w, "ready; broker %s\n", broker)
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(a.Status())
+	})
+	return mux
+}

@@ -1,0 +1,235 @@
+// Package config owns the scanagent configuration file: the Config types,
+// their defaults, and strict loading and validation of the YAML described in
+// SPEC.md, section "Configuration".
+//
+// Every problem in a file (unknown or duplicate keys, wrong types, missing
+// or invalid values) is reported in one pass as an Errors list of
+// "file:line:col: message" entries sorted by position, so that
+// "scanagent check" can print them all at once. Callers get either a fully
+// defaulted, validated *Config or no Config at all.
+//
+// Secrets never come from the YAML itself: an inline mqtt.password is
+// rejected. The MQTT password is read from mqtt.password_file when that is
+// set (it wins), otherwise from the environment variable
+// SCANAGENT_MQTT_PASSWORD. Relative paths in mqtt.password_file and
+// mqtt.tls.* are resolved against the directory of the config file.
+//
+// It is imported by cmd/scanagent and by the agent packages, which take the
+// parts of a validated *Config they need and never parse YAML themselves.
+package config
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"runtime"
+	"time"
+)
+
+// EnvMQTTPassword names the environment variable that supplies the MQTT
+// password when mqtt.password_file is not set.
+const EnvMQTTPassword = "SCANAGENT_MQTT_PASSWORD"
+
+// Config is a loaded and validated configuration file.
+type Config struct {
+	Agent    Agent     `yaml:"agent"`
+	MQTT     MQTT      `yaml:"mqtt"`
+	Buffer   Buffer    `yaml:"buffer"`
+	Stations []Station `yaml:"stations"`
+	HTTP     HTTP      `yaml:"http"`
+	Log      Log       `yaml:"log"`
+	File     string    `yaml:"-"` // path it was loaded from
+}
+
+// Agent identifies this agent; ID and Site appear in topics and events.
+type Agent struct {
+	ID      string `yaml:"id"`
+	Site    string `yaml:"site"`
+	DataDir string `yaml:"data_dir"`
+}
+
+// MQTT configures the uplink.
+type MQTT struct {
+	Brokers        []string `yaml:"brokers"`
+	ClientID       string   `yaml:"client_id"`
+	Username       string   `yaml:"username"`
+	PasswordFile   string   `yaml:"password_file"`
+	Password       string   `yaml:"-"` // resolved from password_file, else env SCANAGENT_MQTT_PASSWORD
+	TLS            TLS      `yaml:"tls"`
+	TopicPrefix    string   `yaml:"topic_prefix"`
+	Window         int      `yaml:"window"`          // QoS1 publishes in flight, default 256, 1..65535
+	KeepAlive      Duration `yaml:"keepalive"`       // default 30s, >= 1s
+	ConnectTimeout Duration `yaml:"connect_timeout"` // default 10s, > 0
+	ReconnectMin   Duration `yaml:"reconnect_min"`   // default 500ms, > 0
+	ReconnectMax   Duration `yaml:"reconnect_max"`   // default 30s, >= reconnect_min
+}
+
+// TLS holds optional client TLS files; each set file exists and is readable.
+type TLS struct {
+	CAFile     string `yaml:"ca_file"`
+	CertFile   string `yaml:"cert_file"`
+	KeyFile    string `yaml:"key_file"`
+	ServerName string `yaml:"server_name"`
+}
+
+// Buffer configures the durable scan buffer.
+type Buffer struct {
+	MaxBytes Size   `yaml:"max_bytes"` // default 4GiB, >= 1MiB
+	WhenFull string `yaml:"when_full"` // drop_oldest (default) | reject_new
+}
+
+// Station is one scanning place: a scanner and optionally a scale.
+type Station struct {
+	ID      string  `yaml:"id"`
+	Event   string  `yaml:"event"` // optional; if set matches ^[A-Z]{3}$
+	Scanner Scanner `yaml:"scanner"`
+	Scale   *Scale  `yaml:"scale"` // nil when the station has no scale
+}
+
+// Serial holds the port settings shared by Scanner and Scale.
+type Serial struct {
+	Port     string   `yaml:"port"`      // required
+	Baud     int      `yaml:"baud"`      // default 9600; 50..4000000
+	DataBits int      `yaml:"data_bits"` // default 8; 5..8
+	Parity   string   `yaml:"parity"`    // default "none"; none|odd|even|mark|space
+	StopBits StopBits `yaml:"stop_bits"` // default 1
+}
+
+// Scanner is a barcode scanner on a serial port.
+type Scanner struct {
+	Serial     `yaml:",inline"`
+	Terminator string   `yaml:"terminator"` // crlf (default) | cr | lf | none | custom string of up to 8 bytes
+	MaxLength  int      `yaml:"max_length"` // default 256; 1..65536
+	IdleGap    Duration `yaml:"idle_gap"`   // default 50ms; > 0; ends a frame when terminator is none
+}
+
+// Scale is a weighing scale on a serial port.
+type Scale struct {
+	Serial     `yaml:",inline"`
+	Protocol   string   `yaml:"protocol"`    // required: mt-sics|toledo|sma|nci|cas|ohaus
+	MaxAge     Duration `yaml:"max_age"`     // default 2s, > 0
+	WaitStable Duration `yaml:"wait_stable"` // default 500ms, >= 0
+}
+
+// HTTP configures the local status endpoint.
+type HTTP struct {
+	Listen string `yaml:"listen"` // default 127.0.0.1:9180
+}
+
+// Log configures the logger.
+type Log struct {
+	Level  string `yaml:"level"`  // debug | info (default) | warn | error
+	Format string `yaml:"format"` // text (default) | json
+}
+
+// Load reads the file at path and parses it with Parse, taking the MQTT
+// password from the process environment if no password file is set.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, data, os.LookupEnv)
+}
+
+// Parse decodes and validates a configuration file's contents; name is used
+// in error positions and to resolve relative paths. A nil lookupEnv means
+// os.LookupEnv. On any problem it returns a nil Config and an Errors value
+// listing every problem found.
+func Parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
+	if lookupEnv == nil {
+		lookupEnv = os.LookupEnv
+	}
+	c := newChecker(name)
+	cfg := &Config{File: name}
+	cfg.setDefaults()
+	root := c.parse(data)
+	if len(c.errs) > 0 {
+		return nil, c.finish()
+	}
+	if root != nil {
+		c.decode(root, reflect.ValueOf(cfg).Elem(), "")
+	}
+	c.validate(cfg, lookupEnv)
+	if err := c.finish(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// StationByID returns the station with the given id, or nil.
+func (c *Config) StationByID(id string) *Station {
+	for i := range c.Stations {
+		if c.Stations[i].ID == id {
+			return &c.Stations[i]
+		}
+	}
+	return nil
+}
+
+// TerminatorBytes returns the byte sequence that ends a frame; nil for "none".
+func (s Scanner) TerminatorBytes() []byte {
+	switch s.Terminator {
+	case "crlf", "":
+		return []byte("\r\n")
+	case "cr":
+		return []byte("\r")
+	case "lf":
+		return []byte("\n")
+	case "none":
+		return nil
+	}
+	return []byte(s.Terminator)
+}
+
+// Defaults. Free-form strings that are empty after decoding (data_dir,
+// client_id, topic_prefix) get theirs in validate, since they depend on
+// other keys.
+
+func (c *Config) setDefaults() {
+	c.MQTT = MQTT{
+		Brokers:        []string{"tcp://127.0.0.1:1883"},
+		Window:         256,
+		KeepAlive:      Duration(30 * time.Second),
+		ConnectTimeout: Duration(10 * time.Second),
+		ReconnectMin:   Duration(500 * time.Millisecond),
+		ReconnectMax:   Duration(30 * time.Second),
+	}
+	c.Buffer = Buffer{MaxBytes: 4 * GiB, WhenFull: "drop_oldest"}
+	c.HTTP = HTTP{Listen: "127.0.0.1:9180"}
+	c.Log = Log{Level: "info", Format: "text"}
+}
+
+func (s *Station) setDefaults() { s.Scanner.setDefaults() }
+
+func (s *Scanner) setDefaults() {
+	s.Serial.setDefaults()
+	s.Terminator = "crlf"
+	s.MaxLength = 256
+	s.IdleGap = Duration(50 * time.Millisecond)
+}
+
+func (s *Scale) setDefaults() {
+	s.Serial.setDefaults()
+	s.MaxAge = Duration(2 * time.Second)
+	s.WaitStable = Duration(500 * time.Millisecond)
+}
+
+func (s *Serial) setDefaults() {
+	s.Baud = 9600
+	s.DataBits = 8
+	s.Parity = "none"
+	s.StopBits = StopBits1
+}
+
+func defaultDataDir() string {
+	if runtime.GOOS == "windows" {
+		dir := os.Getenv("ProgramData")
+		if dir == "" {
+			dir = `C:\ProgramData`
+		}
+		return filepath.Join(dir, "scanagent")
+	}
+	return "/var/lib/scanagent"
+}

@@ -1,0 +1,447 @@
+package config_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scanagent/scanagent/agent/config"
+)
+
+// noEnv is a lookupEnv with an empty environment.
+func noEnv(string) (string, bool) { return "", false }
+
+func env(kv map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := kv[k]; return v, ok }
+}
+
+// head is a valid config's required part; cases append sections to it, so
+// their positions start at line 8.
+const head = `agent:
+  id: hub-1
+  site: SITE
+stations:
+  - id: s1
+    scanner:
+      port: /dev/ttyS0
+`
+
+// messages parses text and returns its errors as "line:col: msg" strings.
+func messages(t *testing.T, text string) []string {
+	t.Helper()
+	cfg, err := config.Parse("test.yaml", []byte(text), noEnv)
+	if err == nil {
+		return nil
+	}
+	if cfg != nil {
+		t.Errorf("Parse returned a Config along with errors")
+	}
+	var errs config.Errors
+	if !errors.As(err, &errs) {
+		t.Fatalf("Parse error is %T, want config.Errors: %v", err, err)
+	}
+	var out []string
+	for _, e := range errs {
+		if e.File != "test.yaml" {
+			t.Errorf("error file = %q, want test.yaml", e.File)
+		}
+		out = append(out, strings.TrimPrefix(e.Error(), "test.yaml:"))
+	}
+	return out
+}
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		text string
+		want []string // "line:col: message substring", in order
+	}{
+		{"unknown top-level key", head + "bogus: 1\n",
+			[]string{`8:1: unknown key "bogus"`}},
+		{"unknown nested key", head + "mqtt:\n  bad_key: 1\n",
+			[]string{`9:3: unknown key "bad_key" in mqtt`}},
+		{"unknown key with suggestion", head + "      buad: 9600\n",
+			[]string{`8:7: unknown key "buad" in stations[0].scanner (did you mean "baud"?)`}},
+		{"wrong scalar type", head + "      baud: fast\n",
+			[]string{`8:13: stations[0].scanner.baud: expected an integer, got "fast"`}},
+		{"quoted integer", head + "      baud: \"9600\"\n",
+			[]string{`8:13: stations[0].scanner.baud: expected an integer, got "9600"`}},
+		{"stations is a mapping", "agent: {id: a, site: b}\nstations: {}\n",
+			[]string{`2:11: stations: expected a sequence, got a mapping`}},
+		{"section is a string", "agent: hub\nstations: [{id: s, scanner: {port: p}}]\n",
+			[]string{`1:8: agent: expected a mapping, got "hub"`}},
+		{"root is a sequence", "- a\n",
+			[]string{`1:1: top level: expected a mapping, got a sequence`}},
+		{"missing agent.id", "stations:\n  - id: s1\n    scanner: {port: p}\nagent:\n  site: SITE\n",
+			[]string{`4:1: missing required key agent.id`}},
+		{"null agent.id", "agent:\n  id:\n  site: SITE\nstations: [{id: s, scanner: {port: p}}]\n",
+			[]string{`2:3: missing required key agent.id`}},
+		{"missing agent section", "stations: [{id: s, scanner: {port: p}}]\n",
+			[]string{`1:1: missing required key agent.id`, `1:1: missing required key agent.site`}},
+		{"bad id characters", strings.Replace(head, "id: hub-1", `id: "hub 1"`, 1),
+			[]string{`2:7: agent.id: must be 1 to 64 characters from A-Z a-z 0-9 . _ -, got "hub 1"`}},
+		{"id too long", strings.Replace(head, "site: SITE", "site: "+strings.Repeat("x", 65), 1),
+			[]string{`3:9: agent.site: must be 1 to 64 characters`}},
+		{"duplicate station id", head + "  - id: s1\n    scanner: {port: /dev/ttyS1}\n",
+			[]string{`8:9: stations[1].id: duplicate station id "s1", first used at line 5`}},
+		{"bad event", head + "    event: edd\n",
+			[]string{`8:12: stations[0].event: must be three upper-case letters such as EDD, got "edd"`}},
+		{"bad baud", head + "  - id: s2\n    scanner:\n      port: /dev/ttyS1\n      baud: 0\n",
+			[]string{`11:13: stations[1].scanner.baud: must be between 50 and 4000000, got 0`}},
+		{"bad data bits", head + "      data_bits: 9\n",
+			[]string{`8:18: stations[0].scanner.data_bits: must be between 5 and 8, got 9`}},
+		{"bad parity", head + "      parity: weird\n",
+			[]string{`8:15: stations[0].scanner.parity: must be one of none, odd, even, mark, space, got "weird"`}},
+		{"stop bits 3", head + "      stop_bits: 3\n",
+			[]string{`8:18: stations[0].scanner.stop_bits: must be 1, 1.5 or 2, got 3`}},
+		{"terminator typo", head + "      terminator: crfl\n",
+			[]string{`8:19: stations[0].scanner.terminator: unknown terminator "crfl": use crlf, cr, lf or none`}},
+		{"terminator too long", head + "      terminator: \"<<<<>>>>!\"\n",
+			[]string{`8:19: stations[0].scanner.terminator: custom terminator "<<<<>>>>!" is longer than 8 bytes`}},
+		{"empty terminator", head + "      terminator: ''\n",
+			[]string{`8:19: stations[0].scanner.terminator: must be crlf, cr, lf or none`}},
+		{"max length", head + "      max_length: 0\n",
+			[]string{`8:19: stations[0].scanner.max_length: must be between 1 and 65536, got 0`}},
+		{"duration without unit", head + "      idle_gap: 50\n",
+			[]string{`8:17: stations[0].scanner.idle_gap: missing unit in duration 50`}},
+		{"bad duration", head + "      idle_gap: soon\n",
+			[]string{`8:17: stations[0].scanner.idle_gap: invalid duration "soon"`}},
+		{"zero idle gap", head + "      idle_gap: 0s\n",
+			[]string{`8:17: stations[0].scanner.idle_gap: must be greater than 0, got 0s`}},
+		{"port used twice", head + "    scale: {port: /dev/ttyS0, protocol: cas}\n",
+			[]string{`8:19: stations[0].scale.port: port "/dev/ttyS0" is already used by stations[0].scanner at line 7`}},
+		{"scanner missing", "agent: {id: a, site: b}\nstations:\n  - id: s1\n    event: EDD\n",
+			[]string{`3:5: missing required key stations[0].scanner`}},
+		{"scanner port missing", "agent: {id: a, site: b}\nstations:\n  - id: s1\n    scanner:\n      baud: 9600\n",
+			[]string{`4:5: missing required key stations[0].scanner.port`}},
+		{"scale bad protocol", head + "    scale:\n      port: /dev/ttyS1\n      protocol: foo\n",
+			[]string{`10:17: stations[0].scale.protocol: must be one of mt-sics, toledo, sma, nci, cas, ohaus, got "foo"`}},
+		{"scale missing protocol and port", head + "    scale:\n      baud: 2400\n",
+			[]string{`8:5: missing required key stations[0].scale.port`, `8:5: missing required key stations[0].scale.protocol`}},
+		{"negative wait_stable", head + "    scale: {port: /dev/ttyS1, protocol: cas, wait_stable: -1s}\n",
+			[]string{`8:59: stations[0].scale.wait_stable: must be at least 0s, got -1s`}},
+		{"empty stations", "agent: {id: a, site: b}\nstations: []\n",
+			[]string{`2:11: stations: at least one station is required`}},
+		{"missing stations", "agent: {id: a, site: b}\n",
+			[]string{`1:1: missing required key stations`}},
+		{"bad size unit", head + "buffer:\n  max_bytes: 4XB\n",
+			[]string{`9:14: buffer.max_bytes: unknown unit "XB" in size "4XB"`}},
+		{"size too small", head + "buffer:\n  max_bytes: 512KiB\n",
+			[]string{`9:14: buffer.max_bytes: must be at least 1MiB, got 512KiB`}},
+		{"bad when_full", head + "buffer: {when_full: block}\n",
+			[]string{`8:21: buffer.when_full: must be one of drop_oldest, reject_new, got "block"`}},
+		{"bad log level", head + "log:\n  level: verbose\n",
+			[]string{`9:10: log.level: must be one of debug, info, warn, error, got "verbose"`}},
+		{"bad log format", head + "log: {format: xml}\n",
+			[]string{`8:15: log.format: must be one of text, json`}},
+		{"listen without port", head + "http:\n  listen: localhost\n",
+			[]string{`9:11: http.listen: must be host:port with a numeric port`}},
+		{"listen with named port", head + "http:\n  listen: \"127.0.0.1:http\"\n",
+			[]string{`9:11: http.listen: must be host:port with a numeric port`}},
+		{"inline password", head + "mqtt:\n  password: hunter2\n",
+			[]string{`9:3: mqtt.password: passwords are not read from the config file; put it in the file named by mqtt.password_file or in the SCANAGENT_MQTT_PASSWORD environment variable`}},
+		{"missing password file", head + "mqtt:\n  password_file: /nonexistent/mqtt-password\n",
+			[]string{`9:18: mqtt.password_file: cannot read password file: open /nonexistent/mqtt-password`}},
+		{"missing tls file", head + "mqtt:\n  tls:\n    ca_file: /nonexistent/ca.pem\n",
+			[]string{`10:14: mqtt.tls.ca_file: open /nonexistent/ca.pem`}},
+		{"tls file is a directory", head + "mqtt:\n  tls: {ca_file: ../config}\n",
+			[]string{`9:18: mqtt.tls.ca_file: ` + filepath.Join("..", "config") + ` is a directory`}},
+		{"cert without key", head + "mqtt:\n  tls:\n    cert_file: config_test.go\n",
+			[]string{`10:16: mqtt.tls.cert_file: key_file must be set together with cert_file`}},
+		{"key without cert", head + "mqtt:\n  tls:\n    key_file: config_test.go\n",
+			[]string{`10:15: mqtt.tls.key_file: cert_file must be set together with key_file`}},
+		{"broker bad scheme", head + "mqtt:\n  brokers: [\"http://broker:1883\"]\n",
+			[]string{`9:13: mqtt.brokers[0]: unsupported scheme "http"`}},
+		{"broker without port", head + "mqtt:\n  brokers:\n    - tcp://a:1883\n    - ssl://broker\n",
+			[]string{`11:7: mqtt.brokers[1]: broker "ssl://broker" needs a host and a port`}},
+		{"broker credentials", head + "mqtt:\n  brokers: [\"tcp://user:s3cret@broker:1883\"]\n",
+			[]string{`9:13: mqtt.brokers[0]: broker URL must not contain credentials`}},
+		{"no brokers", head + "mqtt:\n  brokers: []\n",
+			[]string{`9:12: mqtt.brokers: at least one broker is required`}},
+		{"topic prefix wildcard", head + "mqtt:\n  topic_prefix: site/#\n",
+			[]string{`9:17: mqtt.topic_prefix: must not contain '+', '#' or NUL, got "site/#"`}},
+		{"topic prefix slash", head + "mqtt:\n  topic_prefix: /site\n",
+			[]string{`9:17: mqtt.topic_prefix: must not start or end with '/'`}},
+		{"window", head + "mqtt:\n  window: 0\n",
+			[]string{`9:11: mqtt.window: must be between 1 and 65535, got 0`}},
+		{"keepalive", head + "mqtt:\n  keepalive: 500ms\n",
+			[]string{`9:14: mqtt.keepalive: must be between 1s and 18h12m15s, got 500ms`}},
+		{"reconnect order", head + "mqtt:\n  reconnect_min: 10s\n  reconnect_max: 5s\n",
+			[]string{`10:18: mqtt.reconnect_max: must not be less than reconnect_min (10s), got 5s`}},
+		{"yaml syntax error", "agent:\n  id: a\n site: b\n",
+			[]string{`2:1: invalid YAML: did not find expected key`}},
+		{"yaml tab", "agent:\n\tid: a\n",
+			[]string{`2:1: invalid YAML: found character that cannot start any token`}},
+		{"duplicate yaml key", "agent:\n  id: a\n  site: b\n  id: c\nstations: [{id: s, scanner: {port: p}}]\n",
+			[]string{`4:3: duplicate key "id" in agent, first at line 2`}},
+		{"duplicate top-level key", head + "agent: {id: x, site: y}\n",
+			[]string{`8:1: duplicate key "agent", first at line 1`}},
+		{"two documents", head + "---\nagent: {}\n",
+			[]string{`9:1: only one YAML document is allowed`}},
+		{"empty file", "",
+			[]string{`1:1: missing required key agent.id`, `1:1: missing required key agent.site`, `1:1: missing required key stations`}},
+		{"only comments", "# nothing here\n\n# yet\n",
+			[]string{`1:1: missing required key agent.id`, `1:1: missing required key agent.site`, `1:1: missing required key stations`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := messages(t, tt.text)
+			if len(got) != len(tt.want) {
+				t.Fatalf("got %d errors, want %d:\n%s", len(got), len(tt.want), strings.Join(got, "\n"))
+			}
+			for i, w := range tt.want {
+				pos, msg, _ := strings.Cut(w, " ")
+				if !strings.HasPrefix(got[i], pos+" ") || !strings.Contains(got[i], msg) {
+					t.Errorf("error %d = %q\nwant at %s containing %q", i, got[i], pos, msg)
+				}
+			}
+		})
+	}
+}
+
+func TestSecretsNotInErrors(t *testing.T) {
+	text := head + "mqtt:\n  password: hunter2\n  brokers: [\"tcp://u:s3cret@b:1\", \"tcp://u:s3cret@[::1\"]\n"
+	_, err := config.Parse("test.yaml", []byte(text), noEnv)
+	if err == nil {
+		t.Fatal("Parse succeeded")
+	}
+	for _, secret := range []string{"hunter2", "s3cret"} {
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("error mentions %q:\n%v", secret, err)
+		}
+	}
+}
+
+func TestAllErrorsAtOnce(t *testing.T) {
+	text := `agent:
+  id: hub-1
+  site: SITE
+  colour: blue
+stations:
+  - id: s1
+    scanner:
+      port: /dev/ttyS0
+      baud: fast
+  - id: s1
+    scanner:
+      port: /dev/ttyS1
+log:
+  level: loud
+`
+	got := messages(t, text)
+	want := []string{
+		`4:3: unknown key "colour" in agent`,
+		`9:13: stations[0].scanner.baud: expected an integer, got "fast"`,
+		`10:9: stations[1].id: duplicate station id "s1", first used at line 6`,
+		`14:10: log.level: must be one of debug, info, warn, error, got "loud"`,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	cfg, err := config.Parse("min.yaml", []byte(head), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dataDir := "/var/lib/scanagent"
+	if runtime.GOOS == "windows" {
+		dataDir = filepath.Join(os.Getenv("ProgramData"), "scanagent")
+	}
+	want := &config.Config{
+		Agent: config.Agent{ID: "hub-1", Site: "SITE", DataDir: dataDir},
+		MQTT: config.MQTT{
+			Brokers:        []string{"tcp://127.0.0.1:1883"},
+			ClientID:       "scanagent-hub-1",
+			TopicPrefix:    "scanagent/SITE/hub-1",
+			Window:         256,
+			KeepAlive:      config.Duration(30 * time.Second),
+			ConnectTimeout: config.Duration(10 * time.Second),
+			ReconnectMin:   config.Duration(500 * time.Millisecond),
+			ReconnectMax:   config.Duration(30 * time.Second),
+		},
+		Buffer: config.Buffer{MaxBytes: 4 * config.GiB, WhenFull: "drop_oldest"},
+		Stations: []config.Station{{
+			ID: "s1",
+			Scanner: config.Scanner{
+				Serial:     config.Serial{Port: "/dev/ttyS0", Baud: 9600, DataBits: 8, Parity: "none", StopBits: config.StopBits1},
+				Terminator: "crlf",
+				MaxLength:  256,
+				IdleGap:    config.Duration(50 * time.Millisecond),
+			},
+		}},
+		HTTP: config.HTTP{Listen: "127.0.0.1:9180"},
+		Log:  config.Log{Level: "info", Format: "text"},
+		File: "min.yaml",
+	}
+	if !reflect.DeepEqual(cfg, want) {
+		t.Errorf("got  %+v\nwant %+v", cfg, want)
+	}
+
+	// Scale defaults, and empty free-form strings meaning "default".
+	text := head + "    scale: {port: /dev/ttyS1, protocol: ohaus}\nmqtt: {client_id: '', topic_prefix: ''}\n"
+	cfg, err = config.Parse("min.yaml", []byte(text), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantScale := &config.Scale{
+		Serial:     config.Serial{Port: "/dev/ttyS1", Baud: 9600, DataBits: 8, Parity: "none", StopBits: config.StopBits1},
+		Protocol:   "ohaus",
+		MaxAge:     config.Duration(2 * time.Second),
+		WaitStable: config.Duration(500 * time.Millisecond),
+	}
+	if got := cfg.Stations[0].Scale; !reflect.DeepEqual(got, wantScale) {
+		t.Errorf("scale = %+v, want %+v", got, wantScale)
+	}
+	if cfg.MQTT.ClientID != "scanagent-hub-1" || cfg.MQTT.TopicPrefix != "scanagent/SITE/hub-1" {
+		t.Errorf("client_id, topic_prefix = %q, %q", cfg.MQTT.ClientID, cfg.MQTT.TopicPrefix)
+	}
+}
+
+func TestValues(t *testing.T) {
+	text := head + `      baud: 115200
+      data_bits: 7
+      parity: even
+      stop_bits: "1.5"
+      terminator: "\x03"
+      max_length: 4096
+      idle_gap: 20ms
+    event: EDD
+    scale:
+      port: COM4
+      stop_bits: 2
+      protocol: mt-sics
+      max_age: 1s
+      wait_stable: 0
+mqtt:
+  brokers: [ssl://a.example:8883, "wss://b.example:443/mqtt"]
+  client_id: hub
+  topic_prefix: t/x
+  keepalive: 1m
+buffer: {max_bytes: 64 MiB, when_full: reject_new}
+http: {listen: ":0"}
+log: {level: debug, format: json}
+`
+	cfg, err := config.Parse("test.yaml", []byte(text), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := cfg.StationByID("s1")
+	if st == nil {
+		t.Fatal("StationByID(s1) = nil")
+	}
+	sc := st.Scanner
+	if sc.Baud != 115200 || sc.DataBits != 7 || sc.Parity != "even" || sc.StopBits != config.StopBits15 ||
+		string(sc.TerminatorBytes()) != "\x03" || sc.MaxLength != 4096 || sc.IdleGap.D() != 20*time.Millisecond {
+		t.Errorf("scanner = %+v", sc)
+	}
+	if st.Event != "EDD" || st.Scale == nil || st.Scale.Port != "COM4" || st.Scale.StopBits != config.StopBits2 ||
+		st.Scale.WaitStable != 0 || st.Scale.MaxAge.D() != time.Second {
+		t.Errorf("station = %+v, scale = %+v", st, st.Scale)
+	}
+	if m := cfg.MQTT; len(m.Brokers) != 2 || m.ClientID != "hub" || m.TopicPrefix != "t/x" || m.KeepAlive.D() != time.Minute {
+		t.Errorf("mqtt = %+v", m)
+	}
+	if cfg.Buffer.MaxBytes != 64*config.MiB || cfg.Buffer.WhenFull != "reject_new" || cfg.HTTP.Listen != ":0" ||
+		cfg.Log != (config.Log{Level: "debug", Format: "json"}) {
+		t.Errorf("buffer, http, log = %+v, %+v, %+v", cfg.Buffer, cfg.HTTP, cfg.Log)
+	}
+	if cfg.StationByID("nope") != nil {
+		t.Error("StationByID(nope) != nil")
+	}
+}
+
+func TestTerminatorBytes(t *testing.T) {
+	for term, want := range map[string]string{"crlf": "\r\n", "cr": "\r", "lf": "\n", "": "\r\n", "\x02\x03": "\x02\x03"} {
+		if got := (config.Scanner{Terminator: term}).TerminatorBytes(); string(got) != want {
+			t.Errorf("TerminatorBytes(%q) = %q, want %q", term, got, want)
+		}
+	}
+	if got := (config.Scanner{Terminator: "none"}).TerminatorBytes(); got != nil {
+		t.Errorf("TerminatorBytes(none) = %q, want nil", got)
+	}
+}
+
+func TestMergeKeys(t *testing.T) {
+	text := `agent: {id: a, site: b}
+stations:
+  - id: s1
+    scanner: &usb
+      port: /dev/ttyACM0
+      baud: 115200
+      terminator: cr
+  - id: s2
+    scanner:
+      <<: *usb
+      port: /dev/ttyACM1
+`
+	cfg, err := config.Parse("test.yaml", []byte(text), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := cfg.Stations[1].Scanner
+	if sc.Port != "/dev/ttyACM1" || sc.Baud != 115200 || sc.Terminator != "cr" {
+		t.Errorf("merged scanner = %+v", sc)
+	}
+}
+
+func TestPassword(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "pw"), []byte("from-file\r\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "empty"), []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	withEnv := env(map[string]string{config.EnvMQTTPassword: "from-env"})
+	tests := []struct {
+		name, mqtt string
+		lookupEnv  func(string) (string, bool)
+		want       string
+	}{
+		{"file", "mqtt: {password_file: pw}", noEnv, "from-file"},
+		{"file wins over env", "mqtt: {password_file: pw}", withEnv, "from-file"},
+		{"env", "mqtt: {username: u}", withEnv, "from-env"},
+		{"none", "mqtt: {username: u}", noEnv, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// A relative password_file is relative to the config file.
+			name := filepath.Join(dir, "scanagent.yaml")
+			cfg, err := config.Parse(name, []byte(head+tt.mqtt+"\n"), tt.lookupEnv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.MQTT.Password != tt.want {
+				t.Errorf("password = %q, want %q", cfg.MQTT.Password, tt.want)
+			}
+		})
+	}
+
+	_, err := config.Parse(filepath.Join(dir, "c.yaml"), []byte(head+"mqtt: {password_file: empty}\n"), noEnv)
+	if err == nil || !strings.Contains(err.Error(), "8:23: mqtt.password_file: password file "+filepath.Join(dir, "empty")+" is empty") {
+		t.Errorf("empty password file: %v", err)
+	}
+}
+
+func TestLoad(t *testing.T) {
+	cfg, err := config.Load("../../packaging/scanagent.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Agent.ID != "hub-msk-01" || len(cfg.Stations) != 2 || cfg.Stations[0].Scale == nil ||
+		cfg.File != "../../packaging/scanagent.example.yaml" {
+		t.Errorf("example config = %+v", cfg)
+	}
+
+	_, err = config.Load(filepath.Join(t.TempDir(), "missing.yaml"))
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Load(missing) = %v, want ErrNotExist", err)
+	}
+}

@@ -1,0 +1,353 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// validate checks the decoded cfg, fills in the defaults that depend on
+// other keys and resolves the MQTT password.
+func (c *checker) validate(cfg *Config, lookupEnv func(string) (string, bool)) {
+	a := &cfg.Agent
+	c.name("agent.id", a.ID)
+	c.name("agent.site", a.Site)
+	if a.DataDir == "" {
+		a.DataDir = defaultDataDir()
+	}
+
+	c.mqtt(cfg, lookupEnv)
+
+	atLeast(c, "buffer.max_bytes", cfg.Buffer.MaxBytes, MiB)
+	c.oneOf("buffer.when_full", cfg.Buffer.WhenFull, "drop_oldest", "reject_new")
+
+	c.stations(cfg.Stations)
+
+	c.listen("http.listen", cfg.HTTP.Listen)
+	c.oneOf("log.level", cfg.Log.Level, "debug", "info", "warn", "error")
+	c.oneOf("log.format", cfg.Log.Format, "text", "json")
+}
+
+func (c *checker) mqtt(cfg *Config, lookupEnv func(string) (string, bool)) {
+	m := &cfg.MQTT
+	if len(m.Brokers) == 0 {
+		c.errorf("mqtt.brokers", "at least one broker is required")
+	}
+	for i, b := range m.Brokers {
+		c.broker(fmt.Sprintf("mqtt.brokers[%d]", i), b)
+	}
+	if m.ClientID == "" {
+		m.ClientID = "scanagent-" + cfg.Agent.ID
+	}
+	if m.TopicPrefix == "" {
+		m.TopicPrefix = "scanagent/" + cfg.Agent.Site + "/" + cfg.Agent.ID
+	} else {
+		c.topicPrefix("mqtt.topic_prefix", m.TopicPrefix)
+	}
+	between(c, "mqtt.window", m.Window, 1, 65535)
+	between(c, "mqtt.keepalive", m.KeepAlive, Duration(time.Second), Duration(65535*time.Second))
+	positive(c, "mqtt.connect_timeout", m.ConnectTimeout)
+	positive(c, "mqtt.reconnect_min", m.ReconnectMin)
+	if m.ReconnectMax < m.ReconnectMin {
+		c.errorf("mqtt.reconnect_max", "must not be less than reconnect_min (%s), got %s", m.ReconnectMin, m.ReconnectMax)
+	}
+
+	dir := filepath.Dir(c.file)
+	if m.PasswordFile != "" {
+		m.PasswordFile = resolve(dir, m.PasswordFile)
+		b, err := os.ReadFile(m.PasswordFile)
+		pw := strings.TrimRight(string(b), "\r\n")
+		switch {
+		case err != nil:
+			c.errorf("mqtt.password_file", "cannot read password file: %v", err)
+		case pw == "":
+			c.errorf("mqtt.password_file", "password file %s is empty", m.PasswordFile)
+		default:
+			m.Password = pw
+		}
+	} else if pw, ok := lookupEnv(EnvMQTTPassword); ok {
+		m.Password = pw
+	}
+
+	t := &m.TLS
+	for _, f := range []struct {
+		key  string
+		path *string
+	}{{"ca_file", &t.CAFile}, {"cert_file", &t.CertFile}, {"key_file", &t.KeyFile}} {
+		if *f.path == "" {
+			continue
+		}
+		*f.path = resolve(dir, *f.path)
+		if err := readable(*f.path); err != nil {
+			c.errorf("mqtt.tls."+f.key, "%v", err)
+		}
+	}
+	switch {
+	case t.CertFile != "" && t.KeyFile == "":
+		c.errorf("mqtt.tls.cert_file", "key_file must be set together with cert_file")
+	case t.KeyFile != "" && t.CertFile == "":
+		c.errorf("mqtt.tls.key_file", "cert_file must be set together with key_file")
+	}
+}
+
+func (c *checker) broker(path, b string) {
+	schemes := []string{"tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss"}
+	u, err := url.Parse(b)
+	if err != nil {
+		if ue, ok := err.(*url.Error); ok { // its message repeats the URL, which may hold credentials
+			err = ue.Err
+		}
+		c.errorf(path, "invalid broker URL: %v", err)
+		return
+	}
+	switch {
+	case u.User != nil:
+		c.errorf(path, "broker URL must not contain credentials; use mqtt.username and mqtt.password_file")
+	case !slices.Contains(schemes, u.Scheme):
+		c.errorf(path, "unsupported scheme %q in %q; want %s://host:port", u.Scheme, b, strings.Join(schemes, "|"))
+	case !isHostPort(u.Host, false):
+		c.errorf(path, "broker %q needs a host and a port, e.g. tcp://127.0.0.1:1883", b)
+	}
+}
+
+func (c *checker) topicPrefix(path, p string) {
+	switch {
+	case strings.ContainsAny(p, "+#\x00"):
+		c.errorf(path, "must not contain '+', '#' or NUL, got %q", p)
+	case strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/"):
+		c.errorf(path, "must not start or end with '/', got %q", p)
+	case strings.HasPrefix(p, "$"):
+		c.errorf(path, "must not start with '$' (reserved for broker topics), got %q", p)
+	}
+}
+
+func (c *checker) stations(ss []Station) {
+	if len(ss) == 0 {
+		if c.present("stations") {
+			c.errorf("stations", "at least one station is required")
+		} else {
+			c.missing("stations")
+		}
+		return
+	}
+	ids := map[string]string{}   // station id -> path of its first use
+	ports := map[string]string{} // serial port -> path of its first use
+	for i := range ss {
+		s := &ss[i]
+		p := fmt.Sprintf("stations[%d]", i)
+		if c.name(p+".id", s.ID) {
+			if first, dup := ids[s.ID]; dup {
+				c.errorf(p+".id", "duplicate station id %q, first used at line %d", s.ID, c.pos(first, false).Line)
+			} else {
+				ids[s.ID] = p + ".id"
+			}
+		}
+		if s.Event != "" && !validEvent(s.Event) {
+			c.errorf(p+".event", "must be three upper-case letters such as EDD, got %q", s.Event)
+		}
+
+		sc := p + ".scanner"
+		if !c.present(sc) {
+			c.missing(sc)
+		} else {
+			c.serial(sc, &s.Scanner.Serial, ports)
+			c.terminator(sc+".terminator", s.Scanner.Terminator)
+			between(c, sc+".max_length", s.Scanner.MaxLength, 1, 65536)
+			positive(c, sc+".idle_gap", s.Scanner.IdleGap)
+		}
+
+		if s.Scale != nil {
+			sp := p + ".scale"
+			c.serial(sp, &s.Scale.Serial, ports)
+			if !c.present(sp + ".protocol") {
+				c.missing(sp + ".protocol")
+			} else {
+				c.oneOf(sp+".protocol", s.Scale.Protocol, "mt-sics", "toledo", "sma", "nci", "cas", "ohaus")
+			}
+			positive(c, sp+".max_age", s.Scale.MaxAge)
+			atLeast(c, sp+".wait_stable", s.Scale.WaitStable, 0)
+		}
+	}
+}
+
+func (c *checker) serial(path string, s *Serial, ports map[string]string) {
+	port := path + ".port"
+	switch first, dup := ports[s.Port]; {
+	case !c.present(port):
+		c.missing(port)
+	case s.Port == "":
+		c.errorf(port, "must not be empty")
+	case dup:
+		c.errorf(port, "port %q is already used by %s at line %d", s.Port, parent(first), c.pos(first, false).Line)
+	default:
+		ports[s.Port] = port
+	}
+	between(c, path+".baud", s.Baud, 50, 4000000)
+	between(c, path+".data_bits", s.DataBits, 5, 8)
+	c.oneOf(path+".parity", s.Parity, "none", "odd", "even", "mark", "space")
+}
+
+func (c *checker) terminator(path, t string) {
+	keywords := "crlf, cr, lf or none"
+	switch {
+	case t == "crlf" || t == "cr" || t == "lf" || t == "none":
+	case t == "":
+		c.errorf(path, "must be %s, or a custom string", keywords)
+	case len(t) > 8:
+		c.errorf(path, "custom terminator %q is longer than 8 bytes", t)
+	case strings.Trim(t, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") == "":
+		c.errorf(path, "unknown terminator %q: use %s, or a custom string that is not only letters and digits, such as \"\\x03\"", t, keywords)
+	}
+}
+
+func (c *checker) listen(path, addr string) {
+	if !isHostPort(addr, true) {
+		c.errorf(path, "must be host:port with a numeric port, e.g. 127.0.0.1:9180, got %q", addr)
+	}
+}
+
+// isHostPort reports whether s is host:port with a numeric port. A listen
+// address may have an empty host (all interfaces) and port 0.
+func isHostPort(s string, listen bool) bool {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || port == "" || strings.Trim(port, "0123456789") != "" || (host == "" && !listen) {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n <= 65535 && (n > 0 || listen)
+}
+
+// name checks a required topic-safe identifier and reports whether it is valid.
+func (c *checker) name(path, s string) bool {
+	switch {
+	case !c.present(path):
+		c.missing(path)
+	case !validName(s):
+		c.errorf(path, "must be 1 to 64 characters from A-Z a-z 0-9 . _ -, got %q", s)
+	default:
+		return true
+	}
+	return false
+}
+
+func validName(s string) bool {
+	if len(s) < 1 || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func validEvent(s string) bool {
+	return len(s) == 3 && strings.Trim(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == ""
+}
+
+func (c *checker) oneOf(path, v string, allowed ...string) {
+	if !slices.Contains(allowed, v) {
+		c.errorf(path, "must be one of %s, got %q", strings.Join(allowed, ", "), v)
+	}
+}
+
+// between, atLeast and positive check numeric values (ints, Durations, Sizes).
+func between[T ~int | ~int64](c *checker, path string, v, lo, hi T) {
+	if v < lo || v > hi {
+		c.errorf(path, "must be between %v and %v, got %v", lo, hi, v)
+	}
+}
+
+func atLeast[T ~int64](c *checker, path string, v, lo T) {
+	if v < lo {
+		c.errorf(path, "must be at least %v, got %v", lo, v)
+	}
+}
+
+func positive[T ~int64](c *checker, path string, v T) {
+	if v <= 0 {
+		c.errorf(path, "must be greater than 0, got %v", v)
+	}
+}
+
+// errorf reports a problem with the value at path, unless that value or
+// one containing it already failed to decode.
+func (c *checker) errorf(path, format string, args ...any) {
+	if !c.failed(path) {
+		c.add(c.pos(path, false), "%s: %s", path, fmt.Sprintf(format, args...))
+	}
+}
+
+// missing reports that the required key path is absent (or null).
+func (c *checker) missing(path string) {
+	if !c.failed(path) {
+		c.add(c.pos(path, true), "missing required key %s", path)
+	}
+}
+
+// present reports whether path has a non-null value in the file.
+func (c *checker) present(path string) bool { return c.nodes[path] != nil }
+
+func (c *checker) failed(path string) bool {
+	for p := path; ; p = parent(p) {
+		if c.bad[p] {
+			return true
+		}
+		if p == "" {
+			return false
+		}
+	}
+}
+
+// pos finds where to report a problem with path: its value, else its key,
+// else the nearest enclosing entry; nil (1:1) for an absent top-level
+// section. For a missing key the enclosing entry's key is preferred, so
+// "agent.id" missing points at "agent:".
+func (c *checker) pos(path string, missing bool) *yaml.Node {
+	for p := path; p != ""; p = parent(p) {
+		k, v := c.keys[p], c.nodes[p]
+		switch {
+		case missing && k != nil:
+			return k
+		case v != nil:
+			return v
+		case k != nil:
+			return k
+		}
+	}
+	return nil
+}
+
+// resolve makes a relative path relative to dir (the config file's directory).
+func resolve(dir, path string) string {
+	if filepath.IsAbs(path) {
+		return path
+	}
+	return filepath.Join(dir, path)
+}
+
+// readable checks that path is a regular file this process can open.
+func readable(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		return fmt.Errorf("%s is a directory", path)
+	}
+	return nil
+}

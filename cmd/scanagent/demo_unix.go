@@ -1,0 +1,214 @@
+//go:build unix
+
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/scanagent/scanagent/agent"
+	"github.com/scanagent/scanagent/agent/config"
+	"github.com/scanagent/scanagent/devices/sim"
+)
+
+// demoStations are the simulated sorting line: induction into the sorting
+// centre, a sorter and the customs hand-over.
+var demoStations = []struct{ id, event string }{
+	{"induct-1", "EDD"},
+	{"sort-2", "EDE"},
+	{"customs-3", "EDB"},
+}
+
+// cmdDemo runs the real agent pipeline (serial ports, buffer, MQTT uplink)
+// against simulated scanners on pseudo-terminals and an in-process broker,
+// and prints what a central subscriber receives.
+func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("demo", stderr)
+	rate := fs.Float64("rate", 2, "scans per second per scanner")
+	bad := fs.Float64("bad", 0.1, "share of codes with a wrong check digit")
+	duration := fs.Duration("duration", 0, "stop after this long (0 = until Ctrl-C)")
+	dataDir := fs.String("data-dir", "", "buffer directory (default: a temporary one, removed at exit)")
+	quiet := fs.Bool("quiet", false, "print only the summary")
+	verbose := fs.Bool("v", false, "show the agent's info logs")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *rate <= 0 {
+		return usagef("-rate must be positive")
+	}
+	if *duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *duration)
+		defer cancel()
+	}
+	dir := *dataDir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "scanagent-demo-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+
+	// The central side: an in-process broker on a free loopback port.
+	broker := mochi.New(&mochi.Options{InlineClient: false, Logger: slog.New(slog.DiscardHandler)})
+	broker.AddHook(new(auth.AllowHook), nil)
+	tcp := listeners.NewTCP(listeners.Config{ID: "demo", Address: "127.0.0.1:0"})
+	if err := broker.AddListener(tcp); err != nil {
+		return fmt.Errorf("demo broker: %w", err)
+	}
+	go broker.Serve()
+	defer broker.Close()
+	brokerURL := "tcp://" + tcp.Address()
+
+	// The sorting line: one simulated scanner per station.
+	scanners := make([]*sim.Scanner, len(demoStations))
+	for i := range demoStations {
+		sc, err := sim.NewScanner("\r\n")
+		if err != nil {
+			return err
+		}
+		defer sc.Close()
+		scanners[i] = sc
+	}
+	cfgText := fmt.Sprintf("agent: {id: demo-agent, site: DEMO-HUB, data_dir: %q}\nmqtt: {brokers: [%q]}\nhttp: {listen: \"127.0.0.1:0\"}\nstations:\n", dir, brokerURL)
+	for i, st := range demoStations {
+		cfgText += fmt.Sprintf("  - {id: %s, event: %s, scanner: {port: %q, baud: 115200, terminator: crlf}}\n", st.id, st.event, scanners[i].Path())
+	}
+	cfg, err := config.Parse("demo.yaml", []byte(cfgText), func(string) (string, bool) { return "", false })
+	if err != nil {
+		return fmt.Errorf("demo config: %w", err)
+	}
+	level := slog.LevelWarn
+	if *verbose {
+		level = slog.LevelInfo
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	// The central system's view: a subscriber to the agent's topics.
+	view := &demoView{out: stdout, quiet: *quiet, seen: map[string]bool{}}
+	sub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(brokerURL).SetClientID("demo-central"))
+	if t := sub.Connect(); !t.WaitTimeout(5*time.Second) || t.Error() != nil {
+		return fmt.Errorf("demo subscriber: %v", t.Error())
+	}
+	defer sub.Disconnect(100)
+	prefix := cfg.MQTT.TopicPrefix
+	if t := sub.Subscribe(prefix+"/#", 1, view.handle); !t.WaitTimeout(5*time.Second) || t.Error() != nil {
+		return fmt.Errorf("demo subscribe: %v", t.Error())
+	}
+
+	fmt.Fprintf(stdout, "scanagent demo: %d simulated scanners -> agent (buffer %s) -> MQTT %s\n", len(demoStations), dir, brokerURL)
+	fmt.Fprintf(stdout, "central system subscribed to %s/#  (Ctrl-C to stop)\n\n", prefix)
+
+	a, err := agent.New(cfg, agent.Deps{Log: log, Version: version})
+	if err != nil {
+		return err
+	}
+	agentCtx, stopAgent := context.WithCancel(context.Background())
+	agentDone := make(chan error, 1)
+	go func() { agentDone <- a.Run(agentCtx) }()
+
+	// Feed the scanners until ctx ends.
+	var sent atomic.Int64
+	var feeders sync.WaitGroup
+	for i, sc := range scanners {
+		feeders.Go(func() {
+			codes := sim.NewCodes(uint64(i+1)*7919+uint64(time.Now().UnixNano()), *bad)
+			tick := time.NewTicker(time.Duration(float64(time.Second) / *rate))
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+					code, aim := codes.Next()
+					if sc.Send(aim, code) == nil {
+						sent.Add(1)
+					}
+				}
+			}
+		})
+	}
+	feeders.Wait()
+
+	// Stop: give the last reads a moment to be framed, stop the agent
+	// (it flushes in-flight publishes), then wait for the subscriber.
+	time.Sleep(300 * time.Millisecond)
+	stopAgent()
+	runErr := <-agentDone
+	st := a.Status()
+	var accepted uint64
+	for _, s := range st.Stations {
+		accepted += s.Counters.Scans
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for view.count() < int(accepted) && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	received, invalid, dups := view.totals()
+	fmt.Fprintf(stdout, "\nsummary: sent %d, accepted %d (durable), received by central %d (invalid %d, duplicates %d), left in buffer %d\n",
+		sent.Load(), accepted, received, invalid, dups, st.Buffer.Depth)
+	return runErr
+}
+
+// demoView prints the scan stream as the central system receives it.
+type demoView struct {
+	mu       sync.Mutex
+	out      io.Writer
+	quiet    bool
+	received int
+	invalid  int
+	dups     int
+	seen     map[string]bool
+}
+
+func (v *demoView) handle(_ mqtt.Client, m mqtt.Message) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var ev agent.Event
+	if err := json.Unmarshal(m.Payload(), &ev); err != nil || ev.Schema != agent.Schema {
+		if !v.quiet {
+			fmt.Fprintf(v.out, "  %-40s %s\n", m.Topic(), m.Payload())
+		}
+		return
+	}
+	if v.seen[ev.ID] {
+		v.dups++
+		return
+	}
+	v.seen[ev.ID] = true
+	v.received++
+	verdict := "ok"
+	if !ev.Valid {
+		v.invalid++
+		verdict = "INVALID " + ev.Reason
+	}
+	if !v.quiet {
+		fmt.Fprintf(v.out, "  seq %-5d %-10s %s  %-16s %-5s %s\n", ev.Seq, ev.Station, ev.Event, ev.Barcode, ev.Kind, verdict)
+	}
+}
+
+func (v *demoView) count() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.received
+}
+
+func (v *demoView) totals() (received, invalid, dups int) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.received, v.invalid, v.dups
+}

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"runtime/debug"
+	"strings"
+
+	"github.com/scanagent/scanagent/agent"
+	"github.com/scanagent/scanagent/agent/config"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// usageError is a usage or configuration problem: exit code 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
+
+// errSilent carries an exit code whose message was already printed.
+type errSilent struct{ code int }
+
+func (e errSilent) Error() string { return fmt.Sprintf("exit %d", e.code) }
+
+// exitCode maps run's error to the process exit code: 0 ok, 1 runtime
+// failure, 2 usage or configuration error.
+func exitCode(err error, stderr io.Writer) int {
+	var silent errSilent
+	var usage usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &silent):
+		return silent.code
+	case errors.As(err, &usage):
+		fmt.Fprintln(stderr, "scanagent:", err)
+		return 2
+	default:
+		fmt.Fprintln(stderr, "scanagent:", err)
+		return 1
+	}
+}
+
+const usageText = `usage: scanagent <command> [flags]
+
+commands:
+  run -c FILE     run the agent (default command)
+  check -c FILE   validate a config file; print every error
+  demo            run end to end with simulated scanners and an in-process broker
+  version         print version information
+`
+
+// run is the whole program: tests call it directly.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := "run"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "run":
+		return cmdRun(ctx, args, stderr)
+	case "check":
+		return cmdCheck(args, stdout, stderr)
+	case "demo":
+		return cmdDemo(ctx, args, stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, versionString())
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usageText)
+		return nil
+	}
+	fmt.Fprint(stderr, usageText)
+	return usagef("unknown command %q", cmd)
+}
+
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("scanagent "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errSilent{0}
+		}
+		return errSilent{2}
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	return nil
+}
+
+// loadConfig loads and validates; every problem is printed, one per line.
+func loadConfig(path string, stderr io.Writer) (*config.Config, error) {
+	if path == "" {
+		return nil, usagef("-c FILE is required")
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		var errs config.Errors
+		if errors.As(err, &errs) {
+			fmt.Fprintln(stderr, err)
+			return nil, errSilent{2}
+		}
+		return nil, usageError{err}
+	}
+	return cfg, nil
+}
+
+func cmdCheck(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("check", stderr)
+	path := fs.String("c", "", "config `FILE`")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*path, stderr)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: ok (agent %s, site %s, %d stations, brokers %s)\n",
+		*path, cfg.Agent.ID, cfg.Agent.Site, len(cfg.Stations), strings.Join(cfg.MQTT.Brokers, ","))
+	return nil
+}
+
+func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlags("run", stderr)
+	path := fs.String("c", "", "config `FILE`")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*path, stderr)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, stderr)
+	log.Info("scanagent starting", "version", version, "config", *path, "agent", cfg.Agent.ID, "site", cfg.Agent.Site)
+	a, err := agent.New(cfg, agent.Deps{Log: log, Version: version})
+	if err != nil {
+		return usageError{err}
+	}
+	return a.Run(ctx)
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func versionString() string {
+	commit, date := "unknown", "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				commit = s.Value
+			case "vcs.time":
+				date = s.Value
+			}
+		}
+	}
+	return fmt.Sprintf("scanagent %s (commit %s, built %s, %s %s/%s)", version, commit, date, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
