@@ -68,7 +68,13 @@ func BufferDir(cfg *config.Config) string { return filepath.Join(cfg.Agent.DataD
 // scan read so far is already durable), then let the uplink flush in-flight
 // publishes and publish the offline status, then close the buffer.
 func (a *Agent) Run(ctx context.Context) error {
+	a.mu.Lock()
+	if !a.started.IsZero() {
+		a.mu.Unlock()
+		return errors.New("agent: Run called twice")
+	}
 	a.started = time.Now()
+	a.mu.Unlock()
 	q, err := buffer.Open(BufferDir(a.cfg), buffer.Options{Logger: a.log.With("component", "buffer")})
 	if err != nil {
 		return err

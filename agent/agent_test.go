@@ -1,0 +1,305 @@
+package agent_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/scanagent/scanagent/agent"
+	"github.com/scanagent/scanagent/agent/config"
+	"github.com/scanagent/scanagent/agent/internal/testmqtt"
+	"github.com/scanagent/scanagent/devices/sim"
+)
+
+type rig struct {
+	t      *testing.T
+	broker *testmqtt.Broker
+	sub    *testmqtt.Subscriber
+	sc     *sim.Scanner
+	a      *agent.Agent
+	cfg    *config.Config
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// newRig starts mosquitto, a persistent subscriber, a simulated scanner on a
+// pseudo-terminal (behind a by-id style link) and the agent.
+func newRig(t *testing.T, stationYAML string) *rig {
+	t.Helper()
+	r := &rig{t: t, broker: testmqtt.Start(t)}
+	dir := t.TempDir()
+	sc, err := sim.NewScanner("\r\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sc.Close() })
+	link := filepath.Join(dir, "usb-Honeywell_1900-if00")
+	if err := sc.Link(link); err != nil {
+		t.Fatal(err)
+	}
+	r.sc = sc
+	text := fmt.Sprintf(`
+agent: {id: hub-test-01, site: TEST-HUB, data_dir: %q}
+mqtt:
+  brokers: [%q]
+  reconnect_min: 50ms
+  reconnect_max: 300ms
+  connect_timeout: 2s
+http: {listen: "127.0.0.1:0"}
+log: {level: debug}
+stations:
+  - id: induct-3
+    event: EDD
+    scanner: {port: %q, baud: 115200%s}
+`, filepath.Join(dir, "data"), r.broker.URL(), link, stationYAML)
+	r.cfg, err = config.Parse("test.yaml", []byte(text), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.sub = testmqtt.Subscribe(t, r.broker, "central-"+t.Name(), r.cfg.MQTT.TopicPrefix+"/#")
+	r.a, err = agent.New(r.cfg, agent.Deps{Log: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})), Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel, r.done = cancel, make(chan error, 1)
+	go func() { r.done <- r.a.Run(ctx) }()
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *rig) stop() {
+	if r.cancel == nil {
+		return
+	}
+	r.cancel()
+	r.cancel = nil
+	select {
+	case err := <-r.done:
+		if err != nil {
+			r.t.Errorf("agent Run: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		r.t.Error("agent did not stop within 15s")
+	}
+}
+
+func (r *rig) waitAccepted(n uint64) {
+	r.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		st := r.a.Status()
+		if len(st.Stations) > 0 && st.Stations[0].Counters.Scans >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("agent accepted %+v, want %d scans", st.Stations, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func scans(msgs []testmqtt.Message) []agent.Event {
+	var out []agent.Event
+	for _, m := range msgs {
+		if strings.Contains(m.Topic, "/scans/") {
+			var ev agent.Event
+			if err := json.Unmarshal(m.Payload, &ev); err == nil {
+				out = append(out, ev)
+			}
+		}
+	}
+	return out
+}
+
+func countScans(n int) func([]testmqtt.Message) bool {
+	return func(m []testmqtt.Message) bool { return len(uniqueScans(scans(m))) >= n }
+}
+
+// uniqueScans keeps the first delivery of each event id (delivery is at
+// least once).
+func uniqueScans(evs []agent.Event) []agent.Event {
+	seen := map[string]bool{}
+	var out []agent.Event
+	for _, e := range evs {
+		if !seen[e.ID] {
+			seen[e.ID] = true
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func TestEndToEndSchema(t *testing.T) {
+	r := newRig(t, "")
+	before := time.Now().UTC().Truncate(time.Millisecond)
+	r.sc.Send("]C0", "RR473124829GB")    // valid S10
+	r.sc.Send("]C0", "RR473124828GB")    // wrong check digit
+	r.sc.Send("", "10100024010003")      // valid Russian Post, no AIM
+	r.sc.Send("]C0", "10100024010004")   // wrong check digit
+	r.sc.Send("]C0", "PARCEL-LABEL-123") // other
+	msgs := r.sub.WaitFor(15*time.Second, "5 scans", countScans(5))
+	evs := uniqueScans(scans(msgs))
+	want := []struct {
+		barcode, aim, kind string
+		valid              bool
+		reason             string
+	}{
+		{"RR473124829GB", "]C0", "s10", true, ""},
+		{"RR473124828GB", "]C0", "s10", false, "check_digit"},
+		{"10100024010003", "", "ru14", true, ""},
+		{"10100024010004", "]C0", "ru14", false, "check_digit"},
+		{"PARCEL-LABEL-123", "]C0", "other", true, ""},
+	}
+	for i, w := range want {
+		e := evs[i]
+		if e.Barcode != w.barcode || e.AIM != w.aim || e.Kind != w.kind || e.Valid != w.valid || e.Reason != w.reason {
+			t.Errorf("event %d = %+v, want %+v", i, e, w)
+		}
+		if e.Schema != "scanagent.scan/v1" || e.Agent != "hub-test-01" || e.Site != "TEST-HUB" || e.Station != "induct-3" || e.Event != "EDD" {
+			t.Errorf("event %d envelope = %+v", i, e)
+		}
+		id, err := uuid.Parse(e.ID)
+		if err != nil || id.Version() != 7 {
+			t.Errorf("event %d id %q is not a UUIDv7 (%v)", i, e.ID, err)
+		}
+		if e.Seq != uint64(i+1) {
+			t.Errorf("event %d seq %d, want %d", i, e.Seq, i+1)
+		}
+		ts, err := time.Parse(time.RFC3339Nano, e.ScannedAt)
+		if err != nil || !strings.HasSuffix(e.ScannedAt, "Z") || len(e.ScannedAt) != len("2026-11-22T01:31:44.781Z") {
+			t.Errorf("event %d scanned_at %q: want UTC with milliseconds (%v)", i, e.ScannedAt, err)
+		}
+		if ts.Before(before) || ts.After(time.Now().Add(time.Second)) {
+			t.Errorf("event %d scanned_at %v not within the test run", i, ts)
+		}
+		if e.Weight != nil {
+			t.Errorf("event %d has a weight without a scale", i)
+		}
+	}
+	// Absent fields are absent, not empty: the third event has no AIM and
+	// no reason.
+	var raw map[string]any
+	for _, m := range msgs {
+		if strings.HasSuffix(m.Topic, "/scans/induct-3") && strings.Contains(string(m.Payload), "10100024010003") {
+			json.Unmarshal(m.Payload, &raw)
+		}
+	}
+	for _, k := range []string{"aim", "reason", "weight"} {
+		if _, ok := raw[k]; ok {
+			t.Errorf("key %q present in %v", k, raw)
+		}
+	}
+	// Retained online status.
+	var status map[string]any
+	for _, m := range msgs {
+		if strings.HasSuffix(m.Topic, "/status") {
+			json.Unmarshal(m.Payload, &status)
+		}
+	}
+	if status["state"] != "online" || status["agent"] != "hub-test-01" {
+		t.Errorf("status = %v", status)
+	}
+	// Graceful stop publishes a retained offline status.
+	r.stop()
+	r.sub.WaitFor(10*time.Second, "offline status", func(m []testmqtt.Message) bool {
+		last := m[len(m)-1]
+		return strings.HasSuffix(last.Topic, "/status") && strings.Contains(string(last.Payload), `"offline"`)
+	})
+}
+
+// TestBrokerOutageBuffersAndDrainsInOrder stops mosquitto, scans while it
+// is down (every scan is accepted into the buffer), starts it again and
+// checks that everything arrives, in seq order.
+func TestBrokerOutageBuffersAndDrainsInOrder(t *testing.T) {
+	r := newRig(t, "")
+	r.sc.Send("]C0", "RR473124829GB")
+	r.sub.WaitFor(15*time.Second, "first scan", countScans(1))
+
+	r.broker.Stop()
+	codes := sim.NewCodes(42, 0.1)
+	const outage = 300
+	for range outage {
+		code, aim := codes.Next()
+		if err := r.sc.Send(aim, code); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.waitAccepted(1 + outage)
+	if st := r.a.Status(); st.Buffer.Depth != outage || st.MQTT.Connected {
+		t.Fatalf("during outage: buffer depth %d (want %d), connected %v", st.Buffer.Depth, outage, st.MQTT.Connected)
+	}
+
+	r.broker.Restart()
+	msgs := r.sub.WaitFor(30*time.Second, "all scans after the outage", countScans(1+outage))
+	evs := uniqueScans(scans(msgs))
+	for i, e := range evs {
+		if e.Seq != uint64(i+1) {
+			t.Fatalf("event %d has seq %d: not in seq order", i, e.Seq)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for r.a.Status().Buffer.Depth != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("buffer not drained: %+v", r.a.Status().Buffer)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st := r.a.Status(); st.MQTT.Sessions < 2 {
+		t.Errorf("want a second MQTT session after the outage, got %d", st.MQTT.Sessions)
+	}
+}
+
+// TestRestartKeepsBacklogAndSeq stops the agent while the broker is down,
+// starts a new agent on the same data dir, and checks the backlog is sent
+// and seq continues.
+func TestRestartKeepsBacklogAndSeq(t *testing.T) {
+	r := newRig(t, "")
+	r.broker.Stop()
+	for _, c := range []string{"RR473124829GB", "RR287043775IN", "10100024010003"} {
+		r.sc.Send("]C0", c)
+	}
+	r.waitAccepted(3)
+	r.stop()
+
+	a2, err := agent.New(r.cfg, agent.Deps{Log: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a2.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	r.broker.Restart()
+	r.sc.Send("]C0", "RR473124850GB")
+	msgs := r.sub.WaitFor(20*time.Second, "4 scans across the restart", countScans(4))
+	evs := uniqueScans(scans(msgs))
+	for i, e := range evs {
+		if e.Seq != uint64(i+1) {
+			t.Fatalf("event %d (%s) seq %d, want %d", i, e.Barcode, e.Seq, i+1)
+		}
+	}
+	if evs[3].Barcode != "RR473124850GB" {
+		t.Fatalf("last event %+v", evs[3])
+	}
+}
+
+func TestOverlongAndEmptyFramesCounted(t *testing.T) {
+	r := newRig(t, ", max_length: 32")
+	r.sc.Write([]byte(strings.Repeat("X", 100) + "\r\n\r\n]C0RR473124829GB\r\n"))
+	r.sub.WaitFor(15*time.Second, "the good scan", countScans(1))
+	st := r.a.Status().Stations[0]
+	if st.Counters.Rejected["overlong"] != 1 || st.Counters.Scans != 1 {
+		t.Fatalf("counters %+v", st.Counters)
+	}
+	if st.Scanner.State != "connected" {
+		t.Fatalf("scanner state %+v", st.Scanner)
+	}
+}

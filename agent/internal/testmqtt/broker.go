@@ -1,0 +1,123 @@
+// Package testmqtt starts a real mosquitto broker on a free loopback port
+// for tests and benchmarks, and can stop and restart it on the same port to
+// simulate an outage. It is imported only by tests.
+package testmqtt
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Broker is one mosquitto process (restartable).
+type Broker struct {
+	t    testing.TB
+	Port int
+	dir  string
+	bin  string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Start runs mosquitto on a free 127.0.0.1 port with persistence in a
+// temporary directory (so persistent subscriber sessions survive a
+// restart), and provides a recording subscriber. It fails the test if mosquitto is not installed: the test suite
+// script installs it (scripts/test.sh).
+func Start(t testing.TB) *Broker {
+	t.Helper()
+	bin, err := exec.LookPath("mosquitto")
+	if err != nil {
+		for _, p := range []string{"/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"} {
+			if _, e := os.Stat(p); e == nil {
+				bin, err = p, nil
+				break
+			}
+		}
+	}
+	if err != nil {
+		t.Fatal("mosquitto not found: install it (apt-get install -y mosquitto) or run scripts/test.sh")
+	}
+	b := &Broker{t: t, Port: freePort(t), dir: t.TempDir()}
+	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nmax_queued_messages 0\nlog_dest none\n", b.Port, b.dir)
+	if os.Geteuid() == 0 {
+		conf += "user root\n"
+	}
+	if err := os.WriteFile(filepath.Join(b.dir, "mosquitto.conf"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b.bin = bin
+	b.Restart()
+	t.Cleanup(b.Stop)
+	return b
+}
+
+// URL is the broker address for paho.
+func (b *Broker) URL() string { return "tcp://127.0.0.1:" + strconv.Itoa(b.Port) }
+
+// Addr is host:port.
+func (b *Broker) Addr() string { return "127.0.0.1:" + strconv.Itoa(b.Port) }
+
+// Restart starts the broker if it is stopped and waits until it accepts
+// connections.
+func (b *Broker) Restart() {
+	b.t.Helper()
+	if b.cmd != nil {
+		return
+	}
+	cmd := exec.Command(b.bin, "-c", filepath.Join(b.dir, "mosquitto.conf"))
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.t.Fatalf("start mosquitto: %v", err)
+	}
+	b.cmd = cmd
+	b.done = make(chan struct{})
+	go func(done chan struct{}) { cmd.Wait(); close(done) }(b.done)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", b.Addr(), 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case <-b.done:
+			b.t.Fatalf("mosquitto exited at start (port %d)", b.Port)
+		default:
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("mosquitto not accepting on %s after 10s: %v", b.Addr(), err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop terminates the broker (SIGTERM, so it saves persistent sessions)
+// and waits for it to exit.
+func (b *Broker) Stop() {
+	if b.cmd == nil {
+		return
+	}
+	b.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-b.done:
+	case <-time.After(10 * time.Second):
+		b.cmd.Process.Kill()
+		<-b.done
+	}
+	b.cmd = nil
+}
+
+func freePort(t testing.TB) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
