@@ -14,7 +14,7 @@ import (
 
 	"github.com/scanagent/scanagent/agent"
 	"github.com/scanagent/scanagent/agent/config"
-	"github.com/scanagent/scanagent/agent/internal/testmqtt"
+	"github.com/scanagent/scanagent/agent/testmqtt"
 	"github.com/scanagent/scanagent/devices/sim"
 )
 
