@@ -4,12 +4,14 @@
 package testmqtt
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -46,6 +48,8 @@ func Start(t testing.TB) *Broker {
 	b := &Broker{t: t, Port: freePort(t), dir: t.TempDir()}
 	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nmax_queued_messages 0\nlog_dest none\n", b.Port, b.dir)
 	if os.Geteuid() == 0 {
+		// Otherwise mosquitto drops to its own user, which cannot write the
+		// persistence file into the test's temporary directory.
 		conf += "user root\n"
 	}
 	if err := os.WriteFile(filepath.Join(b.dir, "mosquitto.conf"), []byte(conf), 0o644); err != nil {
@@ -71,7 +75,8 @@ func (b *Broker) Restart() {
 		return
 	}
 	cmd := exec.Command(b.bin, "-c", filepath.Join(b.dir, "mosquitto.conf"))
-	cmd.Stderr = os.Stderr
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		b.t.Fatalf("start mosquitto: %v", err)
 	}
@@ -87,7 +92,7 @@ func (b *Broker) Restart() {
 		}
 		select {
 		case <-b.done:
-			b.t.Fatalf("mosquitto exited at start (port %d)", b.Port)
+			b.t.Fatalf("mosquitto exited at start (port %d): %s", b.Port, stderr.String())
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -120,4 +125,21 @@ func freePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scanagent/scanagent/agent/testmqtt"
 	"github.com/scanagent/scanagent/agent/parcel"
+	"github.com/scanagent/scanagent/agent/testmqtt"
 	"github.com/scanagent/scanagent/devices/sim"
 )
 

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The full test suite: installs what the tests need (mosquitto, the real
+# broker the end-to-end tests start on a free loopback port), then vets and
+# runs every test with the race detector.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+  echo "scripts/test.sh: installing mosquitto (needed by the end-to-end tests)"
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mosquitto >/dev/null
+fi
+
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt needed on:"; echo "$unformatted"; exit 1
+fi
+go vet ./...
+GOOS=windows go vet ./...
+go test -race -count=1 -timeout 10m ./...
