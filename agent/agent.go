@@ -60,6 +60,23 @@ func New(cfg *config.Config, deps Deps) (*Agent, error) {
 	return &Agent{cfg: cfg, log: log, version: deps.Version, ready: deps.Ready}, nil
 }
 
+// BufferOptions maps the buffer section of the config.
+func BufferOptions(cfg *config.Config, log *slog.Logger) buffer.Options {
+	o := buffer.Options{
+		Logger:       log,
+		MaxBytes:     int64(cfg.Buffer.MaxBytes),
+		CommitWindow: cfg.Buffer.CommitWindow.D(),
+		MinFreeDisk:  int64(cfg.Buffer.MinFreeDisk),
+	}
+	if cfg.Buffer.WhenFull == "reject_new" {
+		o.WhenFull = buffer.RejectNew
+	}
+	if o.MinFreeDisk == 0 {
+		o.MinFreeDisk = -1 // 0 in the config disables the check
+	}
+	return o
+}
+
 // BufferDir is where the agent keeps its Badger buffer under data_dir.
 func BufferDir(cfg *config.Config) string { return filepath.Join(cfg.Agent.DataDir, "buffer") }
 
@@ -75,7 +92,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.started = time.Now()
 	a.mu.Unlock()
-	q, err := buffer.Open(BufferDir(a.cfg), buffer.Options{Logger: a.log.With("component", "buffer")})
+	q, err := buffer.Open(BufferDir(a.cfg), BufferOptions(a.cfg, a.log.With("component", "buffer")))
 	if err != nil {
 		return err
 	}

@@ -3,7 +3,9 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,10 +20,10 @@ import (
 
 // StationCounters are one station's totals since start.
 type StationCounters struct {
-	Scans        uint64            `json:"scans"`         // accepted (durable)
-	Invalid      uint64            `json:"invalid"`       // accepted with valid=false
-	AppendFailed uint64            `json:"append_failed"` // read but not made durable
-	Rejected     map[string]uint64 `json:"rejected"`      // frames discarded, by reason
+	Scans       uint64            `json:"scans"`        // accepted (durable)
+	Invalid     uint64            `json:"invalid"`      // accepted with valid=false
+	NotAccepted map[string]uint64 `json:"not_accepted"` // read but not made durable, by reason
+	Rejected    map[string]uint64 `json:"rejected"`     // frames discarded, by reason
 }
 
 // DeviceStatus is a device's last known state.
@@ -40,22 +42,26 @@ type station struct {
 	log   *slog.Logger
 	now   func() time.Time
 
-	scans, invalid, appendFailed atomic.Uint64
+	scans, invalid atomic.Uint64
 
-	mu       sync.Mutex
-	rejected map[string]uint64
-	scanner  DeviceStatus
+	mu          sync.Mutex
+	rejected    map[string]uint64
+	notAccepted map[string]uint64
+	scanner     DeviceStatus
+	errLog      rateLog
 }
 
 func newStation(cfg config.Station, agent config.Agent, q *buffer.Queue, log *slog.Logger) *station {
 	return &station{
-		cfg:      cfg,
-		agent:    agent,
-		q:        q,
-		log:      log.With("station", cfg.ID),
-		now:      time.Now,
-		rejected: map[string]uint64{},
-		scanner:  DeviceStatus{Port: cfg.Scanner.Port, State: string(devices.StateDisconnected), Since: Timestamp(time.Now())},
+		cfg:         cfg,
+		agent:       agent,
+		q:           q,
+		log:         log.With("station", cfg.ID),
+		now:         time.Now,
+		rejected:    map[string]uint64{},
+		notAccepted: map[string]uint64{},
+		errLog:      rateLog{every: 10 * time.Second},
+		scanner:     DeviceStatus{Port: cfg.Scanner.Port, State: string(devices.StateDisconnected), Since: Timestamp(time.Now())},
 	}
 }
 
@@ -69,12 +75,11 @@ func (s *station) run(ctx context.Context) error {
 			Parity:   sc.Parity,
 			StopBits: string(sc.StopBits),
 		},
-		Framer:  devices.FramerConfig{Terminator: sc.TerminatorBytes(), MaxLength: sc.MaxLength},
-		IdleGap: sc.IdleGap.D(),
-		Log:     s.log.With("device", "scanner"),
-		Frame:   s.accept,
-		Reject:  s.reject,
-		State:   s.setState,
+		Framer: devices.FramerConfig{Terminator: sc.TerminatorBytes(), MaxLength: sc.MaxLength, IdleGap: sc.IdleGap.D()},
+		Log:    s.log.With("device", "scanner"),
+		Frame:  s.accept,
+		Reject: s.reject,
+		State:  s.setState,
 	})
 }
 
@@ -100,31 +105,69 @@ func (s *station) accept(f devices.Frame) {
 		id = uuid.New() // only when the system's random source fails
 	}
 	ev.ID = id.String()
-	seq, err := s.q.Append(func(seq uint64) ([]byte, error) {
+	enc := func(seq uint64) ([]byte, error) {
 		ev.Seq = seq
 		payload, err := json.Marshal(&ev)
 		if err != nil {
 			return nil, err
 		}
 		return encodeRecord(make([]byte, 0, len(payload)+1+len(s.cfg.ID)), s.cfg.ID, payload), nil
-	})
+	}
+	// Submit does not wait for the disk: the port goroutine goes on reading
+	// while the scan is synced; it counts as accepted in the callback.
+	if err := s.q.Submit(enc, func(seq uint64, err error) { s.accepted(ev, seq, err) }); err != nil {
+		s.accepted(ev, 0, err)
+	}
+}
+
+// accepted runs once a scan is durable (err nil) or has failed.
+func (s *station) accepted(ev Event, seq uint64, err error) {
 	if err != nil {
-		s.appendFailed.Add(1)
-		s.log.Error("scan NOT accepted: buffer append failed", "barcode", f.Data, "err", err)
+		reason := "error"
+		switch {
+		case errors.Is(err, buffer.ErrFull):
+			reason = buffer.ReasonFull
+		case errors.Is(err, buffer.ErrDiskFull):
+			reason = buffer.ReasonDiskFull
+		case errors.Is(err, buffer.ErrClosed):
+			reason = "stopping"
+		}
+		s.mu.Lock()
+		s.notAccepted[reason]++
+		ok, suppressed := s.errLog.allow(reason, s.now())
+		s.mu.Unlock()
+		if ok {
+			s.log.Error("scan NOT accepted", "barcode", ev.Barcode, "reason", reason, "err", err, "similar_suppressed", suppressed)
+		}
 		return
 	}
 	s.scans.Add(1)
-	if !res.Valid {
+	if !ev.Valid {
 		s.invalid.Add(1)
 	}
-	s.log.Debug("scan accepted", "seq", seq, "barcode", f.Data, "kind", res.Kind, "valid", res.Valid, "reason", res.Reason)
+	s.log.Debug("scan accepted", "seq", seq, "barcode", ev.Barcode, "kind", ev.Kind, "valid", ev.Valid, "reason", ev.Reason)
 }
 
 func (s *station) reject(reason string) {
 	s.mu.Lock()
 	s.rejected[reason]++
+	ok, suppressed := s.errLog.allow("reject:"+reason, s.now())
 	s.mu.Unlock()
-	s.log.Debug("scanner frame rejected", "reason", reason)
+	if ok {
+		s.log.Warn("scanner frame rejected", "reason", reason, "similar_suppressed", suppressed, "hint", rejectHint(reason))
+	}
+}
+
+func rejectHint(reason string) string {
+	switch reason {
+	case devices.RejectGarbage:
+		return "control characters or invalid UTF-8: check baud rate, data bits and parity against the scanner"
+	case devices.RejectOverlong:
+		return "no terminator seen within max_length: check scanner.terminator against the scanner's suffix"
+	case devices.RejectStale:
+		return "a partial read was never terminated: check scanner.terminator"
+	}
+	return ""
 }
 
 func (s *station) setState(st devices.DeviceState, reason string) {
@@ -136,14 +179,32 @@ func (s *station) setState(st devices.DeviceState, reason string) {
 func (s *station) counters() (StationCounters, DeviceStatus) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rej := make(map[string]uint64, len(s.rejected))
-	for k, v := range s.rejected {
-		rej[k] = v
-	}
 	return StationCounters{
-		Scans:        s.scans.Load(),
-		Invalid:      s.invalid.Load(),
-		AppendFailed: s.appendFailed.Load(),
-		Rejected:     rej,
+		Scans:       s.scans.Load(),
+		Invalid:     s.invalid.Load(),
+		NotAccepted: maps.Clone(s.notAccepted),
+		Rejected:    maps.Clone(s.rejected),
 	}, s.scanner
+}
+
+// rateLog lets one log line per key through every period and counts the
+// ones it held back. Not safe for concurrent use (the station's mutex
+// guards it).
+type rateLog struct {
+	every      time.Duration
+	last       map[string]time.Time
+	suppressed map[string]int
+}
+
+func (r *rateLog) allow(key string, now time.Time) (bool, int) {
+	if r.last == nil {
+		r.last, r.suppressed = map[string]time.Time{}, map[string]int{}
+	}
+	if t, ok := r.last[key]; ok && now.Sub(t) < r.every {
+		r.suppressed[key]++
+		return false, 0
+	}
+	n := r.suppressed[key]
+	r.last[key], r.suppressed[key] = now, 0
+	return true, n
 }

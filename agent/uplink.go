@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -46,7 +47,7 @@ type uplink struct {
 	version string
 	q       *buffer.Queue
 	log     *slog.Logger
-	tls     *tls.Config // nil when no broker needs TLS
+	tls     *tls.Config
 
 	connected           atomic.Bool
 	broker              atomic.Value // string
@@ -56,6 +57,7 @@ type uplink struct {
 }
 
 func newUplink(cfg config.MQTT, agent config.Agent, version string, q *buffer.Queue, log *slog.Logger) (*uplink, error) {
+	cfg.Window = min(max(cfg.Window, 1), 65000) // paho has 65535 message ids
 	u := &uplink{cfg: cfg, agent: agent, prefix: cfg.TopicPrefix, version: version, q: q, log: log.With("component", "mqtt")}
 	u.broker.Store("")
 	u.lastErr.Store("")
@@ -173,6 +175,8 @@ func (l *lostSignal) error() error { return fmt.Errorf("connection lost: %w", l.
 // the buffer in seq order with a window of QoS 1 publishes in flight.
 func (u *uplink) session(ctx context.Context) error {
 	lost := &lostSignal{ch: make(chan struct{})}
+	var attempted atomic.Value // the broker of the last connection attempt
+	attempted.Store("")
 	opts := mqtt.NewClientOptions().
 		SetClientID(u.cfg.ClientID).
 		SetUsername(u.cfg.Username).
@@ -184,32 +188,37 @@ func (u *uplink) session(ctx context.Context) error {
 		SetConnectTimeout(u.cfg.ConnectTimeout.D()).
 		SetWriteTimeout(u.cfg.ConnectTimeout.D()).
 		SetBinaryWill(u.prefix+"/status", u.statusPayload("offline"), 1, true).
-		SetConnectionLostHandler(func(_ mqtt.Client, err error) { lost.fire(err) })
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) { lost.fire(err) }).
+		SetConnectionAttemptHandler(func(broker *url.URL, t *tls.Config) *tls.Config {
+			attempted.Store(broker.Redacted())
+			return t
+		})
 	for _, b := range u.cfg.Brokers {
 		opts.AddBroker(b)
 	}
-	if u.tls != nil {
-		opts.SetTLSConfig(u.tls)
-	}
+	opts.SetTLSConfig(u.tls)
 	c := mqtt.NewClient(opts)
 	u.sessions.Add(1)
-	tok := c.Connect()
-	if err := waitToken(ctx, tok, u.cfg.ConnectTimeout.D()*time.Duration(len(u.cfg.Brokers))+time.Second); err != nil {
+	if err := waitToken(ctx, c.Connect(), u.cfg.ConnectTimeout.D()*time.Duration(len(u.cfg.Brokers))+time.Second); err != nil {
 		c.Disconnect(0)
 		return fmt.Errorf("connect %v: %w", u.cfg.Brokers, err)
 	}
-	defer c.Disconnect(250)
-	broker := ""
-	if r := c.OptionsReader(); len(r.Servers()) > 0 {
-		broker = r.Servers()[0].String()
-	}
-	u.broker.Store(broker)
+	u.broker.Store(attempted.Load().(string))
+	defer func() {
+		if ctx.Err() != nil {
+			// A clean DISCONNECT suppresses the Will: say offline ourselves.
+			if err := waitToken(context.Background(), c.Publish(u.prefix+"/status", 1, true, u.statusPayload("offline")), 2*time.Second); err != nil {
+				u.log.Warn("shutdown: offline status not published", "err", err)
+			}
+		}
+		c.Disconnect(250)
+	}()
 	if err := waitToken(ctx, c.Publish(u.prefix+"/status", 1, true, u.statusPayload("online")), u.cfg.ConnectTimeout.D()); err != nil {
 		return fmt.Errorf("publish online status: %w", err)
 	}
 	u.connected.Store(true)
 	u.lastErr.Store("")
-	u.log.Info("mqtt connected", "brokers", u.cfg.Brokers, "client_id", u.cfg.ClientID, "backlog", u.q.Stats().Depth)
+	u.log.Info("mqtt connected", "broker", u.broker.Load(), "client_id", u.cfg.ClientID, "backlog", u.q.Stats().Depth)
 
 	window := make(chan inflight, u.cfg.Window)
 	ackErr := make(chan error, 1)
@@ -222,15 +231,11 @@ func (u *uplink) session(ctx context.Context) error {
 	err := u.pump(ctx, c, window, lost, ackerExit)
 	close(window)
 	if ctx.Err() != nil {
-		// Shutdown: give in-flight publishes a bounded time to be acked,
-		// then say goodbye (a clean disconnect does not fire the Will).
+		// Shutdown: give in-flight publishes a bounded time to be acked.
 		select {
 		case <-ackerExit:
 		case <-time.After(5 * time.Second):
 			u.log.Warn("shutdown: in-flight publishes not acknowledged in 5s; they stay buffered")
-		}
-		if err := waitToken(context.Background(), c.Publish(u.prefix+"/status", 1, true, u.statusPayload("offline")), 2*time.Second); err != nil {
-			u.log.Warn("shutdown: offline status not published", "err", err)
 		}
 		return nil
 	}
@@ -243,7 +248,8 @@ func (u *uplink) session(ctx context.Context) error {
 
 // pump reads the buffer from the start (everything still there is
 // unacknowledged) and publishes in seq order until the session fails or ctx
-// is done.
+// is done. It stops at the first failed publish, so nothing after a failed
+// record goes out in this session (the next one re-sends from it, in order).
 func (u *uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight, lost *lostSignal, ackerExit <-chan struct{}) error {
 	var cursor uint64
 	for {
@@ -264,6 +270,16 @@ func (u *uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight
 			}
 		}
 		for _, rec := range recs {
+			// The acker may have failed: check first, deterministically.
+			select {
+			case <-ackerExit:
+				return nil
+			case <-lost.ch:
+				return lost.error()
+			case <-ctx.Done():
+				return nil
+			default:
+			}
 			cursor = rec.Seq
 			station, payload, err := decodeRecord(rec.Value)
 			if err != nil {
@@ -274,6 +290,9 @@ func (u *uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight
 				continue
 			}
 			tok := c.Publish(u.prefix+"/scans/"+station, 1, false, payload)
+			if isDone(tok) && tok.Error() != nil {
+				return fmt.Errorf("publish seq %d: %w", rec.Seq, tok.Error())
+			}
 			u.published.Add(1)
 			select {
 			case window <- inflight{rec: rec, tok: tok}:
@@ -291,15 +310,23 @@ func (u *uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight
 // acker waits for the publish tokens in order and acknowledges each record
 // whose PUBACK arrived in this session. On the first failure it stops: the
 // records not acknowledged stay in the buffer and the next session re-sends
-// them in seq order.
+// them in seq order. A PUBACK that does not come within the ack timeout
+// (the broker or the link stalled while the connection looks up) ends the
+// session too.
 func (u *uplink) acker(window <-chan inflight, lost *lostSignal) error {
+	timeout := 2*u.cfg.KeepAlive.D() + u.cfg.ConnectTimeout.D()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
 	for p := range window {
+		timer.Reset(timeout)
 		select {
 		case <-p.tok.Done():
 		case <-lost.ch:
 			if !isDone(p.tok) {
 				return lost.error()
 			}
+		case <-timer.C:
+			return fmt.Errorf("no PUBACK for seq %d within %v", p.rec.Seq, timeout)
 		}
 		if err := p.tok.Error(); err != nil {
 			return fmt.Errorf("publish seq %d: %w", p.rec.Seq, err)

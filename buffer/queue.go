@@ -1,12 +1,16 @@
 // Package buffer owns the durable FIFO queue that every accepted scan goes
-// through before it is published: a Badger database in the agent's data
-// directory, keyed by a big-endian sequence number.
+// through before it is published.
 //
-// An append returns only after its record is synced to disk (group commit:
-// concurrent appends share one write and one sync). The uplink reads with a
-// cursor and acknowledges records once the broker has them; only then are
-// they deleted. The sequence survives restarts and never goes backwards, even
-// when the queue was fully drained.
+// An append returns only after its record is durable: appends from all
+// callers are grouped (group commit), written to a preallocated journal
+// with one data sync, then into a Badger store keyed by a big-endian
+// sequence number. The uplink reads with a cursor and acknowledges records
+// once the broker has them; only then are they deleted. The sequence
+// survives restarts and never goes backwards, even when the queue was
+// drained or the store was lost.
+//
+// Layout under the queue directory: store/ (Badger), journal/ (segments),
+// store.corrupt-<time>/ (stores that failed to open, kept for forensics).
 //
 // Imported by agent (the pipeline and the MQTT uplink) and cmd/scanagent.
 package buffer
@@ -16,23 +20,48 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 )
 
-// ErrClosed is returned by operations on a closed queue.
-var ErrClosed = errors.New("buffer closed")
+// Errors returned by Append and Open.
+var (
+	ErrClosed   = errors.New("buffer closed")
+	ErrFull     = errors.New("buffer full (buffer.max_bytes reached, when_full: reject_new)")
+	ErrDiskFull = errors.New("disk full: free space below buffer.min_free_disk")
+	ErrLocked   = errors.New("buffer is in use by another process (is the agent running? stop it first)")
+)
+
+// WhenFull is the policy applied when MaxBytes is reached.
+type WhenFull int
+
+const (
+	DropOldest WhenFull = iota // delete the oldest records to make room
+	RejectNew                  // fail new appends with ErrFull
+)
+
+// Drop and reject reasons counted in Stats.
+const (
+	ReasonFull     = "buffer_full"
+	ReasonDiskFull = "disk_full"
+	ReasonError    = "error"
+)
 
 const (
 	prefixRecord = 'q'
 	keyLen       = 9 // prefix + uint64
+	timeLen      = 8 // append time stored before each value
 )
 
-// metaSeqKey holds the highest sequence ever assigned, so the sequence keeps
-// increasing after the queue was drained and compacted away.
+// metaSeqKey holds the highest sequence written to the store; journal
+// records above it are replayed at open.
 var metaSeqKey = []byte("m/seq")
 
 // Options tune a Queue. The zero value is valid.
@@ -42,41 +71,56 @@ type Options struct {
 	Logger *slog.Logger
 	// MaxBatch caps the records grouped into one commit (default 1000).
 	MaxBatch int
+	// CommitWindow is how long a commit waits for more appends after the
+	// first one (0: commit at once; appends arriving during a sync form
+	// the next group anyway).
+	CommitWindow time.Duration
+	// MaxBytes caps the records' bytes (0: no cap); WhenFull says what
+	// happens at the cap.
+	MaxBytes int64
+	WhenFull WhenFull
+	// MinFreeDisk: appends fail with ErrDiskFull while the filesystem has
+	// less free space than this (default 64 MiB; negative disables).
+	MinFreeDisk int64
+	// SegmentSize of the journal (default 4 MiB).
+	SegmentSize int64
+	// MaintInterval is how often journal segments are retired (default 1s).
+	MaintInterval time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
 }
 
 // Record is one queued entry.
 type Record struct {
 	Seq   uint64
+	Time  time.Time // when it was appended
 	Value []byte
 }
+
+// size is what a record counts against MaxBytes and Stats.Bytes.
+func (r Record) size() int64 { return int64(len(r.Value) + timeLen + keyLen) }
 
 // Encoder builds a record's value once its sequence number is known. It runs
 // on the commit goroutine and must not block.
 type Encoder func(seq uint64) ([]byte, error)
 
-// Stats is a snapshot of the queue's counters.
-type Stats struct {
-	Depth    int64  // records waiting for an acknowledgement
-	Bytes    int64  // their value bytes
-	LastSeq  uint64 // highest sequence assigned so far
-	Appended uint64 // records appended since Open
-	Acked    uint64 // records acknowledged since Open
-	Commits  uint64 // synced commits since Open
-}
-
 type appendReq struct {
 	enc  Encoder
+	cb   func(seq uint64, err error) // Submit's callback, or nil (Append)
 	seq  uint64
-	size int
+	val  []byte // stored value: time + encoded
 	err  error
 	done chan struct{}
 }
 
 // Queue is the durable FIFO. All methods are safe for concurrent use.
 type Queue struct {
-	db       *badger.DB
-	log      *slog.Logger
-	maxBatch int
+	dir  string
+	db   *badger.DB
+	j    *journal
+	log  *slog.Logger
+	opts Options
+	now  func() time.Time
 
 	mu      sync.RWMutex // guards closed against concurrent sends on reqs
 	closed  bool
@@ -86,37 +130,60 @@ type Queue struct {
 	stopped chan struct{}
 	notify  chan struct{}
 
-	ackMu    sync.Mutex
-	acks     []Record            // acknowledged, not yet deleted
-	inDelete map[uint64]struct{} // seqs in acks, hidden from readers
+	ackMu      sync.Mutex
+	acks       []Record            // acknowledged, not yet deleted
+	inDelete   map[uint64]struct{} // seqs in acks, hidden from readers
+	droppedMax uint64              // highest seq ever dropped by drop_oldest
 
-	lastSeq  uint64 // owned by the commit goroutine after Open
-	depth    atomic.Int64
-	bytes    atomic.Int64
-	seqStat  atomic.Uint64
-	appended atomic.Uint64
-	acked    atomic.Uint64
-	commits  atomic.Uint64
+	lastSeq    uint64        // owned by the commit goroutine after Open
+	dropCursor uint64        // commit goroutine: seek start for drop_oldest
+	head       atomic.Uint64 // lowest sequence possibly present
+	durable    atomic.Uint64 // highest sequence durable and readable
+	diskCheck  time.Time
+	diskLow    bool
+
+	depth, bytes atomic.Int64
+	seqStat      atomic.Uint64
+	appended     atomic.Uint64
+	acked        atomic.Uint64
+	commits      atomic.Uint64
+	dropped      counters // by reason: records removed without delivery
+	rejected     counters // by reason: appends refused
+	full         atomic.Bool
+	sync         latency
+	quarantined  int
+	quarantine   string
+	replayed     int
+	retired      atomic.Uint64
+	wg           sync.WaitGroup
 }
 
-// Open opens (or creates) the queue in dir. It takes Badger's directory lock:
-// a second process opening the same directory gets an error.
+// Open opens (or creates) the queue in dir. If the store cannot be opened
+// because another process holds it, the error wraps ErrLocked. A store that
+// fails to open for any other reason is moved aside (never deleted), a
+// fresh one is created, and the journal is replayed into it; Stats reports
+// the quarantine.
 func Open(dir string, opts Options) (*Queue, error) {
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 1000
 	}
-	db, err := badger.Open(badgerOptions(dir, log))
-	if err != nil {
-		return nil, fmt.Errorf("open buffer %s: %w", dir, err)
+	if opts.MinFreeDisk == 0 {
+		opts.MinFreeDisk = 64 << 20
+	}
+	if opts.MaintInterval <= 0 {
+		opts.MaintInterval = time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
 	q := &Queue{
-		db:       db,
-		log:      log,
-		maxBatch: opts.MaxBatch,
+		dir:      dir,
+		log:      opts.Logger,
+		opts:     opts,
+		now:      opts.Now,
 		reqs:     make(chan *appendReq, opts.MaxBatch),
 		ackKick:  make(chan struct{}, 1),
 		quit:     make(chan struct{}),
@@ -124,74 +191,168 @@ func Open(dir string, opts Options) (*Queue, error) {
 		notify:   make(chan struct{}, 1),
 		inDelete: make(map[uint64]struct{}),
 	}
-	if err := q.load(); err != nil {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("open buffer %s: %w", dir, err)
+	}
+	db, err := q.openStore()
+	if err != nil {
+		return nil, err
+	}
+	q.db = db
+	if err := q.recover(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open buffer %s: %w", dir, err)
 	}
 	go q.commitLoop()
+	q.wg.Go(q.maintLoop)
 	return q, nil
 }
 
+// openStore opens Badger, quarantining a store that cannot be opened.
+func (q *Queue) openStore() (*badger.DB, error) {
+	store := filepath.Join(q.dir, "store")
+	db, err := badger.Open(badgerOptions(store, q.log))
+	if err == nil {
+		q.countQuarantined()
+		return db, nil
+	}
+	if strings.Contains(err.Error(), "Cannot acquire directory lock") {
+		return nil, fmt.Errorf("open buffer %s: %w", q.dir, ErrLocked)
+	}
+	aside := filepath.Join(q.dir, "store.corrupt-"+q.now().UTC().Format("20060102T150405Z"))
+	if rerr := os.Rename(store, aside); rerr != nil {
+		return nil, fmt.Errorf("open buffer %s: %v; moving it aside failed: %w", store, err, rerr)
+	}
+	q.log.Error("buffer store could not be opened: moved aside for forensics, starting a fresh store and replaying the journal",
+		"store", store, "moved_to", aside, "err", err)
+	q.quarantine = fmt.Sprintf("%s: %v", aside, err)
+	db, err = badger.Open(badgerOptions(store, q.log))
+	if err != nil {
+		return nil, fmt.Errorf("open fresh buffer store %s: %w", store, err)
+	}
+	q.countQuarantined()
+	return db, nil
+}
+
+func (q *Queue) countQuarantined() {
+	matches, _ := filepath.Glob(filepath.Join(q.dir, "store.corrupt-*"))
+	q.quarantined = len(matches)
+}
+
 // badgerOptions sizes Badger for an edge box (see LIBRARY-NOTES.md): small
-// memtables, no caches (which requires no compression), values inline, and
-// synced writes so that a commit returns only once it is on disk.
+// memtables, no caches (which requires no compression), values inline.
+// Writes are not synced by Badger: the journal makes appends durable.
 func badgerOptions(dir string, log *slog.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
-		WithSyncWrites(true).
+		WithSyncWrites(false).
 		WithMemTableSize(8 << 20).
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(2).
 		WithNumLevelZeroTablesStall(4).
+		WithBaseTableSize(4 << 20).
+		WithBaseLevelSize(16 << 20).
 		WithBlockCacheSize(0).
 		WithIndexCacheSize(0).
 		WithCompression(options.None).
 		WithValueLogFileSize(16 << 20).
 		WithNumCompactors(2).
+		WithNumGoroutines(2).
 		WithDetectConflicts(false).
 		WithMetricsEnabled(false).
 		WithLogger(badgerLogger{log.With("component", "badger")})
 }
 
-// load restores the sequence, depth and byte count from disk.
-func (q *Queue) load() error {
-	return q.db.View(func(txn *badger.Txn) error {
+// recover restores the sequence, replays journal records newer than the
+// store, and counts depth and bytes.
+func (q *Queue) recover() error {
+	var storeSeq uint64
+	err := q.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(metaSeqKey)
-		switch {
-		case errors.Is(err, badger.ErrKeyNotFound):
-		case err != nil:
-			return err
-		default:
-			if err := item.Value(func(v []byte) error {
-				if len(v) != 8 {
-					return fmt.Errorf("corrupt sequence record (%d bytes)", len(v))
-				}
-				q.lastSeq = binary.BigEndian.Uint64(v)
-				return nil
-			}); err != nil {
-				return err
-			}
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
 		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			if len(v) != 8 {
+				return fmt.Errorf("corrupt sequence record (%d bytes)", len(v))
+			}
+			storeSeq = binary.BigEndian.Uint64(v)
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	j, recs, journalSeq, err := openJournal(filepath.Join(q.dir, "journal"), q.opts.SegmentSize)
+	if err != nil {
+		return err
+	}
+	q.j = j
+	// Replay what the journal has and the store lost (power loss, or a
+	// quarantined store).
+	var replay []journalRecord
+	for _, r := range recs {
+		if r.seq > storeSeq {
+			replay = append(replay, r)
+		}
+	}
+	for len(replay) > 0 {
+		n := min(len(replay), maxTxnEntries/2)
+		txn := q.db.NewTransaction(true)
+		var maxSeq uint64
+		for _, r := range replay[:n] {
+			if err := txn.Set(key(r.seq), r.value); err != nil {
+				txn.Discard()
+				return fmt.Errorf("replay journal: %w", err)
+			}
+			maxSeq = max(maxSeq, r.seq)
+		}
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], max(maxSeq, storeSeq))
+		txn.Set(metaSeqKey, b[:])
+		if err := txn.Commit(); err != nil {
+			return fmt.Errorf("replay journal: %w", err)
+		}
+		q.replayed += n
+		replay = replay[n:]
+	}
+	if q.replayed > 0 {
+		q.log.Warn("buffer: replayed journal records the store did not have", "records", q.replayed)
+	}
+	q.lastSeq = max(storeSeq, journalSeq)
+	var depth, size int64
+	first := uint64(0)
+	err = q.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}})
 		defer it.Close()
-		var depth, size int64
 		for it.Rewind(); it.Valid(); it.Next() {
 			item := it.Item()
-			depth++
-			size += item.ValueSize()
-			if s := seqOf(item.Key()); s > q.lastSeq {
-				q.lastSeq = s
+			s := seqOf(item.Key())
+			if first == 0 {
+				first = s
 			}
+			depth++
+			size += item.ValueSize() + keyLen
+			q.lastSeq = max(q.lastSeq, s)
 		}
-		q.depth.Store(depth)
-		q.bytes.Store(size)
-		q.seqStat.Store(q.lastSeq)
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	q.depth.Store(depth)
+	q.bytes.Store(size)
+	q.seqStat.Store(q.lastSeq)
+	q.durable.Store(q.lastSeq)
+	q.head.Store(first)
+	return q.j.start(q.lastSeq)
 }
 
 // Append assigns the next sequence number, encodes the record with enc and
-// returns once it is synced to disk. The returned error is non-nil when the
-// record is not durable (encoding failed, disk error, queue closed).
+// returns once it is durable. The error is non-nil when the record is not
+// durable: ErrFull, ErrDiskFull, ErrClosed, an encoding or a disk error.
 func (q *Queue) Append(enc Encoder) (uint64, error) {
 	r := &appendReq{enc: enc, done: make(chan struct{})}
 	q.mu.RLock()
@@ -203,6 +364,22 @@ func (q *Queue) Append(enc Encoder) (uint64, error) {
 	q.mu.RUnlock()
 	<-r.done
 	return r.seq, r.err
+}
+
+// Submit queues an append and returns without waiting for it (it blocks
+// only while MaxBatch appends are already waiting). done is called on the
+// commit goroutine, in sequence order, once the record is durable (err nil)
+// or has failed; it must not block. A producer that keeps several appends
+// in flight gets larger groups per sync than one that waits for each.
+func (q *Queue) Submit(enc Encoder, done func(seq uint64, err error)) error {
+	r := &appendReq{enc: enc, cb: done}
+	q.mu.RLock()
+	defer q.mu.RUnlock()
+	if q.closed {
+		return ErrClosed
+	}
+	q.reqs <- r
+	return nil
 }
 
 // Ack marks records as delivered; they are deleted in the next commit and
@@ -228,9 +405,19 @@ func (q *Queue) Ack(recs ...Record) {
 func (q *Queue) Notify() <-chan struct{} { return q.notify }
 
 // Read returns up to max records with a sequence greater than after, in
-// order, skipping records that were acknowledged but not yet deleted.
+// order, skipping records that were acknowledged but not yet deleted. Pass
+// the last sequence returned as after to continue (a cursor: the store
+// never re-reads deleted records from the start).
 func (q *Queue) Read(after uint64, max int) ([]Record, error) {
+	if h := q.head.Load(); after+1 < h {
+		after = h - 1
+	}
 	var out []Record
+	// Hold ackMu across the snapshot: a delete committed after the
+	// snapshot was taken is still listed in inDelete, so an acknowledged
+	// record is never returned again.
+	q.ackMu.Lock()
+	defer q.ackMu.Unlock()
 	err := q.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{
 			Prefix:         []byte{prefixRecord},
@@ -238,11 +425,13 @@ func (q *Queue) Read(after uint64, max int) ([]Record, error) {
 			PrefetchSize:   min(max, 100),
 		})
 		defer it.Close()
-		q.ackMu.Lock()
-		defer q.ackMu.Unlock()
+		durable := q.durable.Load()
 		for it.Seek(key(after + 1)); it.Valid() && len(out) < max; it.Next() {
 			item := it.Item()
 			seq := seqOf(item.Key())
+			if seq > durable {
+				break
+			}
 			if _, gone := q.inDelete[seq]; gone {
 				continue
 			}
@@ -250,27 +439,26 @@ func (q *Queue) Read(after uint64, max int) ([]Record, error) {
 			if err != nil {
 				return fmt.Errorf("read record %d: %w", seq, err)
 			}
-			out = append(out, Record{Seq: seq, Value: v})
+			rec, err := decodeValue(seq, v)
+			if err != nil {
+				return err
+			}
+			out = append(out, rec)
 		}
 		return nil
 	})
 	return out, err
 }
 
-// Stats returns the current counters.
-func (q *Queue) Stats() Stats {
-	return Stats{
-		Depth:    q.depth.Load(),
-		Bytes:    q.bytes.Load(),
-		LastSeq:  q.seqStat.Load(),
-		Appended: q.appended.Load(),
-		Acked:    q.acked.Load(),
-		Commits:  q.commits.Load(),
+func decodeValue(seq uint64, v []byte) (Record, error) {
+	if len(v) < timeLen {
+		return Record{}, fmt.Errorf("record %d: value of %d bytes is too short", seq, len(v))
 	}
+	return Record{Seq: seq, Time: time.Unix(0, int64(binary.BigEndian.Uint64(v))), Value: v[timeLen:]}, nil
 }
 
-// Close commits what is pending and closes the database. Appends after
-// Close fail with ErrClosed.
+// Close commits what is pending, stops maintenance and closes the store.
+// Appends after Close fail with ErrClosed.
 func (q *Queue) Close() error {
 	q.mu.Lock()
 	if q.closed {
@@ -281,14 +469,20 @@ func (q *Queue) Close() error {
 	q.mu.Unlock()
 	close(q.quit)
 	<-q.stopped
-	return q.db.Close()
+	q.wg.Wait()
+	jerr := q.j.close()
+	if err := q.db.Close(); err != nil {
+		return err
+	}
+	return jerr
 }
 
 // commitLoop is the single writer: it groups waiting appends and pending
-// deletes into one synced transaction.
+// deletes into one journal write and one store transaction.
 func (q *Queue) commitLoop() {
 	defer close(q.stopped)
-	batch := make([]*appendReq, 0, q.maxBatch)
+	batch := make([]*appendReq, 0, q.opts.MaxBatch)
+	var window *time.Timer
 	for {
 		batch = batch[:0]
 		select {
@@ -309,8 +503,25 @@ func (q *Queue) commitLoop() {
 			q.commit(batch, q.takeAcks())
 			return
 		}
+		if len(batch) > 0 && q.opts.CommitWindow > 0 {
+			if window == nil {
+				window = time.NewTimer(q.opts.CommitWindow)
+			} else {
+				window.Reset(q.opts.CommitWindow)
+			}
+		wait:
+			for len(batch) < q.opts.MaxBatch {
+				select {
+				case r := <-q.reqs:
+					batch = append(batch, r)
+				case <-window.C:
+					break wait
+				}
+			}
+			window.Stop()
+		}
 	gather:
-		for len(batch) < q.maxBatch {
+		for len(batch) < q.opts.MaxBatch {
 			select {
 			case r := <-q.reqs:
 				batch = append(batch, r)
@@ -337,104 +548,276 @@ const (
 	maxTxnBytes   = 512 << 10
 )
 
-// commit writes one group: appends in order, in as few synced transactions
-// as the limits allow, then the deletes. An append whose transaction fails
-// gets the error and its sequence number is reused; failed deletes are
-// retried with the next group.
+// commit handles one group: admission (disk space, capacity), encoding,
+// the journal write and sync, the store write, then the deletes.
 func (q *Queue) commit(batch []*appendReq, dels []Record) {
-	var (
-		chunk   []*appendReq
-		txn     = q.db.NewTransaction(true)
-		entries int
-		size    int
-		seq     = q.lastSeq
-	)
-	added := 0
-	for _, r := range batch {
-		v, err := r.enc(seq + 1)
-		if err != nil {
-			r.err = fmt.Errorf("encode record: %w", err)
-			continue
-		}
-		if entries > 0 && (entries+2 > maxTxnEntries || size+len(v)+keyLen > maxTxnBytes) {
-			added += q.finish(txn, chunk, seq)
-			chunk, entries, size = chunk[:0], 0, 0
-			txn = q.db.NewTransaction(true)
-			seq = q.lastSeq
-			if v, err = r.enc(seq + 1); err != nil {
-				r.err = fmt.Errorf("encode record: %w", err)
-				continue
+	defer func() {
+		for _, r := range batch {
+			if r.cb != nil {
+				r.cb(r.seq, r.err)
+			} else {
+				close(r.done)
 			}
 		}
-		if err := txn.Set(key(seq+1), v); err != nil {
-			r.err = fmt.Errorf("buffer append: %w", err)
-			continue
-		}
-		seq++
-		r.seq, r.size = seq, len(v)
-		chunk = append(chunk, r)
-		entries++
-		size += len(v) + keyLen
-	}
-	added += q.finish(txn, chunk, seq)
-	for _, r := range batch {
-		close(r.done)
-	}
-	if added > 0 {
-		select {
-		case q.notify <- struct{}{}:
-		default:
-		}
-	}
+	}()
 	for len(dels) > 0 {
 		n := min(len(dels), maxTxnEntries)
 		q.deleteAcked(dels[:n])
 		dels = dels[n:]
 	}
+	if len(batch) == 0 {
+		return
+	}
+	if q.diskFull() {
+		q.fail(batch, ErrDiskFull, ReasonDiskFull)
+		return
+	}
+	now := q.now()
+	var ok []*appendReq
+	var incoming int64
+	seq := q.lastSeq
+	for _, r := range batch {
+		v, err := r.enc(seq + 1)
+		if err != nil {
+			r.err = fmt.Errorf("encode record: %w", err)
+			q.rejected.add(ReasonError, 1)
+			continue
+		}
+		val := make([]byte, timeLen+len(v))
+		binary.BigEndian.PutUint64(val, uint64(now.UnixNano()))
+		copy(val[timeLen:], v)
+		size := int64(len(val) + keyLen)
+		if q.opts.MaxBytes > 0 && q.opts.WhenFull == RejectNew && q.bytes.Load()+incoming+size > q.opts.MaxBytes {
+			r.err = ErrFull
+			q.rejected.add(ReasonFull, 1)
+			q.full.Store(true)
+			continue
+		}
+		seq++
+		r.seq, r.val = seq, val
+		incoming += size
+		ok = append(ok, r)
+	}
+	if len(ok) == 0 {
+		return
+	}
+	var drops []dropRec
+	if q.opts.MaxBytes > 0 && q.opts.WhenFull == DropOldest {
+		drops = q.oldest(q.bytes.Load() + incoming - q.opts.MaxBytes)
+	}
+
+	// Durable point: the journal. Its data sync runs while the same
+	// records go into the store; readers see them only once both are done
+	// (Read stops at the durable sequence).
+	jr := make([]journalRecord, len(ok))
+	for i, r := range ok {
+		jr[i] = journalRecord{seq: r.seq, value: r.val}
+	}
+	q.lastSeq = seq // never reused, even on failure below
+	start := time.Now()
+	if err := q.j.write(jr); err != nil {
+		q.j.abandon()
+		q.fail(ok, err, "")
+		return
+	}
+	synced := make(chan error, 1)
+	go func() { synced <- q.j.sync() }()
+	txnErr := q.storeRecords(ok)
+	syncErr := <-synced
+	q.sync.observe(time.Since(start))
+	if syncErr != nil {
+		q.j.abandon()
+		if txnErr == nil {
+			q.unstore(ok)
+		}
+		q.fail(ok, syncErr, "")
+		return
+	}
+	q.j.advance(seq)
+	q.seqStat.Store(seq)
+	if txnErr != nil {
+		// Durable in the journal, but not readable until the next open
+		// replays it. Report the failure: the agent logs it.
+		q.log.Error("buffer store write failed; records are in the journal and will be replayed at the next start", "records", len(ok), "err", txnErr)
+		q.fail(ok, fmt.Errorf("buffer store: %w", txnErr), "")
+		return
+	}
+	q.durable.Store(seq)
+	q.commits.Add(1)
+	q.appended.Add(uint64(len(ok)))
+	q.depth.Add(int64(len(ok)))
+	q.bytes.Add(incoming)
+	if q.head.Load() == 0 {
+		q.head.Store(ok[0].seq)
+	}
+	if len(drops) > 0 {
+		q.drop(drops)
+	}
+	if q.opts.WhenFull == RejectNew && q.opts.MaxBytes > 0 && q.bytes.Load() < q.opts.MaxBytes {
+		q.full.Store(false)
+	}
+	select {
+	case q.notify <- struct{}{}:
+	default:
+	}
 }
 
-// finish commits one append transaction holding chunk (ending at seq) and
-// returns how many records became durable.
-func (q *Queue) finish(txn *badger.Txn, chunk []*appendReq, seq uint64) int {
-	if len(chunk) == 0 {
-		txn.Discard()
-		return 0
-	}
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], seq)
-	err := txn.Set(metaSeqKey, b[:])
-	if err == nil {
-		err = txn.Commit()
-	} else {
-		txn.Discard()
-	}
-	if err != nil {
-		q.log.Error("buffer append failed", "records", len(chunk), "err", err)
-		for _, r := range chunk {
-			r.err = fmt.Errorf("buffer commit: %w", err)
-			r.seq = 0
+func (q *Queue) fail(batch []*appendReq, err error, reason string) {
+	for _, r := range batch {
+		if r.err == nil {
+			r.err, r.seq = err, 0
 		}
-		return 0
 	}
-	var bytes int64
-	for _, r := range chunk {
-		bytes += int64(r.size)
+	if reason == "" {
+		reason = ReasonError
 	}
-	q.lastSeq = seq
-	q.seqStat.Store(seq)
-	q.commits.Add(1)
-	q.appended.Add(uint64(len(chunk)))
-	q.depth.Add(int64(len(chunk)))
-	q.bytes.Add(bytes)
-	return len(chunk)
+	q.rejected.add(reason, uint64(len(batch)))
+}
+
+// storeRecords writes appended records to Badger (not synced), in
+// transactions within Badger's limits, with the sequence marker.
+func (q *Queue) storeRecords(recs []*appendReq) error {
+	for i := 0; i < len(recs); {
+		txn := q.db.NewTransaction(true)
+		n, size := 0, 0
+		var err error
+		for ; i < len(recs) && n < maxTxnEntries-1 && size < maxTxnBytes; i++ {
+			if err = txn.Set(key(recs[i].seq), recs[i].val); err != nil {
+				break
+			}
+			n++
+			size += len(recs[i].val) + keyLen
+		}
+		if err == nil {
+			var b [8]byte
+			binary.BigEndian.PutUint64(b[:], recs[i-1].seq)
+			err = txn.Set(metaSeqKey, b[:])
+		}
+		if err != nil {
+			txn.Discard()
+			return err
+		}
+		if err := txn.Commit(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// unstore removes records whose journal sync failed (best effort): they
+// were never durable, so they must not be published.
+func (q *Queue) unstore(recs []*appendReq) {
+	txn := q.db.NewTransaction(true)
+	for _, r := range recs {
+		txn.Delete(key(r.seq))
+	}
+	if err := txn.Commit(); err != nil {
+		q.log.Error("buffer: removing records whose sync failed", "err", err)
+	}
+}
+
+// diskFull checks the free space at most every 100ms.
+func (q *Queue) diskFull() bool {
+	if q.opts.MinFreeDisk < 0 {
+		return false
+	}
+	now := time.Now()
+	if now.Sub(q.diskCheck) < 100*time.Millisecond {
+		return q.diskLow
+	}
+	q.diskCheck = now
+	free, err := freeBytes(q.dir)
+	if err != nil {
+		return q.diskLow
+	}
+	low := free < uint64(q.opts.MinFreeDisk)
+	if low != q.diskLow {
+		if low {
+			q.log.Error("buffer: disk nearly full, refusing new scans until space is freed", "dir", q.dir, "free_bytes", free, "min_free_disk", q.opts.MinFreeDisk)
+		} else {
+			q.log.Info("buffer: disk space available again, accepting scans", "dir", q.dir, "free_bytes", free)
+		}
+	}
+	q.diskLow = low
+	return low
+}
+
+// dropRec is a record chosen to be dropped, with its stored size.
+type dropRec struct {
+	seq  uint64
+	size int64
+}
+
+// oldest picks the oldest records worth at least need bytes, skipping
+// those already being deleted.
+func (q *Queue) oldest(need int64) []dropRec {
+	if need <= 0 {
+		return nil
+	}
+	var out []dropRec
+	q.ackMu.Lock()
+	defer q.ackMu.Unlock()
+	q.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}})
+		defer it.Close()
+		start := max(q.dropCursor, q.head.Load())
+		for it.Seek(key(start)); it.Valid() && need > 0; it.Next() {
+			item := it.Item()
+			seq := seqOf(item.Key())
+			if _, gone := q.inDelete[seq]; gone {
+				continue
+			}
+			r := dropRec{seq: seq, size: item.ValueSize() + keyLen}
+			need -= r.size
+			out = append(out, r)
+		}
+		return nil
+	})
+	return out
+}
+
+// drop deletes the oldest records to make room (when_full: drop_oldest).
+func (q *Queue) drop(recs []dropRec) {
+	txn := q.db.NewTransaction(true)
+	for _, r := range recs {
+		txn.Delete(key(r.seq))
+	}
+	if err := txn.Commit(); err != nil {
+		q.log.Error("buffer: dropping oldest records failed", "err", err)
+		return
+	}
+	var size int64
+	for _, r := range recs {
+		size += r.size
+	}
+	q.depth.Add(-int64(len(recs)))
+	q.bytes.Add(-size)
+	q.dropped.add(ReasonFull, uint64(len(recs)))
+	last := recs[len(recs)-1].seq
+	q.dropCursor = last + 1
+	q.ackMu.Lock()
+	q.droppedMax = max(q.droppedMax, last)
+	q.ackMu.Unlock()
+	q.full.Store(true)
+	q.log.Warn("buffer full: oldest scans dropped (when_full: drop_oldest)", "dropped", len(recs), "through_seq", last, "total_dropped", q.dropped.get(ReasonFull))
 }
 
 // deleteAcked deletes acknowledged records in one transaction. On failure
 // they go back to the pending list; they stay hidden from readers.
 func (q *Queue) deleteAcked(dels []Record) {
+	q.ackMu.Lock()
+	droppedMax := q.droppedMax
+	q.ackMu.Unlock()
 	txn := q.db.NewTransaction(true)
 	var err error
+	var gone []Record // dropped before their ack arrived: not counted twice
 	for _, d := range dels {
+		if d.Seq <= droppedMax {
+			if _, gerr := txn.Get(key(d.Seq)); errors.Is(gerr, badger.ErrKeyNotFound) {
+				gone = append(gone, d)
+				continue
+			}
+		}
 		if err = txn.Delete(key(d.Seq)); err != nil {
 			break
 		}
@@ -451,15 +834,21 @@ func (q *Queue) deleteAcked(dels []Record) {
 		q.acks = append(q.acks, dels...)
 		return
 	}
-	var bytes int64
+	var size int64
 	for _, d := range dels {
 		delete(q.inDelete, d.Seq)
-		bytes += int64(len(d.Value))
+		size += d.size()
 	}
-	q.depth.Add(-int64(len(dels)))
-	q.bytes.Add(-bytes)
-	q.acked.Add(uint64(len(dels)))
-	q.commits.Add(1)
+	for _, d := range gone {
+		size -= d.size()
+	}
+	n := int64(len(dels) - len(gone))
+	q.depth.Add(-n)
+	q.bytes.Add(-size)
+	q.acked.Add(uint64(n))
+	if q.opts.WhenFull == DropOldest && q.opts.MaxBytes > 0 && q.bytes.Load() < q.opts.MaxBytes*9/10 {
+		q.full.Store(false)
+	}
 }
 
 func key(seq uint64) []byte {
@@ -485,9 +874,4 @@ func (l badgerLogger) Warningf(f string, a ...any) { l.log.Warn(trimNL(fmt.Sprin
 func (l badgerLogger) Infof(f string, a ...any)    { l.log.Debug(trimNL(fmt.Sprintf(f, a...))) }
 func (l badgerLogger) Debugf(f string, a ...any)   { l.log.Debug(trimNL(fmt.Sprintf(f, a...))) }
 
-func trimNL(s string) string {
-	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == '\r') {
-		s = s[:len(s)-1]
-	}
-	return s
-}
+func trimNL(s string) string { return strings.TrimRight(s, "\r\n") }

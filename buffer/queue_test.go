@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -81,7 +82,7 @@ func TestReopenKeepsBacklogAndSeq(t *testing.T) {
 	if seqs(got) != "3,4,5" {
 		t.Fatalf("backlog after reopen: %s", seqs(got))
 	}
-	if st := q.Stats(); st.Depth != 3 || st.Bytes != int64(3*len("3:x")) || st.LastSeq != 5 {
+	if st := q.Stats(); st.Depth != 3 || st.Bytes != int64(3*(len("3:x")+timeLen+keyLen)) || st.LastSeq != 5 {
 		t.Fatalf("stats after reopen: %+v", st)
 	}
 	// Drain completely: the sequence must still continue after a reopen.
@@ -333,4 +334,76 @@ func BenchmarkReadAck(b *testing.B) {
 		cursor = recs[len(recs)-1].Seq
 		n += len(recs)
 	}
+}
+
+// BenchmarkAppend16Writers is the figure: 16 concurrent writers,
+// each waiting for its own append to be durable, 200-byte values.
+func BenchmarkAppend16Writers(b *testing.B) {
+	for _, w := range []time.Duration{0, 100 * time.Microsecond, 250 * time.Microsecond} {
+		b.Run("window="+w.String(), func(b *testing.B) { benchWriters(b, w) })
+	}
+}
+
+func benchWriters(b *testing.B, window time.Duration) {
+	q, err := Open(b.TempDir(), Options{CommitWindow: window})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer q.Close()
+	payload := make([]byte, 200)
+	enc := func(uint64) ([]byte, error) { return payload, nil }
+	var next atomic.Int64
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for next.Add(1) <= int64(b.N) {
+				if _, err := q.Append(enc); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	st := q.Stats()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "appends/s")
+	b.ReportMetric(float64(st.Appended)/float64(st.Commits), "appends/commit")
+	b.ReportMetric(st.Sync.Sum/float64(st.Sync.Count)*1e6, "µs/sync")
+}
+
+// BenchmarkSubmit16Writers: 16 writers, each keeping up to 64 appends in
+// flight (Submit) instead of waiting for each one.
+func BenchmarkSubmit16Writers(b *testing.B) {
+	q := openT(b, b.TempDir())
+	defer q.Close()
+	payload := make([]byte, 200)
+	enc := func(uint64) ([]byte, error) { return payload, nil }
+	var next atomic.Int64
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			sem := make(chan struct{}, 64)
+			for next.Add(1) <= int64(b.N) {
+				sem <- struct{}{}
+				q.Submit(enc, func(_ uint64, err error) {
+					if err != nil {
+						b.Error(err)
+					}
+					<-sem
+				})
+			}
+			for range cap(sem) {
+				sem <- struct{}{}
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	st := q.Stats()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "appends/s")
+	b.ReportMetric(float64(st.Appended)/float64(st.Commits), "appends/commit")
+	b.ReportMetric(st.Sync.Sum/float64(st.Sync.Count)*1e6, "µs/sync")
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"time"
+	"unicode/utf8"
 )
 
 // Frame is one decoded barcode read.
@@ -17,25 +18,45 @@ type Frame struct {
 const (
 	RejectOverlong = "overlong" // longer than MaxLength: discarded to the next terminator
 	RejectEmpty    = "empty"    // nothing left after stripping
+	RejectGarbage  = "garbage"  // control characters or invalid UTF-8 (wrong baud or parity?)
+	RejectStale    = "stale"    // a partial frame never terminated within StaleAfter
+)
+
+// Control characters a frame may carry around its data.
+const (
+	stx = 0x02 // start of text: some scanners frame STX ... ETX
+	gs  = 0x1D // group separator: GS1 FNC1, kept in the data
 )
 
 // FramerConfig selects how a scanner's byte stream is cut into frames.
 type FramerConfig struct {
 	// Terminator ends a frame; nil or empty frames on IdleGap instead.
 	Terminator []byte
-	// MaxLength caps a frame's data in bytes (default 256).
+	// MaxLength caps a frame's data in bytes, AIM prefix and terminator
+	// not counted (default 256).
 	MaxLength int
+	// IdleGap ends a frame when there is no terminator (default 50ms).
+	IdleGap time.Duration
+	// StaleAfter drops a partial frame that saw no byte for this long when
+	// a terminator is configured (default 1s), so line noise is not glued
+	// to the next scan.
+	StaleAfter time.Duration
 }
+
+// slack is how many bytes beyond MaxLength a raw frame may hold before it
+// is judged overlong: an AIM prefix, an STX, and a stray CR/LF around it.
+const slack = 3 + 1 + 2
 
 // Framer cuts a scanner's byte stream into frames. It is fed arbitrary
 // pieces (a serial read returns whatever has arrived) and calls emit for each
 // complete frame and reject for each discarded one. Not safe for concurrent
 // use; one port goroutine owns it.
 type Framer struct {
+	cfg        FramerConfig
 	term       []byte
-	max        int
 	buf        []byte
 	discarding bool
+	last       time.Time // when the last byte arrived
 	emit       func(Frame)
 	reject     func(reason string)
 }
@@ -45,13 +66,19 @@ func NewFramer(cfg FramerConfig, emit func(Frame), reject func(reason string)) *
 	if cfg.MaxLength <= 0 {
 		cfg.MaxLength = 256
 	}
+	if cfg.IdleGap <= 0 {
+		cfg.IdleGap = 50 * time.Millisecond
+	}
+	if cfg.StaleAfter <= 0 {
+		cfg.StaleAfter = time.Second
+	}
 	if reject == nil {
 		reject = func(string) {}
 	}
 	return &Framer{
+		cfg:    cfg,
 		term:   bytes.Clone(cfg.Terminator),
-		max:    cfg.MaxLength,
-		buf:    make([]byte, 0, cfg.MaxLength+len(cfg.Terminator)),
+		buf:    make([]byte, 0, cfg.MaxLength+len(cfg.Terminator)+slack),
 		emit:   emit,
 		reject: reject,
 	}
@@ -59,6 +86,10 @@ func NewFramer(cfg FramerConfig, emit func(Frame), reject func(reason string)) *
 
 // Write feeds bytes read at time at.
 func (f *Framer) Write(p []byte, at time.Time) {
+	if len(p) == 0 {
+		return
+	}
+	f.last = at
 	if len(f.term) == 0 {
 		f.appendData(p)
 		return
@@ -71,36 +102,48 @@ func (f *Framer) Write(p []byte, at time.Time) {
 		}
 		f.appendData(p[:i+1])
 		p = p[i+1:]
-		if f.discarding {
-			// Only the terminator matters while discarding; keep its tail.
-			if len(f.buf) >= len(f.term) && bytes.HasSuffix(f.buf, f.term) {
-				f.discarding = false
-				f.buf = f.buf[:0]
-			}
+		if !bytes.HasSuffix(f.buf, f.term) {
 			continue
 		}
-		if bytes.HasSuffix(f.buf, f.term) {
+		if f.discarding {
+			f.discarding = false
+		} else {
 			f.frame(f.buf[:len(f.buf)-len(f.term)], at)
-			f.buf = f.buf[:0]
 		}
+		f.buf = f.buf[:0]
 	}
 }
 
-// Idle tells the framer that no byte arrived for the idle gap: without a
-// terminator this ends the pending frame; with one, a partial frame is kept.
-func (f *Framer) Idle(at time.Time) {
-	if len(f.term) > 0 {
+// Idle tells the framer that no byte arrived since the last Write, at time
+// now. Without a terminator, an idle gap ends the pending frame; with one,
+// a partial frame idle for StaleAfter is dropped.
+func (f *Framer) Idle(now time.Time) {
+	if !f.Pending() {
 		return
 	}
-	if f.discarding {
-		f.discarding = false
-		f.buf = f.buf[:0]
-		return
+	idle := now.Sub(f.last)
+	switch {
+	case len(f.term) == 0 && idle >= f.cfg.IdleGap:
+		if !f.discarding {
+			f.frame(f.buf, f.last)
+		}
+		f.Reset()
+	case len(f.term) > 0 && idle >= f.cfg.StaleAfter:
+		if !f.discarding {
+			f.reject(RejectStale)
+		}
+		f.Reset()
 	}
-	if len(f.buf) > 0 {
-		f.frame(f.buf, at)
-		f.buf = f.buf[:0]
+}
+
+// End flushes at the end of the input: a frame without terminator ends
+// here; a partial frame with a terminator configured is dropped silently
+// (the device went away mid-frame).
+func (f *Framer) End() {
+	if len(f.term) == 0 && len(f.buf) > 0 && !f.discarding {
+		f.frame(f.buf, f.last)
 	}
+	f.Reset()
 }
 
 // Reset drops a partial frame (after the port was lost mid-frame).
@@ -113,36 +156,47 @@ func (f *Framer) Reset() {
 func (f *Framer) Pending() bool { return len(f.buf) > 0 || f.discarding }
 
 func (f *Framer) appendData(p []byte) {
+	f.buf = append(f.buf, p...)
+	k := len(f.term)
 	if f.discarding {
 		// Keep only enough bytes to recognise the terminator.
-		f.buf = append(f.buf, p...)
-		if k := len(f.term); len(f.buf) > k {
+		if len(f.buf) > k {
 			f.buf = append(f.buf[:0], f.buf[len(f.buf)-k:]...)
 		}
 		return
 	}
-	f.buf = append(f.buf, p...)
-	// The terminator may still be arriving; allow for it before judging.
-	if len(f.buf) > f.max+len(f.term) {
+	if len(f.buf) > f.cfg.MaxLength+k+slack {
 		f.reject(RejectOverlong)
 		f.discarding = true
-		k := len(f.term)
 		f.buf = append(f.buf[:0], f.buf[len(f.buf)-k:]...)
 	}
 }
 
 func (f *Framer) frame(b []byte, at time.Time) {
 	b = bytes.Trim(b, "\r\n")
-	if len(b) > f.max {
-		f.reject(RejectOverlong)
-		return
-	}
+	b = bytes.TrimPrefix(b, []byte{stx})
 	aim, data := splitAIM(b)
-	if len(data) == 0 {
+	switch {
+	case len(data) == 0:
 		f.reject(RejectEmpty)
-		return
+	case len(data) > f.cfg.MaxLength:
+		f.reject(RejectOverlong)
+	case !clean(data):
+		f.reject(RejectGarbage)
+	default:
+		f.emit(Frame{Data: string(data), AIM: aim, At: at})
 	}
-	f.emit(Frame{Data: string(data), AIM: aim, At: at})
+}
+
+// clean reports whether data is valid UTF-8 without control characters
+// other than GS (GS1 separators).
+func clean(data []byte) bool {
+	for _, c := range data {
+		if (c < 0x20 && c != gs) || c == 0x7F {
+			return false
+		}
+	}
+	return utf8.Valid(data)
 }
 
 // splitAIM separates an AIM symbology identifier (ISO/IEC 15424: ']', a
@@ -157,27 +211,37 @@ func splitAIM(b []byte) (string, []byte) {
 func isAlpha(c byte) bool { return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' }
 func isAlnum(c byte) bool { return isAlpha(c) || c >= '0' && c <= '9' }
 
-// ReadFrames reads r until it returns an error, feeding the framer. A read
-// returning 0 bytes and no error (a serial read timeout) counts as idle time;
-// when idleGap has passed since the last byte, Idle is called. now is the
-// clock. It returns the read error (io.EOF at end of input).
-func ReadFrames(r io.Reader, f *Framer, idleGap time.Duration, now func() time.Time) error {
+// ReadFrames reads r until it returns an error or stop is closed, feeding
+// the framer. A read returning 0 bytes and no error (a serial read timeout)
+// lets the framer judge idle time. After stop is closed it keeps reading
+// until the input is quiet (a timeout, or 200ms), so bytes already received
+// are not thrown away, then returns nil. It returns the read error
+// otherwise (io.EOF at end of input).
+func ReadFrames(r io.Reader, f *Framer, stop <-chan struct{}, now func() time.Time) error {
 	buf := make([]byte, 512)
-	var last time.Time
+	var stopAt time.Time
 	for {
 		n, err := r.Read(buf)
 		t := now()
 		if n > 0 {
 			f.Write(buf[:n], t)
-			last = t
-		} else if err == nil && f.Pending() && t.Sub(last) >= idleGap {
+		} else if err == nil {
 			f.Idle(t)
 		}
 		if err != nil {
-			if err == io.EOF {
-				f.Idle(t)
-			}
+			f.End()
 			return err
+		}
+		if stopAt.IsZero() {
+			select {
+			case <-stop:
+				stopAt = t
+			default:
+			}
+		}
+		if !stopAt.IsZero() && (n == 0 || t.Sub(stopAt) > 200*time.Millisecond) {
+			f.End()
+			return nil
 		}
 	}
 }

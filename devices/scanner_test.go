@@ -31,7 +31,7 @@ func frameAll(t *testing.T, cfg FramerConfig, input string, mk func(io.Reader) i
 	f := NewFramer(cfg,
 		func(fr Frame) { res.frames = append(res.frames, fr.AIM+"|"+fr.Data) },
 		func(reason string) { res.rejects = append(res.rejects, reason) })
-	err := ReadFrames(mk(strings.NewReader(input)), f, 50*time.Millisecond, time.Now)
+	err := ReadFrames(mk(strings.NewReader(input)), f, nil, time.Now)
 	if err != io.EOF {
 		t.Fatalf("ReadFrames: %v", err)
 	}
@@ -53,7 +53,7 @@ func TestFramer(t *testing.T) {
 		{"lf", "\n", "]E04006381333931\nX\n", []string{"]E0|4006381333931", "|X"}, nil},
 		{"cr config tolerates crlf", "\r", "A1\r\nB2\r\n", []string{"|A1", "|B2"}, nil},
 		{"lf config tolerates crlf", "\n", "A1\r\nB2\r\n", []string{"|A1", "|B2"}, nil},
-		{"custom etx", "\x03", "\x02A1\x03\x02B2\x03", []string{"|\x02A1", "|\x02B2"}, nil},
+		{"custom etx", "\x03", "\x02A1\x03\x02B2\x03", []string{"|A1", "|B2"}, nil},
 		{"empty frames dropped", "\r\n", "\r\n\r\nA\r\n\r\n", []string{"|A"}, []string{"empty", "empty", "empty"}},
 		{"aim only is empty", "\r\n", "]C0\r\nB\r\n", []string{"|B"}, []string{"empty"}},
 		{"not an aim prefix", "\r\n", "]]]X\r\n]1\r\n", []string{"|]]]X", "|]1"}, nil},
@@ -65,6 +65,16 @@ func TestFramer(t *testing.T) {
 		{"exactly max", "\r\n", strings.Repeat("7", 256) + "\r\n", []string{"|" + strings.Repeat("7", 256)}, nil},
 		{"partial at eof kept back", "\r\n", "A\r\nPARTIAL", []string{"|A"}, nil},
 		{"none frames at end of input", "", "RR473124829GB", []string{"|RR473124829GB"}, nil},
+		{"stx etx framing", "\x03", "\x02RR473124829GB\x03", []string{"|RR473124829GB"}, nil},
+		{"control characters rejected", "\r\n", "RR47\x003124829GB\r\nA\x1bB\r\nOK\r\n", []string{"|OK"}, []string{"garbage", "garbage"}},
+		{"invalid utf-8 rejected", "\r\n", "\xff\xfe\xfd\r\nOK\r\n", []string{"|OK"}, []string{"garbage"}},
+		{"utf-8 kept", "\r\n", "Посылка-1\r\n", []string{"|Посылка-1"}, nil},
+		{"max length with aim", "\r\n", "]C0" + strings.Repeat("7", 256) + "\r\n", []string{"]C0|" + strings.Repeat("7", 256)}, nil},
+		{"max length plus one", "\r\n", strings.Repeat("7", 257) + "\r\nB\r\n", []string{"|B"}, []string{"overlong"}},
+		{"cr config, crlf scanner, exact max", "\r", strings.Repeat("8", 256) + "\r\n" + strings.Repeat("8", 256) + "\r\n",
+			[]string{"|" + strings.Repeat("8", 256), "|" + strings.Repeat("8", 256)}, nil},
+		{"lf config, crlf scanner, exact max", "\n", strings.Repeat("8", 256) + "\r\n" + strings.Repeat("8", 256) + "\r\n",
+			[]string{"|" + strings.Repeat("8", 256), "|" + strings.Repeat("8", 256)}, nil},
 	}
 	for _, tc := range tests {
 		for _, rm := range readMakers {
@@ -110,13 +120,42 @@ func TestIdleGapFraming(t *testing.T) {
 	// 50ms idle gap) separates them, so they form one frame; then 2 timeouts.
 	r := &timeoutReader{chunks: []string{"]C0RR4731", "24829GB", "", "AB"}, now: &now}
 	var frames []string
-	f := NewFramer(FramerConfig{MaxLength: 64}, func(fr Frame) { frames = append(frames, fr.AIM+"|"+fr.Data) }, nil)
-	if err := ReadFrames(r, f, 50*time.Millisecond, func() time.Time { return now }); err != io.EOF {
+	var stamps []time.Time
+	f := NewFramer(FramerConfig{MaxLength: 64, IdleGap: 50 * time.Millisecond}, func(fr Frame) {
+		frames = append(frames, fr.AIM+"|"+fr.Data)
+		stamps = append(stamps, fr.At)
+	}, nil)
+	if err := ReadFrames(r, f, nil, func() time.Time { return now }); err != io.EOF {
 		t.Fatal(err)
 	}
 	want := []string{"]C0|RR473124829GB", "|AB"}
 	if !reflect.DeepEqual(frames, want) {
 		t.Fatalf("frames %q, want %q", frames, want)
+	}
+	// Stamped with the last byte's arrival (the second chunk, at 90ms),
+	// not with the moment the gap was noticed.
+	if got := stamps[0].Sub(time.Unix(0, 0)); got != 90*time.Millisecond {
+		t.Fatalf("first frame stamped at +%v, want +90ms", got)
+	}
+}
+
+func TestStalePartialDropped(t *testing.T) {
+	now := time.Unix(0, 0)
+	var frames, rejects []string
+	f := NewFramer(FramerConfig{Terminator: []byte("\r\n"), StaleAfter: time.Second},
+		func(fr Frame) { frames = append(frames, fr.Data) },
+		func(r string) { rejects = append(rejects, r) })
+	f.Write([]byte("NOISE"), now)
+	f.Idle(now.Add(500 * time.Millisecond))
+	f.Write([]byte("RR473124829GB\r\n"), now.Add(600*time.Millisecond))
+	f.Write([]byte("XY"), now.Add(700*time.Millisecond))
+	f.Idle(now.Add(1800 * time.Millisecond))
+	f.Write([]byte("RR287043775IN\r\n"), now.Add(1900*time.Millisecond))
+	if want := []string{"NOISERR473124829GB", "RR287043775IN"}; !reflect.DeepEqual(frames, want) {
+		t.Fatalf("frames %q, want %q", frames, want)
+	}
+	if want := []string{"stale"}; !reflect.DeepEqual(rejects, want) {
+		t.Fatalf("rejects %q, want %q", rejects, want)
 	}
 }
 
@@ -129,7 +168,7 @@ func TestOverlongNeverForwarded(t *testing.T) {
 				t.Fatalf("%s: frame of %d bytes forwarded", rm.name, len(fr.Data))
 			}
 		}, nil)
-		ReadFrames(rm.fn(bytes.NewReader(input)), f, time.Second, time.Now)
+		ReadFrames(rm.fn(bytes.NewReader(input)), f, nil, time.Now)
 	}
 }
 
@@ -142,7 +181,7 @@ func FuzzFramer(f *testing.F) {
 			term = term[:8]
 		}
 		fr := NewFramer(FramerConfig{Terminator: term, MaxLength: 32}, func(fr Frame) {
-			if len(fr.Data) == 0 || len(fr.AIM)+len(fr.Data) > 32 {
+			if len(fr.Data) == 0 || len(fr.Data) > 32 || !clean([]byte(fr.Data)) {
 				t.Fatalf("bad frame %q %q", fr.AIM, fr.Data)
 			}
 		}, nil)
@@ -154,7 +193,8 @@ func FuzzFramer(f *testing.F) {
 			fr.Write(in[:n], time.Time{})
 			in = in[n:]
 		}
-		fr.Idle(time.Time{})
+		fr.Idle(time.Time{}.Add(time.Hour))
+		fr.End()
 	})
 }
 

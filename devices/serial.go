@@ -148,9 +148,8 @@ func (b *Backoff) Reset() { b.n = 0 }
 
 // ScannerOptions configure RunScanner.
 type ScannerOptions struct {
-	Port    PortConfig
-	Framer  FramerConfig
-	IdleGap time.Duration // frame end without terminator (default 50ms)
+	Port   PortConfig
+	Framer FramerConfig
 	// Backoff between reopen attempts (defaults 250ms .. 10s).
 	BackoffMin, BackoffMax time.Duration
 	Log                    *slog.Logger
@@ -166,9 +165,6 @@ type ScannerOptions struct {
 // reads frames, and after any error closes it and reopens it by its path
 // with backoff. It never gives up; it returns nil when ctx is cancelled.
 func RunScanner(ctx context.Context, o ScannerOptions) error {
-	if o.IdleGap <= 0 {
-		o.IdleGap = 50 * time.Millisecond
-	}
 	if o.BackoffMin <= 0 {
 		o.BackoffMin = 250 * time.Millisecond
 	}
@@ -186,7 +182,7 @@ func RunScanner(ctx context.Context, o ScannerOptions) error {
 		}
 	}
 	framer := NewFramer(o.Framer, o.Frame, o.Reject)
-	readTimeout := min(o.IdleGap, 100*time.Millisecond)
+	readTimeout := min(framer.cfg.IdleGap, 100*time.Millisecond)
 	bo := Backoff{Min: o.BackoffMin, Max: o.BackoffMax}
 	var lastErr string
 	for ctx.Err() == nil {
@@ -206,12 +202,10 @@ func RunScanner(ctx context.Context, o ScannerOptions) error {
 		state(StateConnected, "")
 		lastErr = ""
 		opened := time.Now()
-		stop := context.AfterFunc(ctx, func() { port.Close() })
-		err = ReadFrames(port, framer, o.IdleGap, time.Now)
-		stop()
+		// On cancel, ReadFrames drains what has already arrived, then returns.
+		err = ReadFrames(port, framer, ctx.Done(), time.Now)
 		port.Close()
-		framer.Reset()
-		if ctx.Err() != nil {
+		if err == nil || ctx.Err() != nil {
 			break
 		}
 		reason := Explain(err)

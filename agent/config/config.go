@@ -47,6 +47,9 @@ type Agent struct {
 	ID      string `yaml:"id"`
 	Site    string `yaml:"site"`
 	DataDir string `yaml:"data_dir"`
+	// MemoryLimit is the Go runtime's soft memory limit (GOMEMLIMIT), default
+	// 48MiB; 0 leaves it unset. The GOMEMLIMIT environment variable wins.
+	MemoryLimit Size `yaml:"memory_limit"`
 }
 
 // MQTT configures the uplink.
@@ -75,8 +78,10 @@ type TLS struct {
 
 // Buffer configures the durable scan buffer.
 type Buffer struct {
-	MaxBytes Size   `yaml:"max_bytes"` // default 4GiB, >= 1MiB
-	WhenFull string `yaml:"when_full"` // drop_oldest (default) | reject_new
+	MaxBytes     Size     `yaml:"max_bytes"`     // default 4GiB, >= 1MiB
+	WhenFull     string   `yaml:"when_full"`     // drop_oldest (default) | reject_new
+	CommitWindow Duration `yaml:"commit_window"` // default 0 (commit at once); 0..10ms
+	MinFreeDisk  Size     `yaml:"min_free_disk"` // default 64MiB; 0 disables the check
 }
 
 // Station is one scanning place: a scanner and optionally a scale.
@@ -196,7 +201,8 @@ func (c *Config) setDefaults() {
 		ReconnectMin:   Duration(500 * time.Millisecond),
 		ReconnectMax:   Duration(30 * time.Second),
 	}
-	c.Buffer = Buffer{MaxBytes: 4 * GiB, WhenFull: "drop_oldest"}
+	c.Buffer = Buffer{MaxBytes: 4 * GiB, WhenFull: "drop_oldest", MinFreeDisk: 64 * MiB}
+	c.Agent.MemoryLimit = 48 * MiB
 	c.HTTP = HTTP{Listen: "127.0.0.1:9180"}
 	c.Log = Log{Level: "info", Format: "text"}
 }

@@ -167,8 +167,14 @@ func TestParseErrors(t *testing.T) {
 			[]string{`9:17: mqtt.topic_prefix: must not contain '+', '#' or NUL, got "site/#"`}},
 		{"topic prefix slash", head + "mqtt:\n  topic_prefix: /site\n",
 			[]string{`9:17: mqtt.topic_prefix: must not start or end with '/'`}},
+		{"commit window too long", head + "buffer:\n  commit_window: 50ms\n",
+			[]string{`9:18: buffer.commit_window: must be between 0s and 10ms, got 50ms`}},
+		{"min free disk negative", head + "buffer:\n  min_free_disk: -1\n",
+			[]string{`9:18: buffer.min_free_disk: must be at least 0B, got -1B`}},
+		{"memory limit too small", strings.Replace(head, "site: SITE", "site: SITE\n  memory_limit: 1MiB", 1),
+			[]string{`4:17: agent.memory_limit: must be at least 16MiB, got 1MiB`}},
 		{"window", head + "mqtt:\n  window: 0\n",
-			[]string{`9:11: mqtt.window: must be between 1 and 65535, got 0`}},
+			[]string{`9:11: mqtt.window: must be between 1 and 65000, got 0`}},
 		{"keepalive", head + "mqtt:\n  keepalive: 500ms\n",
 			[]string{`9:14: mqtt.keepalive: must be between 1s and 18h12m15s, got 500ms`}},
 		{"reconnect order", head + "mqtt:\n  reconnect_min: 10s\n  reconnect_max: 5s\n",
@@ -255,7 +261,7 @@ func TestDefaults(t *testing.T) {
 		dataDir = filepath.Join(os.Getenv("ProgramData"), "scanagent")
 	}
 	want := &config.Config{
-		Agent: config.Agent{ID: "hub-1", Site: "SITE", DataDir: dataDir},
+		Agent: config.Agent{ID: "hub-1", Site: "SITE", DataDir: dataDir, MemoryLimit: 48 * config.MiB},
 		MQTT: config.MQTT{
 			Brokers:        []string{"tcp://127.0.0.1:1883"},
 			ClientID:       "scanagent-hub-1",
@@ -266,7 +272,7 @@ func TestDefaults(t *testing.T) {
 			ReconnectMin:   config.Duration(500 * time.Millisecond),
 			ReconnectMax:   config.Duration(30 * time.Second),
 		},
-		Buffer: config.Buffer{MaxBytes: 4 * config.GiB, WhenFull: "drop_oldest"},
+		Buffer: config.Buffer{MaxBytes: 4 * config.GiB, WhenFull: "drop_oldest", MinFreeDisk: 64 * config.MiB},
 		Stations: []config.Station{{
 			ID: "s1",
 			Scanner: config.Scanner{

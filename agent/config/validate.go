@@ -28,6 +28,11 @@ func (c *checker) validate(cfg *Config, lookupEnv func(string) (string, bool)) {
 
 	atLeast(c, "buffer.max_bytes", cfg.Buffer.MaxBytes, MiB)
 	c.oneOf("buffer.when_full", cfg.Buffer.WhenFull, "drop_oldest", "reject_new")
+	between(c, "buffer.commit_window", cfg.Buffer.CommitWindow, 0, Duration(10*time.Millisecond))
+	atLeast(c, "buffer.min_free_disk", cfg.Buffer.MinFreeDisk, 0)
+	if l := cfg.Agent.MemoryLimit; l != 0 {
+		atLeast(c, "agent.memory_limit", l, 16*MiB)
+	}
 
 	c.stations(cfg.Stations)
 
@@ -52,7 +57,7 @@ func (c *checker) mqtt(cfg *Config, lookupEnv func(string) (string, bool)) {
 	} else {
 		c.topicPrefix("mqtt.topic_prefix", m.TopicPrefix)
 	}
-	between(c, "mqtt.window", m.Window, 1, 65535)
+	between(c, "mqtt.window", m.Window, 1, 65000) // paho has 65535 message ids
 	between(c, "mqtt.keepalive", m.KeepAlive, Duration(time.Second), Duration(65535*time.Second))
 	positive(c, "mqtt.connect_timeout", m.ConnectTimeout)
 	positive(c, "mqtt.reconnect_min", m.ReconnectMin)

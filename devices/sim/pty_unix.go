@@ -66,7 +66,7 @@ func (s *Scanner) open() error {
 func (s *Scanner) Path() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.link != "" {
+	if s.link != "" || s.slave == nil {
 		return s.link
 	}
 	return s.slave.Name()
@@ -76,6 +76,9 @@ func (s *Scanner) Path() string {
 func (s *Scanner) Link(path string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.slave == nil {
+		return fmt.Errorf("scanner unplugged")
+	}
 	os.Remove(path)
 	if err := os.Symlink(s.slave.Name(), path); err != nil {
 		return err

@@ -1,0 +1,162 @@
+package buffer
+
+import (
+	"maps"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Stats is a snapshot of the queue's state and counters.
+type Stats struct {
+	Depth     int64   `json:"depth"`      // records waiting for an acknowledgement
+	Bytes     int64   `json:"bytes"`      // their bytes, as counted against max_bytes
+	OldestAge float64 `json:"oldest_age"` // seconds since the oldest pending record was appended (0 if none)
+	LastSeq   uint64  `json:"last_seq"`   // highest sequence assigned so far
+	Full      bool    `json:"full"`       // max_bytes reached (dropping or rejecting)
+
+	Appended uint64            `json:"appended"` // since open
+	Acked    uint64            `json:"acked"`
+	Commits  uint64            `json:"commits"`
+	Dropped  map[string]uint64 `json:"dropped"`  // removed without delivery, by reason
+	Rejected map[string]uint64 `json:"rejected"` // appends refused, by reason
+
+	Sync LatencyStats `json:"sync"` // journal write + sync per commit
+
+	JournalSegments int    `json:"journal_segments"`
+	SegmentsRetired uint64 `json:"segments_retired"`
+	Replayed        int    `json:"replayed"`             // journal records replayed at open
+	Quarantined     int    `json:"quarantined"`          // stores moved aside (store.corrupt-*)
+	Quarantine      string `json:"quarantine,omitempty"` // the one moved aside at this open, and why
+}
+
+// Stats returns the current state. It looks up the oldest record, so it is
+// meant for status and health, not for every scan.
+func (q *Queue) Stats() Stats {
+	s := Stats{
+		Depth:           q.depth.Load(),
+		Bytes:           q.bytes.Load(),
+		LastSeq:         q.seqStat.Load(),
+		Full:            q.full.Load(),
+		Appended:        q.appended.Load(),
+		Acked:           q.acked.Load(),
+		Commits:         q.commits.Load(),
+		Dropped:         q.dropped.snapshot(),
+		Rejected:        q.rejected.snapshot(),
+		Sync:            q.sync.snapshot(),
+		JournalSegments: q.j.segments(),
+		SegmentsRetired: q.retired.Load(),
+		Replayed:        q.replayed,
+		Quarantined:     q.quarantined,
+		Quarantine:      q.quarantine,
+	}
+	if s.Depth > 0 {
+		if t, ok := q.oldestTime(); ok {
+			s.OldestAge = max(0, q.now().Sub(t).Seconds())
+		}
+	}
+	return s
+}
+
+// oldestTime is the append time of the first pending record.
+func (q *Queue) oldestTime() (time.Time, bool) {
+	recs, err := q.Read(0, 1)
+	if err != nil || len(recs) == 0 {
+		return time.Time{}, false
+	}
+	return recs[0].Time, true
+}
+
+// firstKey returns the lowest sequence present in the store (pending
+// deletion or not), or 0 when empty.
+func (q *Queue) firstKey() uint64 {
+	var first uint64
+	q.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}})
+		defer it.Close()
+		it.Seek(key(q.head.Load()))
+		if it.Valid() {
+			first = seqOf(it.Item().Key())
+		}
+		return nil
+	})
+	return first
+}
+
+// counters are named counters (drop and reject reasons).
+type counters struct {
+	mu sync.Mutex
+	m  map[string]uint64
+}
+
+func (c *counters) add(name string, n uint64) {
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = map[string]uint64{}
+	}
+	c.m[name] += n
+	c.mu.Unlock()
+}
+
+func (c *counters) get(name string) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[name]
+}
+
+func (c *counters) snapshot() map[string]uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.m)
+}
+
+// LatencyBounds are the upper bounds (seconds) of the sync latency buckets.
+var LatencyBounds = [...]float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5}
+
+// LatencyStats is a cumulative histogram of durations.
+type LatencyStats struct {
+	Count   uint64   `json:"count"`
+	Sum     float64  `json:"sum"`     // seconds
+	Max     float64  `json:"max"`     // seconds
+	Buckets []uint64 `json:"buckets"` // cumulative counts for LatencyBounds, then +Inf
+}
+
+type latency struct {
+	count   atomic.Uint64
+	sumNs   atomic.Int64
+	maxNs   atomic.Int64
+	buckets [len(LatencyBounds) + 1]atomic.Uint64
+}
+
+func (l *latency) observe(d time.Duration) {
+	l.count.Add(1)
+	l.sumNs.Add(int64(d))
+	for {
+		m := l.maxNs.Load()
+		if int64(d) <= m || l.maxNs.CompareAndSwap(m, int64(d)) {
+			break
+		}
+	}
+	i := 0
+	for i < len(LatencyBounds) && d.Seconds() > LatencyBounds[i] {
+		i++
+	}
+	l.buckets[i].Add(1)
+}
+
+func (l *latency) snapshot() LatencyStats {
+	s := LatencyStats{
+		Count:   l.count.Load(),
+		Sum:     time.Duration(l.sumNs.Load()).Seconds(),
+		Max:     time.Duration(l.maxNs.Load()).Seconds(),
+		Buckets: make([]uint64, len(l.buckets)),
+	}
+	var cum uint64
+	for i := range l.buckets {
+		cum += l.buckets[i].Load()
+		s.Buckets[i] = cum
+	}
+	return s
+}
