@@ -129,6 +129,7 @@ type Queue struct {
 	quit    chan struct{}
 	stopped chan struct{}
 	notify  chan struct{}
+	reclaim chan chan error
 
 	ackMu      sync.Mutex
 	acks       []Record            // acknowledged, not yet deleted
@@ -155,6 +156,7 @@ type Queue struct {
 	quarantine   string
 	replayed     int
 	retired      atomic.Uint64
+	deletedSince atomic.Int64 // bytes deleted since the last reclaim
 	wg           sync.WaitGroup
 }
 
@@ -189,6 +191,7 @@ func Open(dir string, opts Options) (*Queue, error) {
 		quit:     make(chan struct{}),
 		stopped:  make(chan struct{}),
 		notify:   make(chan struct{}, 1),
+		reclaim:  make(chan chan error),
 		inDelete: make(map[uint64]struct{}),
 	}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
@@ -489,6 +492,10 @@ func (q *Queue) commitLoop() {
 		case r := <-q.reqs:
 			batch = append(batch, r)
 		case <-q.ackKick:
+		case done := <-q.reclaim:
+			q.commit(nil, q.takeAcks())
+			done <- q.reclaimNow()
+			continue
 		case <-q.quit:
 			// Close holds closed=true, so no new sends: drain and finish.
 			for {
@@ -846,6 +853,7 @@ func (q *Queue) deleteAcked(dels []Record) {
 	q.depth.Add(-n)
 	q.bytes.Add(-size)
 	q.acked.Add(uint64(n))
+	q.deletedSince.Add(size)
 	if q.opts.WhenFull == DropOldest && q.opts.MaxBytes > 0 && q.bytes.Load() < q.opts.MaxBytes*9/10 {
 		q.full.Store(false)
 	}
