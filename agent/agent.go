@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"runtime/metrics"
 	"sync"
 	"time"
 
@@ -162,9 +163,30 @@ type Status struct {
 	Site     string          `json:"site"`
 	Version  string          `json:"version"`
 	Uptime   string          `json:"uptime"`
+	Process  ProcessStatus   `json:"process"`
 	Buffer   buffer.Stats    `json:"buffer"`
 	MQTT     UplinkStats     `json:"mqtt"`
 	Stations []StationStatus `json:"stations"`
+}
+
+// ProcessStatus is the agent process's memory.
+type ProcessStatus struct {
+	RSSBytes     int64 `json:"rss_bytes,omitempty"`      // resident set (Linux)
+	PeakRSSBytes int64 `json:"peak_rss_bytes,omitempty"` // its high-water mark (Linux)
+	HeapBytes    int64 `json:"heap_bytes"`               // Go heap in use
+	MemoryLimit  int64 `json:"memory_limit,omitempty"`   // Go soft limit (GOMEMLIMIT)
+}
+
+func processStatus() ProcessStatus {
+	var p ProcessStatus
+	p.RSSBytes, p.PeakRSSBytes = rss()
+	samples := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/gc/gomemlimit:bytes"}}
+	metrics.Read(samples)
+	p.HeapBytes = int64(samples[0].Value.Uint64())
+	if l := samples[1].Value.Uint64(); l < 1<<62 {
+		p.MemoryLimit = int64(l)
+	}
+	return p
 }
 
 // StationStatus is one station's part of Status.
@@ -178,7 +200,7 @@ type StationStatus struct {
 func (a *Agent) Status() Status {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	s := Status{Agent: a.cfg.Agent.ID, Site: a.cfg.Agent.Site, Version: a.version}
+	s := Status{Agent: a.cfg.Agent.ID, Site: a.cfg.Agent.Site, Version: a.version, Process: processStatus()}
 	if !a.started.IsZero() {
 		s.Uptime = time.Since(a.started).Round(time.Second).String()
 	}

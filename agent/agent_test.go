@@ -6,7 +6,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -22,6 +24,7 @@ import (
 
 type rig struct {
 	t      *testing.T
+	addr   chan string
 	broker *testmqtt.Broker
 	sub    *testmqtt.Subscriber
 	sc     *sim.Scanner
@@ -35,7 +38,7 @@ type rig struct {
 // pseudo-terminal (behind a by-id style link) and the agent.
 func newRig(t *testing.T, stationYAML string) *rig {
 	t.Helper()
-	r := &rig{t: t, broker: testmqtt.Start(t)}
+	r := &rig{t: t, broker: testmqtt.Start(t), addr: make(chan string, 1)}
 	dir := t.TempDir()
 	sc, err := sim.NewScanner("\r\n")
 	if err != nil {
@@ -66,7 +69,8 @@ stations:
 		t.Fatal(err)
 	}
 	r.sub = testmqtt.Subscribe(t, r.broker, "central-"+t.Name(), r.cfg.MQTT.TopicPrefix+"/#")
-	r.a, err = agent.New(r.cfg, agent.Deps{Log: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})), Version: "test"})
+	r.a, err = agent.New(r.cfg, agent.Deps{Log: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})), Version: "test",
+		Ready: func(addr string) { r.addr <- addr }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,6 +213,31 @@ func TestEndToEndSchema(t *testing.T) {
 	if status["state"] != "online" || status["agent"] != "hub-test-01" {
 		t.Errorf("status = %v", status)
 	}
+	// The local status API.
+	addr := <-r.addr
+	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ready; broker connected"} {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("%s: %d %q", path, resp.StatusCode, body)
+		}
+	}
+	resp, err := http.Get("http://" + addr + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st agent.Status
+	json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	if st.Agent != "hub-test-01" || st.Buffer.LastSeq != 5 || st.Stations[0].Counters.Scans != 5 || st.Stations[0].Counters.Invalid != 2 ||
+		!st.MQTT.Connected || st.Process.HeapBytes == 0 || st.Stations[0].Scanner.State != "connected" {
+		t.Errorf("status %+v", st)
+	}
+
 	// Graceful stop publishes a retained offline status.
 	r.stop()
 	r.sub.WaitFor(10*time.Second, "offline status", func(m []testmqtt.Message) bool {
@@ -303,5 +332,53 @@ func TestOverlongAndEmptyFramesCounted(t *testing.T) {
 	}
 	if st.Scanner.State != "connected" {
 		t.Fatalf("scanner state %+v", st.Scanner)
+	}
+}
+
+// TestBufferFullRejectNew: with the broker down and reject_new, scans past
+// buffer.max_bytes are refused, counted per station, and the buffer is
+// flagged full; the scanner keeps being read.
+func TestBufferFullRejectNew(t *testing.T) {
+	r := newRig(t, "")
+	r.stop()
+	r.broker.Stop()
+	cfg := *r.cfg
+	cfg.Buffer.MaxBytes = 1 << 20
+	cfg.Buffer.WhenFull = "reject_new"
+	a, err := agent.New(&cfg, agent.Deps{Log: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	codes := sim.NewCodes(7, 0)
+	var batch []byte
+	const n = 5000 // ~1.7 MB of events: more than max_bytes
+	for i := range n {
+		code, aim := codes.Next()
+		batch = append(batch, aim+code+"\r\n"...)
+		if i%100 == 99 {
+			r.sc.Write(batch)
+			batch = batch[:0]
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st := a.Status()
+		c := st.Stations[0].Counters
+		if c.Scans+c.NotAccepted["buffer_full"] == n {
+			if c.NotAccepted["buffer_full"] == 0 || !st.Buffer.Full || st.Buffer.Bytes > 1<<20 || st.Buffer.Rejected["buffer_full"] != c.NotAccepted["buffer_full"] {
+				t.Fatalf("counters %+v, buffer %+v", c, st.Buffer)
+			}
+			t.Logf("accepted %d, refused %d (buffer_full), buffer %d bytes", c.Scans, c.NotAccepted["buffer_full"], st.Buffer.Bytes)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not all %d scans accounted for: %+v", n, c)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -63,6 +63,24 @@ func decodeRecord(rec []byte) (station string, payload []byte, err error) {
 	return string(rec[1 : 1+n]), rec[1+n:], nil
 }
 
+// SplitRecord splits a buffer record into its station and event JSON.
+func SplitRecord(rec []byte) (station string, payload []byte, err error) {
+	return decodeRecord(rec)
+}
+
+// RecordEncoder returns the buffer encoder for ev at station: it stamps
+// the sequence number the buffer assigns and encodes the record.
+func RecordEncoder(station string, ev *Event) func(seq uint64) ([]byte, error) {
+	return func(seq uint64) ([]byte, error) {
+		ev.Seq = seq
+		payload, err := json.Marshal(ev)
+		if err != nil {
+			return nil, err
+		}
+		return encodeRecord(make([]byte, 0, len(payload)+1+len(station)), station, payload), nil
+	}
+}
+
 // DecodeRecord returns the event stored in a buffer record (for export
 // tools and tests).
 func DecodeRecord(rec []byte) (station string, ev Event, err error) {

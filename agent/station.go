@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"maps"
@@ -105,14 +104,7 @@ func (s *station) accept(f devices.Frame) {
 		id = uuid.New() // only when the system's random source fails
 	}
 	ev.ID = id.String()
-	enc := func(seq uint64) ([]byte, error) {
-		ev.Seq = seq
-		payload, err := json.Marshal(&ev)
-		if err != nil {
-			return nil, err
-		}
-		return encodeRecord(make([]byte, 0, len(payload)+1+len(s.cfg.ID)), s.cfg.ID, payload), nil
-	}
+	enc := RecordEncoder(s.cfg.ID, &ev)
 	// Submit does not wait for the disk: the port goroutine goes on reading
 	// while the scan is synced; it counts as accepted in the callback.
 	if err := s.q.Submit(enc, func(seq uint64, err error) { s.accepted(ev, seq, err) }); err != nil {

@@ -53,6 +53,11 @@ func (q *Queue) maintain() {
 		cp = first - 1
 	}
 	cp = max(cp, q.flushedSeq())
+	if t, ok := q.oldestTime(); ok {
+		q.oldestNs.Store(t.UnixNano())
+	} else {
+		q.oldestNs.Store(0)
+	}
 	if n, err := q.j.retire(cp); err != nil {
 		q.log.Warn("buffer: retiring journal segments failed", "err", err)
 	} else if n > 0 {

@@ -157,6 +157,7 @@ type Queue struct {
 	replayed     int
 	retired      atomic.Uint64
 	deletedSince atomic.Int64 // bytes deleted since the last reclaim
+	oldestNs     atomic.Int64 // append time (unix ns) of the first pending record, by maintenance
 	wg           sync.WaitGroup
 }
 
@@ -222,6 +223,10 @@ func (q *Queue) openStore() (*badger.DB, error) {
 	if strings.Contains(err.Error(), "Cannot acquire directory lock") {
 		return nil, fmt.Errorf("open buffer %s: %w", q.dir, ErrLocked)
 	}
+	if _, serr := os.Stat(filepath.Join(store, "MANIFEST")); serr != nil {
+		// Not an existing store that went bad: nothing to quarantine.
+		return nil, fmt.Errorf("open buffer %s: %w", store, err)
+	}
 	aside := filepath.Join(q.dir, "store.corrupt-"+q.now().UTC().Format("20060102T150405Z"))
 	if rerr := os.Rename(store, aside); rerr != nil {
 		return nil, fmt.Errorf("open buffer %s: %v; moving it aside failed: %w", store, err, rerr)
@@ -248,16 +253,17 @@ func (q *Queue) countQuarantined() {
 func badgerOptions(dir string, log *slog.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithSyncWrites(false).
-		WithMemTableSize(8 << 20).
+		WithMemTableSize(4 << 20).
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(2).
 		WithNumLevelZeroTablesStall(4).
-		WithBaseTableSize(4 << 20).
+		WithBaseTableSize(2 << 20).
 		WithBaseLevelSize(16 << 20).
 		WithBlockCacheSize(0).
 		WithIndexCacheSize(0).
 		WithCompression(options.None).
 		WithValueLogFileSize(16 << 20).
+		WithValueThreshold(128 << 10). // every record stays inline in the tree
 		WithNumCompactors(2).
 		WithNumGoroutines(2).
 		WithDetectConflicts(false).
@@ -407,15 +413,15 @@ func (q *Queue) Ack(recs ...Record) {
 // committed. It is meant for one consumer (the uplink).
 func (q *Queue) Notify() <-chan struct{} { return q.notify }
 
-// Read returns up to max records with a sequence greater than after, in
+// Read returns up to limit records with a sequence greater than after, in
 // order, skipping records that were acknowledged but not yet deleted. Pass
 // the last sequence returned as after to continue (a cursor: the store
 // never re-reads deleted records from the start).
-func (q *Queue) Read(after uint64, max int) ([]Record, error) {
+func (q *Queue) Read(after uint64, limit int) ([]Record, error) {
 	if h := q.head.Load(); after+1 < h {
 		after = h - 1
 	}
-	var out []Record
+	out := make([]Record, 0, min(limit, 1024))
 	// Hold ackMu across the snapshot: a delete committed after the
 	// snapshot was taken is still listed in inDelete, so an acknowledged
 	// record is never returned again.
@@ -425,11 +431,12 @@ func (q *Queue) Read(after uint64, max int) ([]Record, error) {
 		it := txn.NewIterator(badger.IteratorOptions{
 			Prefix:         []byte{prefixRecord},
 			PrefetchValues: true,
-			PrefetchSize:   min(max, 100),
+			PrefetchSize:   min(limit, 100),
 		})
 		defer it.Close()
 		durable := q.durable.Load()
-		for it.Seek(key(after + 1)); it.Valid() && len(out) < max; it.Next() {
+		var slab []byte // one allocation for many values
+		for it.Seek(key(after + 1)); it.Valid() && len(out) < limit; it.Next() {
 			item := it.Item()
 			seq := seqOf(item.Key())
 			if seq > durable {
@@ -438,11 +445,14 @@ func (q *Queue) Read(after uint64, max int) ([]Record, error) {
 			if _, gone := q.inDelete[seq]; gone {
 				continue
 			}
-			v, err := item.ValueCopy(nil)
-			if err != nil {
+			if cap(slab)-len(slab) < int(item.ValueSize()) {
+				slab = make([]byte, 0, max(64<<10, int(item.ValueSize())))
+			}
+			start := len(slab)
+			if err := item.Value(func(v []byte) error { slab = append(slab, v...); return nil }); err != nil {
 				return fmt.Errorf("read record %d: %w", seq, err)
 			}
-			rec, err := decodeValue(seq, v)
+			rec, err := decodeValue(seq, slab[start:len(slab):len(slab)])
 			if err != nil {
 				return err
 			}

@@ -32,8 +32,8 @@ type Stats struct {
 	Quarantine      string `json:"quarantine,omitempty"` // the one moved aside at this open, and why
 }
 
-// Stats returns the current state. It looks up the oldest record, so it is
-// meant for status and health, not for every scan.
+// Stats returns the current state. The oldest pending age is refreshed by
+// maintenance (every MaintInterval).
 func (q *Queue) Stats() Stats {
 	s := Stats{
 		Depth:           q.depth.Load(),
@@ -52,10 +52,8 @@ func (q *Queue) Stats() Stats {
 		Quarantined:     q.quarantined,
 		Quarantine:      q.quarantine,
 	}
-	if s.Depth > 0 {
-		if t, ok := q.oldestTime(); ok {
-			s.OldestAge = max(0, q.now().Sub(t).Seconds())
-		}
+	if t := q.oldestNs.Load(); s.Depth > 0 && t != 0 {
+		s.OldestAge = max(0, q.now().Sub(time.Unix(0, t)).Seconds())
 	}
 	return s
 }

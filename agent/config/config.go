@@ -48,7 +48,7 @@ type Agent struct {
 	Site    string `yaml:"site"`
 	DataDir string `yaml:"data_dir"`
 	// MemoryLimit is the Go runtime's soft memory limit (GOMEMLIMIT), default
-	// 48MiB; 0 leaves it unset. The GOMEMLIMIT environment variable wins.
+	// 64MiB; 0 leaves it unset. The GOMEMLIMIT environment variable wins.
 	MemoryLimit Size `yaml:"memory_limit"`
 }
 
@@ -202,7 +202,7 @@ func (c *Config) setDefaults() {
 		ReconnectMax:   Duration(30 * time.Second),
 	}
 	c.Buffer = Buffer{MaxBytes: 4 * GiB, WhenFull: "drop_oldest", MinFreeDisk: 64 * MiB}
-	c.Agent.MemoryLimit = 48 * MiB
+	c.Agent.MemoryLimit = 64 * MiB
 	c.HTTP = HTTP{Listen: "127.0.0.1:9180"}
 	c.Log = Log{Level: "info", Format: "text"}
 }

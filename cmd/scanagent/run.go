@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -55,6 +56,7 @@ const usageText = `usage: scanagent <command> [flags]
 commands:
   run -c FILE     run the agent (default command)
   check -c FILE   validate a config file; print every error
+  buffer stats|export|import -c FILE   inspect, export or re-import the backlog (agent stopped)
   demo            run end to end with simulated scanners and an in-process broker
   version         print version information
 `
@@ -72,6 +74,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdCheck(args, stdout, stderr)
 	case "demo":
 		return cmdDemo(ctx, args, stdout, stderr)
+	case "buffer":
+		return cmdBuffer(args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, versionString())
 		return nil
@@ -145,7 +149,15 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(cfg.Log, stderr)
-	log.Info("scanagent starting", "version", version, "config", *path, "agent", cfg.Agent.ID, "site", cfg.Agent.Site)
+	memLimit := "GOMEMLIMIT=" + os.Getenv("GOMEMLIMIT")
+	if os.Getenv("GOMEMLIMIT") == "" {
+		memLimit = "unset"
+		if l := int64(cfg.Agent.MemoryLimit); l > 0 {
+			debug.SetMemoryLimit(l)
+			memLimit = cfg.Agent.MemoryLimit.String()
+		}
+	}
+	log.Info("scanagent starting", "version", version, "config", *path, "agent", cfg.Agent.ID, "site", cfg.Agent.Site, "memory_limit", memLimit)
 	a, err := agent.New(cfg, agent.Deps{Log: log, Version: version})
 	if err != nil {
 		return usageError{err}

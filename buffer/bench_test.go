@@ -1,0 +1,143 @@
+//go:build unix
+
+package buffer
+
+import (
+	"os"
+	"runtime/debug"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// BenchmarkAppendLatency2k paces appends at 2,000 per second (the load of
+// a busy hub) and reports the latency from the append call to durable.
+// Run with -benchtime 20000x for a 10-second sample.
+func BenchmarkAppendLatency2k(b *testing.B) {
+	q := openT(b, b.TempDir())
+	defer q.Close()
+	payload := make([]byte, 200)
+	enc := func(uint64) ([]byte, error) { return payload, nil }
+	lat := make([]time.Duration, b.N)
+	var wg sync.WaitGroup
+	wg.Add(b.N)
+	tick := time.NewTicker(500 * time.Microsecond)
+	defer tick.Stop()
+	b.ResetTimer()
+	for i := range b.N {
+		<-tick.C
+		start := time.Now()
+		q.Submit(enc, func(_ uint64, err error) {
+			if err != nil {
+				b.Error(err)
+			}
+			lat[i] = time.Since(start)
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	b.ReportMetric(float64(lat[len(lat)-1].Microseconds()), "max-µs")
+}
+
+// BenchmarkBacklog1M builds a backlog of 1,000,000 scans (200-byte
+// payloads), reports the disk used per buffered scan, then drains it with
+// read + ack and reports the drain rate and the process's peak RSS over
+// both phases. The agent's default memory limit (64 MiB) is set. Run with
+// -benchtime 1x.
+func BenchmarkBacklog1M(b *testing.B) {
+	const n = 1_000_000
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(benchMemLimit()))
+	for range b.N {
+		b.StopTimer()
+		dir := b.TempDir()
+		q := openT(b, dir)
+		payload := make([]byte, 200)
+		enc := func(uint64) ([]byte, error) { return payload, nil }
+		fillStart := time.Now()
+		var wg sync.WaitGroup
+		wg.Add(n)
+		for range n {
+			q.Submit(enc, func(_ uint64, err error) {
+				if err != nil {
+					b.Error(err)
+				}
+				wg.Done()
+			})
+		}
+		wg.Wait()
+		fill := time.Since(fillStart)
+		if st, err := os.ReadFile("/proc/self/status"); err == nil {
+			for _, l := range strings.Split(string(st), "\n") {
+				if strings.HasPrefix(l, "Rss") || strings.HasPrefix(l, "VmHWM") {
+					b.Log("after fill: ", l)
+				}
+			}
+		}
+		time.Sleep(2 * time.Second) // let flushes and journal retirement settle
+		disk := duBytes(b, dir)
+
+		if p := os.Getenv("HEAP_PROFILE"); p != "" {
+			f, _ := os.Create(p)
+			pprof.WriteHeapProfile(f)
+			f.Close()
+		}
+		if p := os.Getenv("DRAIN_PROFILE"); p != "" {
+			f, _ := os.Create(p)
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
+		b.StartTimer()
+		start := time.Now()
+		var cursor uint64
+		drained := 0
+		for drained < n {
+			recs, err := q.Read(cursor, 1000)
+			if err != nil || len(recs) == 0 {
+				b.Fatalf("read after %d: %v", drained, err)
+			}
+			q.Ack(recs...)
+			cursor = recs[len(recs)-1].Seq
+			drained += len(recs)
+		}
+		readDone := time.Since(start)
+		for q.Stats().Depth > 0 {
+			time.Sleep(time.Millisecond)
+		}
+		el := time.Since(start)
+		b.Logf("read+ack loop %v, until deleted %v", readDone, el)
+		b.StopTimer()
+		q.Close()
+
+		var ru syscall.Rusage
+		syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		b.ReportMetric(float64(n)/fill.Seconds(), "fill-scans/s")
+		b.ReportMetric(float64(n)/el.Seconds(), "drain-scans/s")
+		b.ReportMetric(float64(disk)/n, "disk-B/scan")
+		b.ReportMetric(float64(ru.Maxrss)/1024, "peak-RSS-MiB")
+		if st, err := os.ReadFile("/proc/self/status"); err == nil {
+			for _, l := range strings.Split(string(st), "\n") {
+				if strings.HasPrefix(l, "Rss") || strings.HasPrefix(l, "VmHWM") {
+					b.Log(l)
+				}
+			}
+		}
+	}
+}
+
+// benchMemLimit is the agent's default soft memory limit (64 MiB), or
+// BENCH_MEMLIMIT_MIB to see how the figures depend on it.
+func benchMemLimit() int64 {
+	if v, err := strconv.Atoi(os.Getenv("BENCH_MEMLIMIT_MIB")); err == nil {
+		return int64(v) << 20
+	}
+	return 64 << 20
+}
