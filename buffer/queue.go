@@ -141,6 +141,7 @@ type Queue struct {
 	head       atomic.Uint64 // lowest sequence possibly present
 	durable    atomic.Uint64 // highest sequence durable and readable
 	diskCheck  time.Time
+	dropLogAt  time.Time
 	diskLow    bool
 
 	depth, bytes atomic.Int64
@@ -816,7 +817,11 @@ func (q *Queue) drop(recs []dropRec) {
 	q.droppedMax = max(q.droppedMax, last)
 	q.ackMu.Unlock()
 	q.full.Store(true)
-	q.log.Warn("buffer full: oldest scans dropped (when_full: drop_oldest)", "dropped", len(recs), "through_seq", last, "total_dropped", q.dropped.get(ReasonFull))
+	// Logged at most every 10s while it goes on (the counter has it all).
+	if now := time.Now(); now.Sub(q.dropLogAt) >= 10*time.Second {
+		q.dropLogAt = now
+		q.log.Warn("buffer full: oldest scans dropped (when_full: drop_oldest)", "through_seq", last, "total_dropped", q.dropped.get(ReasonFull), "max_bytes", q.opts.MaxBytes)
+	}
 }
 
 // deleteAcked deletes acknowledged records in one transaction. On failure
