@@ -91,6 +91,7 @@ func openJournal(dir string, segSize int64) (*journal, []journalRecord, uint64, 
 	}
 	j := &journal{dir: dir, segSize: segSize, syncFn: dataSync, spare: make(chan spareSeg, 1)}
 	entries, err := os.ReadDir(dir)
+	defer func() { go func() { j.spare <- j.prepare() }() }() // after the .tmp cleanup below
 	if err != nil {
 		return nil, nil, 0, err
 	}
@@ -171,14 +172,15 @@ func recordCRC(num uint64, body []byte) uint32 {
 	return crc32.Update(crc32.Update(0, crcTable, b[:]), crcTable, body)
 }
 
-// startSegment makes segment n the active one, using the spare when ready.
+// startSegment makes segment n the active one. Exactly one spare is in
+// preparation at any time after open: it takes that one (waiting if it is
+// not ready yet) and starts preparing the next.
 func (j *journal) startSegment(n, lastSeq uint64) error {
-	var sp spareSeg
-	select {
-	case sp = <-j.spare:
-	default:
-		sp = j.prepare()
+	sp := <-j.spare
+	if sp.err != nil {
+		sp = j.prepare() // it failed earlier (disk full?): space may be back
 	}
+	go func() { j.spare <- j.prepare() }()
 	if sp.err != nil {
 		return sp.err
 	}
@@ -197,8 +199,6 @@ func (j *journal) startSegment(n, lastSeq uint64) error {
 		j.f.Close()
 	}
 	j.f, j.off = f, segHeaderLen
-	// Prepare the next one in the background.
-	go func() { j.spare <- j.prepare() }()
 	return nil
 }
 
