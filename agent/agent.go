@@ -55,9 +55,6 @@ func New(cfg *config.Config, deps Deps) (*Agent, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if _, err := tlsConfig(cfg.MQTT.TLS); err != nil {
-		return nil, err
-	}
 	return &Agent{cfg: cfg, log: log, version: deps.Version, ready: deps.Ready}, nil
 }
 
@@ -99,15 +96,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	st := q.Stats()
 	a.log.Info("buffer open", "dir", BufferDir(a.cfg), "backlog", st.Depth, "last_seq", st.LastSeq)
-	up, err := newUplink(a.cfg.MQTT, a.cfg.Agent, a.version, q, a.log)
-	if err != nil {
-		q.Close()
-		return err
-	}
+	up := newUplink(a.cfg.MQTT, a.cfg.Agent, a.version, q, a.log)
+	up.health = func() any { return a.Status() }
+	up.devices = a.deviceReports
 	a.mu.Lock()
 	a.q, a.up = q, up
 	for _, sc := range a.cfg.Stations {
-		a.stations = append(a.stations, newStation(sc, a.cfg.Agent, q, a.log))
+		st := newStation(sc, a.cfg.Agent, q, a.log)
+		st.changed = up.deviceChanged
+		a.stations = append(a.stations, st)
 	}
 	a.mu.Unlock()
 
@@ -162,6 +159,7 @@ type Status struct {
 	Agent    string          `json:"agent"`
 	Site     string          `json:"site"`
 	Version  string          `json:"version"`
+	Time     string          `json:"time"`
 	Uptime   string          `json:"uptime"`
 	Process  ProcessStatus   `json:"process"`
 	Buffer   buffer.Stats    `json:"buffer"`
@@ -200,7 +198,7 @@ type StationStatus struct {
 func (a *Agent) Status() Status {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	s := Status{Agent: a.cfg.Agent.ID, Site: a.cfg.Agent.Site, Version: a.version, Process: processStatus()}
+	s := Status{Agent: a.cfg.Agent.ID, Site: a.cfg.Agent.Site, Version: a.version, Process: processStatus(), Time: Timestamp(time.Now())}
 	if !a.started.IsZero() {
 		s.Uptime = time.Since(a.started).Round(time.Second).String()
 	}
@@ -215,6 +213,18 @@ func (a *Agent) Status() Status {
 		s.Stations = append(s.Stations, StationStatus{ID: st.cfg.ID, Counters: c, Scanner: d})
 	}
 	return s
+}
+
+// deviceReports lists every device's current state.
+func (a *Agent) deviceReports() []DeviceReport {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []DeviceReport
+	for _, st := range a.stations {
+		_, d := st.counters()
+		out = append(out, DeviceReport{Station: st.cfg.ID, Kind: "scanner", DeviceStatus: d})
+	}
+	return out
 }
 
 // Handler serves /healthz, /readyz and /status.

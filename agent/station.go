@@ -40,6 +40,8 @@ type station struct {
 	q     *buffer.Queue
 	log   *slog.Logger
 	now   func() time.Time
+	// changed is called after a device state change (may be nil).
+	changed func()
 
 	scans, invalid atomic.Uint64
 
@@ -166,6 +168,9 @@ func (s *station) setState(st devices.DeviceState, reason string) {
 	s.mu.Lock()
 	s.scanner.State, s.scanner.Reason, s.scanner.Since = string(st), reason, Timestamp(s.now())
 	s.mu.Unlock()
+	if s.changed != nil {
+		s.changed()
+	}
 }
 
 func (s *station) counters() (StationCounters, DeviceStatus) {

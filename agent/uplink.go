@@ -8,13 +8,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/scanagent/scanagent/agent/config"
 	"github.com/scanagent/scanagent/buffer"
@@ -24,22 +28,48 @@ import (
 // readPage is how many records the uplink reads from the buffer at once.
 const readPage = 256
 
-// UplinkStats are the uplink's counters.
+// Uplink states, as reported in /status and P/health.
+const (
+	UplinkStarting    = "starting"
+	UplinkConnected   = "connected"
+	UplinkUnreachable = "unreachable"  // network: refused, timeout, DNS, lost
+	UplinkTLSError    = "tls_error"    // certificates, CA, handshake
+	UplinkAuthRefused = "auth_refused" // bad user name or password, not authorised
+	UplinkRefused     = "refused"      // other CONNACK refusals
+	UplinkStalled     = "stalled"      // connected, but PUBACKs stopped coming
+	UplinkStopped     = "stopped"
+)
+
+// UplinkStats are the uplink's state and counters.
 type UplinkStats struct {
-	Connected  bool   `json:"connected"`
-	Broker     string `json:"broker,omitempty"`
-	Published  uint64 `json:"published"`
-	Acked      uint64 `json:"acked"`
-	Sessions   uint64 `json:"sessions"`
-	LastError  string `json:"last_error,omitempty"`
-	Malformed  uint64 `json:"malformed"`
-	StatusTime string `json:"since,omitempty"`
+	State     string `json:"state"`
+	Since     string `json:"since"`
+	Connected bool   `json:"connected"`
+	Broker    string `json:"broker,omitempty"`
+	LastError string `json:"last_error,omitempty"`
+	Hint      string `json:"hint,omitempty"`
+	Published uint64 `json:"published"`
+	Acked     uint64 `json:"acked"`
+	Sessions  uint64 `json:"sessions"`
+	Malformed uint64 `json:"malformed"`
 }
 
-// uplink forwards buffered records to MQTT. Paho's auto-reconnect is off
-// (its resumed tokens complete without a PUBACK, LIBRARY-NOTES.md): every
-// session is a new client, and a record is acknowledged in the buffer only
-// when its publish token of that same session completed without error.
+// DeviceReport is one device's state for P/devices/<station>/<kind>.
+type DeviceReport struct {
+	Station string
+	Kind    string // scanner | scale
+	DeviceStatus
+}
+
+type uplinkState struct {
+	state, lastErr, hint, since string
+}
+
+// uplink forwards buffered records to MQTT and publishes status, health
+// and device states. Paho's auto-reconnect is off (its resumed tokens
+// complete without a PUBACK, LIBRARY-NOTES.md): every session is a new
+// client, and a record is acknowledged in the buffer only when its publish
+// token of that same session completed without error.
 type uplink struct {
 	cfg     config.MQTT
 	agent   config.Agent
@@ -47,30 +77,50 @@ type uplink struct {
 	version string
 	q       *buffer.Queue
 	log     *slog.Logger
-	tls     *tls.Config
+	health  func() any            // the P/health payload
+	devices func() []DeviceReport // current device states
+	devKick chan struct{}
 
+	st                  atomic.Pointer[uplinkState]
 	connected           atomic.Bool
 	broker              atomic.Value // string
-	lastErr             atomic.Value // string
 	published, acked    atomic.Uint64
 	sessions, malformed atomic.Uint64
 }
 
-func newUplink(cfg config.MQTT, agent config.Agent, version string, q *buffer.Queue, log *slog.Logger) (*uplink, error) {
+func newUplink(cfg config.MQTT, agent config.Agent, version string, q *buffer.Queue, log *slog.Logger) *uplink {
 	cfg.Window = min(max(cfg.Window, 1), 65000) // paho has 65535 message ids
-	u := &uplink{cfg: cfg, agent: agent, prefix: cfg.TopicPrefix, version: version, q: q, log: log.With("component", "mqtt")}
+	u := &uplink{cfg: cfg, agent: agent, prefix: cfg.TopicPrefix, version: version, q: q,
+		log: log.With("component", "mqtt"), devKick: make(chan struct{}, 1)}
 	u.broker.Store("")
-	u.lastErr.Store("")
-	t, err := tlsConfig(cfg.TLS)
-	if err != nil {
-		return nil, err
-	}
-	u.tls = t
-	return u, nil
+	u.setState(UplinkStarting, nil, "")
+	u.health = func() any { return nil }
+	u.devices = func() []DeviceReport { return nil }
+	return u
 }
 
-// tlsConfig builds the client TLS settings from the configured files.
-func tlsConfig(c config.TLS) (*tls.Config, error) {
+func (u *uplink) setState(state string, err error, hint string) {
+	s := &uplinkState{state: state, hint: hint, since: Timestamp(time.Now())}
+	if err != nil {
+		s.lastErr = err.Error()
+	}
+	if old := u.st.Load(); old != nil && old.state == state && old.lastErr == s.lastErr {
+		s.since = old.since
+	}
+	u.st.Store(s)
+}
+
+// deviceChanged tells the uplink to publish device states (non-blocking).
+func (u *uplink) deviceChanged() {
+	select {
+	case u.devKick <- struct{}{}:
+	default:
+	}
+}
+
+// loadTLS reads the TLS files anew for every session, so a technician can
+// fix them without restarting the agent. TLS 1.2 is the minimum.
+func loadTLS(c config.TLS) (*tls.Config, error) {
 	t := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName}
 	if c.CAFile != "" {
 		pem, err := os.ReadFile(c.CAFile)
@@ -84,6 +134,9 @@ func tlsConfig(c config.TLS) (*tls.Config, error) {
 		t.RootCAs = pool
 	}
 	if c.CertFile != "" {
+		if err := config.CheckKeyPair(c.CertFile, c.KeyFile, time.Now()); err != nil {
+			return nil, fmt.Errorf("mqtt.tls.cert_file: %w", err)
+		}
 		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("mqtt.tls.cert_file/key_file: %w", err)
@@ -93,23 +146,74 @@ func tlsConfig(c config.TLS) (*tls.Config, error) {
 	return t, nil
 }
 
+// classify turns a connection error into a state and a hint that names the
+// cause and the fix.
+func classify(err error) (state, hint string) {
+	var unknownCA x509.UnknownAuthorityError
+	var invalid x509.CertificateInvalidError
+	var hostname x509.HostnameError
+	var header tls.RecordHeaderError
+	var netErr net.Error
+	msg := err.Error()
+	switch {
+	case errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword):
+		return UplinkAuthRefused, "the broker refused the user name or password: check mqtt.username and mqtt.password_file / SCANAGENT_MQTT_PASSWORD"
+	case errors.Is(err, packets.ErrorRefusedNotAuthorised):
+		return UplinkAuthRefused, "the broker says this client is not authorised: check its ACL for mqtt.username / client_id"
+	case errors.Is(err, packets.ErrorRefusedIDRejected):
+		return UplinkRefused, "the broker rejected the client id: check mqtt.client_id"
+	case errors.Is(err, packets.ErrorRefusedServerUnavailable):
+		return UplinkRefused, "the broker says it is unavailable"
+	case errors.Is(err, packets.ErrorRefusedBadProtocolVersion):
+		return UplinkRefused, "the broker does not speak MQTT 3.1.1"
+	case strings.HasPrefix(msg, "mqtt.tls."):
+		return UplinkTLSError, "fix the TLS file named here; it is read again at every connection attempt"
+	case errors.As(err, &unknownCA):
+		return UplinkTLSError, "the broker's certificate is not signed by mqtt.tls.ca_file (wrong CA?)"
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		return UplinkTLSError, "the broker's certificate is expired or not yet valid (check this PC's clock too)"
+	case errors.As(err, &invalid):
+		return UplinkTLSError, "the broker's certificate is not valid for this use: " + invalid.Error()
+	case errors.As(err, &hostname):
+		return UplinkTLSError, "the broker's certificate does not name this host: set mqtt.tls.server_name or use the name in the certificate"
+	case errors.As(err, &header):
+		return UplinkTLSError, "the broker did not answer TLS: is this a plain tcp:// port?"
+	case strings.Contains(msg, "remote error: tls:") || strings.Contains(msg, "tls: "):
+		return UplinkTLSError, "the broker rejected the TLS handshake: does it need a client certificate (mqtt.tls.cert_file/key_file), and does it trust ours?"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return UplinkUnreachable, "nothing listens at the broker address (broker down, or wrong port)"
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return UplinkUnreachable, "the broker did not answer in time (network or firewall)"
+	case strings.Contains(msg, "no such host"):
+		return UplinkUnreachable, "the broker's host name does not resolve (DNS)"
+	}
+	return UplinkUnreachable, ""
+}
+
 func (u *uplink) stats() UplinkStats {
+	s := u.st.Load()
 	return UplinkStats{
+		State:     s.state,
+		Since:     s.since,
 		Connected: u.connected.Load(),
 		Broker:    u.broker.Load().(string),
+		LastError: s.lastErr,
+		Hint:      s.hint,
 		Published: u.published.Load(),
 		Acked:     u.acked.Load(),
 		Sessions:  u.sessions.Load(),
-		LastError: u.lastErr.Load().(string),
 		Malformed: u.malformed.Load(),
 	}
 }
 
 // run keeps sessions going until ctx is cancelled; then the current session
 // flushes what is in flight (bounded), publishes the offline status and
-// disconnects.
+// disconnects. Between rounds (each round tries every broker in order) it
+// waits a random time in [0, backoff] (full jitter), the backoff doubling
+// from reconnect_min up to reconnect_max.
 func (u *uplink) run(ctx context.Context) error {
-	bo := devices.Backoff{Min: u.cfg.ReconnectMin.D(), Max: u.cfg.ReconnectMax.D()}
+	bo := devices.Backoff{Min: u.cfg.ReconnectMin.D(), Max: u.cfg.ReconnectMax.D(), FullJitter: true}
+	var lastLogged string
 	for ctx.Err() == nil {
 		start := time.Now()
 		err := u.session(ctx)
@@ -118,14 +222,20 @@ func (u *uplink) run(ctx context.Context) error {
 			break
 		}
 		if err != nil {
-			u.lastErr.Store(err.Error())
-			u.log.Warn("mqtt session ended; scans stay buffered", "err", err)
+			state, hint := classify(err)
+			u.setState(state, err, hint)
+			// The same failure again and again is logged once (the
+			// state in /status and P/health stays current).
+			if msg := state + err.Error(); msg != lastLogged {
+				u.log.Warn("mqtt not connected; scans stay buffered", "state", state, "err", err, "hint", hint)
+				lastLogged = msg
+			}
 		}
 		if time.Since(start) > time.Minute {
 			bo.Reset()
 		}
 		d := bo.Next()
-		u.log.Info("mqtt reconnecting", "in", d.Round(time.Millisecond))
+		u.log.Debug("mqtt reconnecting", "in", d.Round(time.Millisecond))
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
@@ -133,6 +243,7 @@ func (u *uplink) run(ctx context.Context) error {
 		}
 		t.Stop()
 	}
+	u.setState(UplinkStopped, nil, "")
 	return nil
 }
 
@@ -171,9 +282,14 @@ func (l *lostSignal) fire(err error) {
 
 func (l *lostSignal) error() error { return fmt.Errorf("connection lost: %w", l.err) }
 
-// session runs one MQTT connection: connect, announce online, then publish
-// the buffer in seq order with a window of QoS 1 publishes in flight.
+// session runs one MQTT connection: connect, announce online and the
+// device states, then publish the buffer with a window of QoS 1 publishes
+// in flight, and health periodically.
 func (u *uplink) session(ctx context.Context) error {
+	tlsCfg, err := loadTLS(u.cfg.TLS)
+	if err != nil {
+		return err
+	}
 	lost := &lostSignal{ch: make(chan struct{})}
 	var attempted atomic.Value // the broker of the last connection attempt
 	attempted.Store("")
@@ -188,20 +304,26 @@ func (u *uplink) session(ctx context.Context) error {
 		SetConnectTimeout(u.cfg.ConnectTimeout.D()).
 		SetWriteTimeout(u.cfg.ConnectTimeout.D()).
 		SetBinaryWill(u.prefix+"/status", u.statusPayload("offline"), 1, true).
+		SetTLSConfig(tlsCfg).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) { lost.fire(err) }).
 		SetConnectionAttemptHandler(func(broker *url.URL, t *tls.Config) *tls.Config {
 			attempted.Store(broker.Redacted())
 			return t
+		}).
+		SetConnectionNotificationHandler(func(_ mqtt.Client, n mqtt.ConnectionNotification) {
+			if f, ok := n.(mqtt.ConnectionNotificationBrokerFailed); ok && len(u.cfg.Brokers) > 1 {
+				_, hint := classify(f.Reason)
+				u.log.Info("mqtt broker failed; trying the next", "broker", f.Broker.Redacted(), "err", f.Reason, "hint", hint)
+			}
 		})
 	for _, b := range u.cfg.Brokers {
 		opts.AddBroker(b)
 	}
-	opts.SetTLSConfig(u.tls)
 	c := mqtt.NewClient(opts)
 	u.sessions.Add(1)
 	if err := waitToken(ctx, c.Connect(), u.cfg.ConnectTimeout.D()*time.Duration(len(u.cfg.Brokers))+time.Second); err != nil {
 		c.Disconnect(0)
-		return fmt.Errorf("connect %v: %w", u.cfg.Brokers, err)
+		return fmt.Errorf("connect %s: %w", strings.Join(u.cfg.Brokers, ", "), err)
 	}
 	u.broker.Store(attempted.Load().(string))
 	defer func() {
@@ -217,8 +339,16 @@ func (u *uplink) session(ctx context.Context) error {
 		return fmt.Errorf("publish online status: %w", err)
 	}
 	u.connected.Store(true)
-	u.lastErr.Store("")
+	u.setState(UplinkConnected, nil, "")
 	u.log.Info("mqtt connected", "broker", u.broker.Load(), "client_id", u.cfg.ClientID, "backlog", u.q.Stats().Depth)
+
+	sideCtx, stopSide := context.WithCancel(ctx)
+	sideDone := make(chan struct{})
+	go func() {
+		defer close(sideDone)
+		u.side(sideCtx, c)
+	}()
+	defer func() { stopSide(); <-sideDone }()
 
 	window := make(chan inflight, u.cfg.Window)
 	ackErr := make(chan error, 1)
@@ -228,7 +358,7 @@ func (u *uplink) session(ctx context.Context) error {
 		close(ackerExit)
 	}()
 
-	err := u.pump(ctx, c, window, lost, ackerExit)
+	err = u.pump(ctx, c, window, lost, ackerExit)
 	close(window)
 	if ctx.Err() != nil {
 		// Shutdown: give in-flight publishes a bounded time to be acked.
@@ -246,14 +376,76 @@ func (u *uplink) session(ctx context.Context) error {
 	return err
 }
 
-// pump reads the buffer from the start (everything still there is
-// unacknowledged) and publishes in seq order until the session fails or ctx
-// is done. It stops at the first failed publish, so nothing after a failed
-// record goes out in this session (the next one re-sends from it, in order).
-func (u *uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight, lost *lostSignal, ackerExit <-chan struct{}) error {
-	var cursor uint64
+// side publishes the retained device states (all at connect, then each
+// change) and P/health (at connect, then every health_interval).
+func (u *uplink) side(ctx context.Context, c mqtt.Client) {
+	sent := map[string]string{} // topic -> payload last published
+	publishDevices := func() {
+		for _, d := range u.devices() {
+			topic := u.prefix + "/devices/" + d.Station + "/" + d.Kind
+			b, _ := json.Marshal(d.DeviceStatus)
+			if sent[topic] == string(b) {
+				continue
+			}
+			if err := waitToken(ctx, c.Publish(topic, 1, true, b), u.cfg.ConnectTimeout.D()); err != nil {
+				return // the session is ending; the next one publishes all
+			}
+			sent[topic] = string(b)
+		}
+	}
+	publishHealth := func() {
+		b, err := json.Marshal(u.health())
+		if err == nil {
+			waitToken(ctx, c.Publish(u.prefix+"/health", 1, false, b), u.cfg.ConnectTimeout.D())
+		}
+	}
+	publishDevices()
+	publishHealth()
+	t := time.NewTicker(u.cfg.HealthInterval.D())
+	defer t.Stop()
 	for {
-		recs, err := u.q.Read(cursor, readPage)
+		select {
+		case <-ctx.Done():
+			return
+		case <-u.devKick:
+			publishDevices()
+		case <-t.C:
+			publishHealth()
+		}
+	}
+}
+
+// pump publishes buffered records until the session fails or ctx is done.
+// Default order: everything in the buffer from the oldest, in seq order.
+// With order live_first, records appended after the session started go
+// ahead of the backlog. It stops at the first failed publish, so nothing
+// after a failed record goes out in this session (the next one re-sends
+// from it). With max_rate it paces publishes.
+func (u *uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight, lost *lostSignal, ackerExit <-chan struct{}) error {
+	var backlog, live uint64 // cursors
+	liveFirst := u.cfg.Order == "live_first"
+	split := u.q.Stats().LastSeq // live_first: records above this are live
+	live = split
+	pace := newPacer(u.cfg.MaxRate)
+	for {
+		var recs []buffer.Record
+		var err error
+		if liveFirst {
+			if recs, err = u.q.Read(live, readPage); err == nil && len(recs) == 0 && backlog < split {
+				recs, err = u.q.Read(backlog, readPage)
+				for i, r := range recs {
+					if r.Seq > split {
+						recs = recs[:i]
+						break
+					}
+				}
+				if len(recs) == 0 {
+					backlog = split // the backlog is done
+				}
+			}
+		} else {
+			recs, err = u.q.Read(backlog, readPage)
+		}
 		if err != nil {
 			return fmt.Errorf("read buffer: %w", err)
 		}
@@ -280,7 +472,11 @@ func (u *uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight
 				return nil
 			default:
 			}
-			cursor = rec.Seq
+			if liveFirst && rec.Seq > split {
+				live = rec.Seq
+			} else {
+				backlog = rec.Seq
+			}
 			station, payload, err := decodeRecord(rec.Value)
 			if err != nil {
 				// Cannot be published; keep it out of the stream but say so.
@@ -288,6 +484,9 @@ func (u *uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight
 				u.log.Error("dropping malformed buffer record", "seq", rec.Seq, "err", err)
 				u.q.Ack(rec)
 				continue
+			}
+			if !pace.wait(ctx, lost.ch) {
+				return nil
 			}
 			tok := c.Publish(u.prefix+"/scans/"+station, 1, false, payload)
 			if isDone(tok) && tok.Error() != nil {
@@ -326,6 +525,7 @@ func (u *uplink) acker(window <-chan inflight, lost *lostSignal) error {
 				return lost.error()
 			}
 		case <-timer.C:
+			u.setState(UplinkStalled, nil, "connected, but the broker stopped acknowledging")
 			return fmt.Errorf("no PUBACK for seq %d within %v", p.rec.Seq, timeout)
 		}
 		if err := p.tok.Error(); err != nil {
@@ -335,6 +535,44 @@ func (u *uplink) acker(window <-chan inflight, lost *lostSignal) error {
 		u.acked.Add(1)
 	}
 	return nil
+}
+
+// pacer spaces publishes to at most rate per second (0: no limit). It
+// sleeps in steps of at least 2ms, letting a short burst through, so high
+// rates are paced accurately on average.
+type pacer struct {
+	interval time.Duration
+	next     time.Time
+}
+
+func newPacer(rate int) *pacer {
+	if rate <= 0 {
+		return &pacer{}
+	}
+	return &pacer{interval: time.Second / time.Duration(rate)}
+}
+
+func (p *pacer) wait(ctx context.Context, lost <-chan struct{}) bool {
+	if p.interval == 0 {
+		return true
+	}
+	now := time.Now()
+	if p.next.Before(now.Add(-time.Second)) {
+		p.next = now // idle for a while: no catching up in a burst
+	}
+	if d := p.next.Sub(now); d > 2*time.Millisecond {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return false
+		case <-lost:
+			return false
+		}
+	}
+	p.next = p.next.Add(p.interval)
+	return true
 }
 
 func isDone(t mqtt.Token) bool {

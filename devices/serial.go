@@ -121,14 +121,17 @@ func Explain(err error) string {
 	return err.Error()
 }
 
-// Backoff is capped exponential backoff with full jitter.
+// Backoff is capped exponential backoff with jitter: the ceiling doubles
+// from Min up to Max.
 type Backoff struct {
 	Min, Max time.Duration
-	n        int
+	// FullJitter draws each delay from [0, ceiling] (for many clients of one
+	// server); otherwise from [Min/2, ceiling].
+	FullJitter bool
+	n          int
 }
 
-// Next returns the next delay: random in [Min/2, d] where d doubles from Min
-// up to Max.
+// Next returns the next delay.
 func (b *Backoff) Next() time.Duration {
 	d := b.Min << min(b.n, 30)
 	if d > b.Max || d <= 0 {
@@ -137,6 +140,9 @@ func (b *Backoff) Next() time.Duration {
 		b.n++
 	}
 	lo := b.Min / 2
+	if b.FullJitter {
+		lo = 0
+	}
 	if d <= lo {
 		return d
 	}

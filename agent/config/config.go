@@ -40,6 +40,12 @@ type Config struct {
 	HTTP     HTTP      `yaml:"http"`
 	Log      Log       `yaml:"log"`
 	File     string    `yaml:"-"` // path it was loaded from
+
+	// Warnings are problems that do not stop the agent: files the uplink
+	// needs (password, TLS) that are missing, unreadable, invalid or
+	// expired. Scanning must go on; the uplink reports and retries.
+	// "scanagent check" treats them as errors.
+	Warnings Errors `yaml:"-"`
 }
 
 // Agent identifies this agent; ID and Site appear in topics and events.
@@ -66,6 +72,9 @@ type MQTT struct {
 	ConnectTimeout Duration `yaml:"connect_timeout"` // default 10s, > 0
 	ReconnectMin   Duration `yaml:"reconnect_min"`   // default 500ms, > 0
 	ReconnectMax   Duration `yaml:"reconnect_max"`   // default 30s, >= reconnect_min
+	HealthInterval Duration `yaml:"health_interval"` // default 30s, >= 1s: period of P/health
+	MaxRate        int      `yaml:"max_rate"`        // scans/s published at most, 0 = as fast as the broker allows
+	Order          string   `yaml:"order"`           // seq (default) | live_first
 }
 
 // TLS holds optional client TLS files; each set file exists and is readable.
@@ -160,6 +169,7 @@ func Parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 	if err := c.finish(); err != nil {
 		return nil, err
 	}
+	cfg.Warnings = c.warns
 	return cfg, nil
 }
 
@@ -200,6 +210,8 @@ func (c *Config) setDefaults() {
 		ConnectTimeout: Duration(10 * time.Second),
 		ReconnectMin:   Duration(500 * time.Millisecond),
 		ReconnectMax:   Duration(30 * time.Second),
+		HealthInterval: Duration(30 * time.Second),
+		Order:          "seq",
 	}
 	c.Buffer = Buffer{MaxBytes: 4 * GiB, WhenFull: "drop_oldest", MinFreeDisk: 64 * MiB}
 	c.Agent.MemoryLimit = 64 * MiB

@@ -145,12 +145,6 @@ func TestParseErrors(t *testing.T) {
 			[]string{`9:11: http.listen: must be host:port with a numeric port`}},
 		{"inline password", head + "mqtt:\n  password: hunter2\n",
 			[]string{`9:3: mqtt.password: passwords are not read from the config file; put it in the file named by mqtt.password_file or in the SCANAGENT_MQTT_PASSWORD environment variable`}},
-		{"missing password file", head + "mqtt:\n  password_file: /nonexistent/mqtt-password\n",
-			[]string{`9:18: mqtt.password_file: cannot read password file: open /nonexistent/mqtt-password`}},
-		{"missing tls file", head + "mqtt:\n  tls:\n    ca_file: /nonexistent/ca.pem\n",
-			[]string{`10:14: mqtt.tls.ca_file: open /nonexistent/ca.pem`}},
-		{"tls file is a directory", head + "mqtt:\n  tls: {ca_file: ../config}\n",
-			[]string{`9:18: mqtt.tls.ca_file: ` + filepath.Join("..", "config") + ` is a directory`}},
 		{"cert without key", head + "mqtt:\n  tls:\n    cert_file: config_test.go\n",
 			[]string{`10:16: mqtt.tls.cert_file: key_file must be set together with cert_file`}},
 		{"key without cert", head + "mqtt:\n  tls:\n    key_file: config_test.go\n",
@@ -271,6 +265,8 @@ func TestDefaults(t *testing.T) {
 			ConnectTimeout: config.Duration(10 * time.Second),
 			ReconnectMin:   config.Duration(500 * time.Millisecond),
 			ReconnectMax:   config.Duration(30 * time.Second),
+			HealthInterval: config.Duration(30 * time.Second),
+			Order:          "seq",
 		},
 		Buffer: config.Buffer{MaxBytes: 4 * config.GiB, WhenFull: "drop_oldest", MinFreeDisk: 64 * config.MiB},
 		Stations: []config.Station{{
@@ -430,9 +426,9 @@ func TestPassword(t *testing.T) {
 		})
 	}
 
-	_, err := config.Parse(filepath.Join(dir, "c.yaml"), []byte(head+"mqtt: {password_file: empty}\n"), noEnv)
-	if err == nil || !strings.Contains(err.Error(), "8:23: mqtt.password_file: password file "+filepath.Join(dir, "empty")+" is empty") {
-		t.Errorf("empty password file: %v", err)
+	cfg, err := config.Parse(filepath.Join(dir, "c.yaml"), []byte(head+"mqtt: {password_file: empty}\n"), noEnv)
+	if err != nil || !strings.Contains(cfg.Warnings.Error(), "8:23: mqtt.password_file: password file "+filepath.Join(dir, "empty")+" is empty") {
+		t.Errorf("empty password file: %v %v", err, cfg.Warnings)
 	}
 }
 
@@ -449,5 +445,33 @@ func TestLoad(t *testing.T) {
 	_, err = config.Load(filepath.Join(t.TempDir(), "missing.yaml"))
 	if !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Load(missing) = %v, want ErrNotExist", err)
+	}
+}
+
+// TestParseWarnings: files the uplink needs do not stop the agent (scanning
+// must go on); they are reported as warnings with their position.
+func TestParseWarnings(t *testing.T) {
+	tests := []struct{ name, text, want string }{
+		{"missing password file", head + "mqtt:\n  password_file: /nonexistent/mqtt-password\n",
+			`9:18: mqtt.password_file: cannot read password file: open /nonexistent/mqtt-password`},
+		{"missing tls file", head + "mqtt:\n  tls:\n    ca_file: /nonexistent/ca.pem\n",
+			`10:14: mqtt.tls.ca_file: open /nonexistent/ca.pem`},
+		{"tls file is a directory", head + "mqtt:\n  tls: {ca_file: ../config}\n",
+			`9:18: mqtt.tls.ca_file: ` + filepath.Join("..", "config") + ` is a directory`},
+		{"ca file without a certificate", head + "mqtt:\n  tls: {ca_file: config_test.go}\n",
+			`9:18: mqtt.tls.ca_file: no PEM certificate found in config_test.go`},
+		{"cert and key not PEM", head + "mqtt:\n  tls: {cert_file: config_test.go, key_file: config.go}\n",
+			`9:20: mqtt.tls.cert_file: client certificate config_test.go / key config.go:`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := config.Parse("test.yaml", []byte(tc.text), noEnv)
+			if err != nil {
+				t.Fatalf("warnings must not be errors: %v", err)
+			}
+			if len(cfg.Warnings) != 1 || !strings.Contains(cfg.Warnings[0].Error(), tc.want) {
+				t.Fatalf("warnings %v, want %q", cfg.Warnings, tc.want)
+			}
+		})
 	}
 }

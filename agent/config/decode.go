@@ -55,6 +55,7 @@ func (es Errors) Unwrap() []error {
 type checker struct {
 	file    string
 	errs    Errors
+	warns   Errors                // problems that do not stop the agent (see Config.Warnings)
 	nodes   map[string]*yaml.Node // value of each path present with a non-null value
 	keys    map[string]*yaml.Node // key of each path present in the file
 	bad     map[string]bool       // paths whose value failed to decode

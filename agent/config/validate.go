@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/url"
@@ -61,6 +63,9 @@ func (c *checker) mqtt(cfg *Config, lookupEnv func(string) (string, bool)) {
 	between(c, "mqtt.keepalive", m.KeepAlive, Duration(time.Second), Duration(65535*time.Second))
 	positive(c, "mqtt.connect_timeout", m.ConnectTimeout)
 	positive(c, "mqtt.reconnect_min", m.ReconnectMin)
+	atLeast(c, "mqtt.health_interval", m.HealthInterval, Duration(time.Second))
+	between(c, "mqtt.max_rate", m.MaxRate, 0, 1_000_000)
+	c.oneOf("mqtt.order", m.Order, "seq", "live_first")
 	if m.ReconnectMax < m.ReconnectMin {
 		c.errorf("mqtt.reconnect_max", "must not be less than reconnect_min (%s), got %s", m.ReconnectMin, m.ReconnectMax)
 	}
@@ -72,9 +77,9 @@ func (c *checker) mqtt(cfg *Config, lookupEnv func(string) (string, bool)) {
 		pw := strings.TrimRight(string(b), "\r\n")
 		switch {
 		case err != nil:
-			c.errorf("mqtt.password_file", "cannot read password file: %v", err)
+			c.warnf("mqtt.password_file", "cannot read password file: %v", err)
 		case pw == "":
-			c.errorf("mqtt.password_file", "password file %s is empty", m.PasswordFile)
+			c.warnf("mqtt.password_file", "password file %s is empty", m.PasswordFile)
 		default:
 			m.Password = pw
 		}
@@ -92,7 +97,17 @@ func (c *checker) mqtt(cfg *Config, lookupEnv func(string) (string, bool)) {
 		}
 		*f.path = resolve(dir, *f.path)
 		if err := readable(*f.path); err != nil {
-			c.errorf("mqtt.tls."+f.key, "%v", err)
+			c.warnf("mqtt.tls."+f.key, "%v", err)
+		}
+	}
+	if t.CAFile != "" && !c.warned("mqtt.tls.ca_file") {
+		if err := CheckCA(t.CAFile); err != nil {
+			c.warnf("mqtt.tls.ca_file", "%v", err)
+		}
+	}
+	if t.CertFile != "" && t.KeyFile != "" && !c.warned("mqtt.tls.cert_file") && !c.warned("mqtt.tls.key_file") {
+		if err := CheckKeyPair(t.CertFile, t.KeyFile, time.Now()); err != nil {
+			c.warnf("mqtt.tls.cert_file", "%v", err)
 		}
 	}
 	switch {
@@ -292,6 +307,17 @@ func (c *checker) errorf(path, format string, args ...any) {
 	}
 }
 
+// warnf records a problem that must not stop the agent from scanning
+// (files the uplink needs: it reports them and keeps retrying).
+func (c *checker) warnf(path, format string, args ...any) {
+	n := c.pos(path, false)
+	line, col := 1, 1
+	if n != nil && n.Line > 0 {
+		line, col = n.Line, max(n.Column, 1)
+	}
+	c.warns = append(c.warns, &Error{File: c.file, Line: line, Col: col, Msg: path + ": " + fmt.Sprintf(format, args...)})
+}
+
 // missing reports that the required key path is absent (or null).
 func (c *checker) missing(path string) {
 	if !c.failed(path) {
@@ -341,6 +367,49 @@ func resolve(dir, path string) string {
 }
 
 // readable checks that path is a regular file this process can open.
+func (c *checker) warned(path string) bool {
+	for _, w := range c.warns {
+		if strings.HasPrefix(w.Msg, path+": ") {
+			return true
+		}
+	}
+	return false
+}
+
+// CheckCA reports whether a CA file holds at least one PEM certificate.
+func CheckCA(path string) error {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+		return fmt.Errorf("no PEM certificate found in %s", path)
+	}
+	return nil
+}
+
+// CheckKeyPair loads a client certificate and key and reports a pair that
+// does not match or a certificate that is not valid at now.
+func CheckKeyPair(certFile, keyFile string, now time.Time) error {
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return fmt.Errorf("client certificate %s / key %s: %w", certFile, keyFile, err)
+	}
+	leaf := pair.Leaf
+	if leaf == nil && len(pair.Certificate) > 0 {
+		if leaf, err = x509.ParseCertificate(pair.Certificate[0]); err != nil {
+			return fmt.Errorf("client certificate %s: %w", certFile, err)
+		}
+	}
+	switch {
+	case now.After(leaf.NotAfter):
+		return fmt.Errorf("client certificate %s expired on %s", certFile, leaf.NotAfter.UTC().Format(time.RFC3339))
+	case now.Before(leaf.NotBefore):
+		return fmt.Errorf("client certificate %s is not valid before %s (check the clock)", certFile, leaf.NotBefore.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
 func readable(path string) error {
 	f, err := os.Open(path)
 	if err != nil {

@@ -133,6 +133,11 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if len(cfg.Warnings) > 0 {
+		// The agent would run (and buffer), but could not deliver.
+		fmt.Fprintln(stderr, cfg.Warnings)
+		return errSilent{2}
+	}
 	fmt.Fprintf(stdout, "%s: ok (agent %s, site %s, %d stations, brokers %s)\n",
 		*path, cfg.Agent.ID, cfg.Agent.Site, len(cfg.Stations), strings.Join(cfg.MQTT.Brokers, ","))
 	return nil
@@ -158,6 +163,9 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}
 	log.Info("scanagent starting", "version", version, "config", *path, "agent", cfg.Agent.ID, "site", cfg.Agent.Site, "memory_limit", memLimit)
+	for _, w := range cfg.Warnings {
+		log.Warn("config problem: scans are buffered but cannot be delivered until it is fixed", "problem", w.Error())
+	}
 	a, err := agent.New(cfg, agent.Deps{Log: log, Version: version})
 	if err != nil {
 		return usageError{err}
