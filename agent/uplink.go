@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -146,6 +147,10 @@ func loadTLS(c config.TLS) (*tls.Config, error) {
 	return t, nil
 }
 
+// errTLSClosed marks a connection that the broker closed while TLS was
+// being set up.
+var errTLSClosed = errors.New("connection closed during the TLS handshake")
+
 // classify turns a connection error into a state and a hint that names the
 // cause and the fix.
 func classify(err error) (state, hint string) {
@@ -159,7 +164,7 @@ func classify(err error) (state, hint string) {
 	case errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword):
 		return UplinkAuthRefused, "the broker refused the user name or password: check mqtt.username and mqtt.password_file / SCANAGENT_MQTT_PASSWORD"
 	case errors.Is(err, packets.ErrorRefusedNotAuthorised):
-		return UplinkAuthRefused, "the broker says this client is not authorised: check its ACL for mqtt.username / client_id"
+		return UplinkAuthRefused, "the broker refused this client (not authorised): check mqtt.username and the password (mqtt.password_file or SCANAGENT_MQTT_PASSWORD), and the broker's ACL"
 	case errors.Is(err, packets.ErrorRefusedIDRejected):
 		return UplinkRefused, "the broker rejected the client id: check mqtt.client_id"
 	case errors.Is(err, packets.ErrorRefusedServerUnavailable):
@@ -178,6 +183,8 @@ func classify(err error) (state, hint string) {
 		return UplinkTLSError, "the broker's certificate does not name this host: set mqtt.tls.server_name or use the name in the certificate"
 	case errors.As(err, &header):
 		return UplinkTLSError, "the broker did not answer TLS: is this a plain tcp:// port?"
+	case errors.Is(err, errTLSClosed):
+		return UplinkTLSError, "the broker did not answer TLS (a plain tcp:// port?) or dropped our handshake (does it require a client certificate?)"
 	case strings.Contains(msg, "remote error: tls:") || strings.Contains(msg, "tls: "):
 		return UplinkTLSError, "the broker rejected the TLS handshake: does it need a client certificate (mqtt.tls.cert_file/key_file), and does it trust ours?"
 	case errors.Is(err, syscall.ECONNREFUSED):
@@ -323,6 +330,9 @@ func (u *uplink) session(ctx context.Context) error {
 	u.sessions.Add(1)
 	if err := waitToken(ctx, c.Connect(), u.cfg.ConnectTimeout.D()*time.Duration(len(u.cfg.Brokers))+time.Second); err != nil {
 		c.Disconnect(0)
+		if tlsBroker(attempted.Load().(string)) && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF)) {
+			err = fmt.Errorf("%w: %w", errTLSClosed, err)
+		}
 		return fmt.Errorf("connect %s: %w", strings.Join(u.cfg.Brokers, ", "), err)
 	}
 	u.broker.Store(attempted.Load().(string))
@@ -432,7 +442,9 @@ func (u *uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight
 		var err error
 		if liveFirst {
 			if recs, err = u.q.Read(live, readPage); err == nil && len(recs) == 0 && backlog < split {
-				recs, err = u.q.Read(backlog, readPage)
+				// Small pages, so that a new scan waits for at most a
+				// few backlog publishes.
+				recs, err = u.q.Read(backlog, 16)
 				for i, r := range recs {
 					if r.Seq > split {
 						recs = recs[:i]
@@ -573,6 +585,16 @@ func (p *pacer) wait(ctx context.Context, lost <-chan struct{}) bool {
 	}
 	p.next = p.next.Add(p.interval)
 	return true
+}
+
+// tlsBroker reports whether a broker URL uses TLS.
+func tlsBroker(u string) bool {
+	for _, p := range []string{"ssl://", "tls://", "mqtts://", "wss://"} {
+		if strings.HasPrefix(u, p) {
+			return true
+		}
+	}
+	return false
 }
 
 func isDone(t mqtt.Token) bool {

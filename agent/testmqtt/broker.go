@@ -19,19 +19,20 @@ import (
 
 // Broker is one mosquitto process (restartable).
 type Broker struct {
-	t    testing.TB
-	Port int
-	dir  string
-	bin  string
-	cmd  *exec.Cmd
-	done chan struct{}
+	t       testing.TB
+	Port    int // plain MQTT listener
+	TLSPort int // TLS listener (with the TLS option)
+	dir     string
+	bin     string
+	cmd     *exec.Cmd
+	done    chan struct{}
 }
 
 // Start runs mosquitto on a free 127.0.0.1 port with persistence in a
 // temporary directory (so persistent subscriber sessions survive a
 // restart), and provides a recording subscriber. It fails the test if mosquitto is not installed: the test suite
 // script installs it (scripts/test.sh).
-func Start(t testing.TB) *Broker {
+func Start(t testing.TB, opts ...Option) *Broker {
 	t.Helper()
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
@@ -46,7 +47,22 @@ func Start(t testing.TB) *Broker {
 		t.Fatal("mosquitto not found: install it (apt-get install -y mosquitto) or run scripts/test.sh")
 	}
 	b := &Broker{t: t, Port: freePort(t), dir: t.TempDir()}
-	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nmax_queued_messages 0\nlog_dest none\n", b.Port, b.dir)
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	conf := fmt.Sprintf("per_listener_settings false\npersistence true\npersistence_location %s/\nmax_queued_messages 0\nlog_dest none\n", b.dir)
+	if o.passwordFile != "" {
+		conf += "allow_anonymous false\npassword_file " + o.passwordFile + "\n"
+	} else {
+		conf += "allow_anonymous true\n"
+	}
+	conf += fmt.Sprintf("listener %d 127.0.0.1\n", b.Port)
+	if o.tls != nil {
+		b.TLSPort = freePort(t)
+		conf += fmt.Sprintf("listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\nrequire_certificate %v\ntls_version tlsv1.2\n",
+			b.TLSPort, o.tls.CAFile, o.tls.CertFile, o.tls.KeyFile, o.tls.RequireClientCert)
+	}
 	if os.Geteuid() == 0 {
 		// Otherwise mosquitto drops to its own user, which cannot write the
 		// persistence file into the test's temporary directory.
@@ -60,6 +76,42 @@ func Start(t testing.TB) *Broker {
 	t.Cleanup(b.Stop)
 	return b
 }
+
+// Option configures Start.
+type Option func(*options)
+
+type options struct {
+	tls          *TLSFiles
+	passwordFile string
+}
+
+// TLSFiles are the broker's TLS listener files.
+type TLSFiles struct {
+	CAFile, CertFile, KeyFile string
+	RequireClientCert         bool
+}
+
+// WithTLS adds a TLS listener (TLSPort) next to the plain one.
+func WithTLS(f TLSFiles) Option { return func(o *options) { o.tls = &f } }
+
+// WithPasswords turns off anonymous access and uses a mosquitto password
+// file made from user/password pairs.
+func WithPasswords(t testing.TB, pairs ...string) Option {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "passwd")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if out, err := exec.Command("mosquitto_passwd", "-b", path, pairs[i], pairs[i+1]).CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_passwd: %v: %s", err, out)
+		}
+	}
+	return func(o *options) { o.passwordFile = path }
+}
+
+// TLSURL is the TLS listener's address for paho.
+func (b *Broker) TLSURL() string { return "ssl://127.0.0.1:" + strconv.Itoa(b.TLSPort) }
 
 // URL is the broker address for paho.
 func (b *Broker) URL() string { return "tcp://127.0.0.1:" + strconv.Itoa(b.Port) }

@@ -29,14 +29,17 @@ type Subscriber struct {
 }
 
 // Subscribe connects to the broker and subscribes to filter at QoS 1.
-func Subscribe(t testing.TB, b *Broker, clientID, filter string) *Subscriber {
+func Subscribe(t testing.TB, b *Broker, clientID, filter string, opts ...func(*mqtt.ClientOptions)) *Subscriber {
 	t.Helper()
 	s := &Subscriber{t: t, kick: make(chan struct{}, 1)}
-	opts := mqtt.NewClientOptions().AddBroker(b.URL()).SetClientID(clientID).
+	o := mqtt.NewClientOptions().AddBroker(b.URL()).SetClientID(clientID).
 		SetCleanSession(false).SetAutoReconnect(true).SetMaxReconnectInterval(200 * time.Millisecond).
 		SetConnectRetry(true).SetConnectRetryInterval(100 * time.Millisecond).
 		SetDefaultPublishHandler(s.handle)
-	s.c = mqtt.NewClient(opts)
+	for _, f := range opts {
+		f(o)
+	}
+	s.c = mqtt.NewClient(o)
 	if tok := s.c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("subscriber connect: %v", tok.Error())
 	}
