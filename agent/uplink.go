@@ -87,6 +87,7 @@ type uplink struct {
 	broker              atomic.Value // string
 	published, acked    atomic.Uint64
 	sessions, malformed atomic.Uint64
+	backlogInflight     atomic.Int64 // live_first: backlog publishes not yet acked
 }
 
 func newUplink(cfg config.MQTT, agent config.Agent, version string, q *buffer.Queue, log *slog.Logger) *uplink {
@@ -268,9 +269,15 @@ func (u *uplink) statusPayload(state string) []byte {
 }
 
 type inflight struct {
-	rec buffer.Record
-	tok mqtt.Token
+	rec     buffer.Record
+	tok     mqtt.Token
+	backlog bool // live_first: counted in backlogInflight
 }
+
+// liveFirstBacklogWindow caps the backlog publishes in flight in live_first
+// mode, so that a new scan does not queue behind a full window of backlog
+// at the broker.
+const liveFirstBacklogWindow = 64
 
 // lostSignal is closed when paho reports the connection lost; every
 // goroutine of the session watches it.
@@ -361,6 +368,7 @@ func (u *uplink) session(ctx context.Context) error {
 	defer func() { stopSide(); <-sideDone }()
 
 	window := make(chan inflight, u.cfg.Window)
+	u.backlogInflight.Store(0)
 	ackErr := make(chan error, 1)
 	ackerExit := make(chan struct{})
 	go func() {
@@ -441,7 +449,20 @@ func (u *uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight
 		var recs []buffer.Record
 		var err error
 		if liveFirst {
-			if recs, err = u.q.Read(live, readPage); err == nil && len(recs) == 0 && backlog < split {
+			recs, err = u.q.Read(live, readPage)
+			if err == nil && len(recs) == 0 && backlog < split && u.backlogInflight.Load() >= liveFirstBacklogWindow {
+				// Enough backlog in flight: wait a moment for acks or a
+				// new scan.
+				t := time.NewTimer(time.Millisecond)
+				select {
+				case <-t.C:
+				case <-u.q.Notify():
+				case <-ctx.Done():
+				}
+				t.Stop()
+				continue
+			}
+			if err == nil && len(recs) == 0 && backlog < split {
 				// Small pages, so that a new scan waits for at most a
 				// few backlog publishes.
 				recs, err = u.q.Read(backlog, 16)
@@ -505,8 +526,12 @@ func (u *uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight
 				return fmt.Errorf("publish seq %d: %w", rec.Seq, tok.Error())
 			}
 			u.published.Add(1)
+			isBacklog := liveFirst && rec.Seq <= split
+			if isBacklog {
+				u.backlogInflight.Add(1)
+			}
 			select {
-			case window <- inflight{rec: rec, tok: tok}:
+			case window <- inflight{rec: rec, tok: tok, backlog: isBacklog}:
 			case <-ctx.Done():
 				return nil
 			case <-lost.ch:
@@ -528,25 +553,53 @@ func (u *uplink) acker(window <-chan inflight, lost *lostSignal) error {
 	timeout := 2*u.cfg.KeepAlive.D() + u.cfg.ConnectTimeout.D()
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
-	for p := range window {
-		timer.Reset(timeout)
+	// Acknowledged records are handed to the buffer in batches: whenever
+	// the next token is not done yet, or 256 have gathered.
+	batch := make([]buffer.Record, 0, 256)
+	flush := func() {
+		if len(batch) > 0 {
+			u.q.Ack(batch...)
+			u.acked.Add(uint64(len(batch)))
+			batch = batch[:0]
+		}
+	}
+	defer flush()
+	for {
+		var p inflight
+		var ok bool
 		select {
-		case <-p.tok.Done():
-		case <-lost.ch:
-			if !isDone(p.tok) {
-				return lost.error()
+		case p, ok = <-window:
+		default:
+			flush() // nothing more right now: do not sit on acknowledged records
+			p, ok = <-window
+		}
+		if !ok {
+			return nil
+		}
+		if !isDone(p.tok) {
+			flush()
+			timer.Reset(timeout)
+			select {
+			case <-p.tok.Done():
+			case <-lost.ch:
+				if !isDone(p.tok) {
+					return lost.error()
+				}
+			case <-timer.C:
+				u.setState(UplinkStalled, nil, "connected, but the broker stopped acknowledging")
+				return fmt.Errorf("no PUBACK for seq %d within %v", p.rec.Seq, timeout)
 			}
-		case <-timer.C:
-			u.setState(UplinkStalled, nil, "connected, but the broker stopped acknowledging")
-			return fmt.Errorf("no PUBACK for seq %d within %v", p.rec.Seq, timeout)
 		}
 		if err := p.tok.Error(); err != nil {
 			return fmt.Errorf("publish seq %d: %w", p.rec.Seq, err)
 		}
-		u.q.Ack(p.rec)
-		u.acked.Add(1)
+		if p.backlog {
+			u.backlogInflight.Add(-1)
+		}
+		if batch = append(batch, p.rec); len(batch) == cap(batch) {
+			flush()
+		}
 	}
-	return nil
 }
 
 // pacer spaces publishes to at most rate per second (0: no limit). It

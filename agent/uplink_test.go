@@ -301,7 +301,7 @@ func TestProxyCutsAndHeldAcks(t *testing.T) {
 	if dups := len(evs) - n; dups > window*(cuts+1) {
 		t.Fatalf("%d duplicates for %d cuts with a window of %d", dups, cuts, window)
 	} else {
-		t.Logf("%d scans, %d duplicates, %d proxy connections", n, dups, px.Conns)
+		t.Logf("%d scans, %d duplicates, %d proxy connections", n, dups, px.Connections())
 	}
 	var last uint64
 	for _, e := range uniqueScans(evs) {
@@ -394,4 +394,3 @@ func TestMaxRateAndLiveFirst(t *testing.T) {
 	}
 	t.Logf("live scan at position %d; %d scans in %v", pos, backlog+1, el)
 }
-

@@ -51,7 +51,7 @@ func BenchmarkAppendLatency2k(b *testing.B) {
 // BenchmarkBacklog1M builds a backlog of 1,000,000 scans (200-byte
 // payloads), reports the disk used per buffered scan, then drains it with
 // read + ack and reports the drain rate and the process's peak RSS over
-// both phases. The agent's default memory limit (64 MiB) is set. Run with
+// both phases. The agent's default memory limit (128 MiB) is set. Run with
 // -benchtime 1x.
 func BenchmarkBacklog1M(b *testing.B) {
 	const n = 1_000_000
@@ -133,11 +133,11 @@ func BenchmarkBacklog1M(b *testing.B) {
 	}
 }
 
-// benchMemLimit is the agent's default soft memory limit (64 MiB), or
+// benchMemLimit is the agent's default soft memory limit (128 MiB), or
 // BENCH_MEMLIMIT_MIB to see how the figures depend on it.
 func benchMemLimit() int64 {
 	if v, err := strconv.Atoi(os.Getenv("BENCH_MEMLIMIT_MIB")); err == nil {
 		return int64(v) << 20
 	}
-	return 64 << 20
+	return 128 << 20
 }

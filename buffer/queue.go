@@ -256,8 +256,8 @@ func badgerOptions(dir string, log *slog.Logger) badger.Options {
 		WithSyncWrites(false).
 		WithMemTableSize(4 << 20).
 		WithNumMemtables(2).
-		WithNumLevelZeroTables(2).
-		WithNumLevelZeroTablesStall(4).
+		WithNumLevelZeroTables(4).
+		WithNumLevelZeroTablesStall(12).
 		WithBaseTableSize(2 << 20).
 		WithBaseLevelSize(16 << 20).
 		WithBlockCacheSize(0).

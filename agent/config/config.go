@@ -54,7 +54,7 @@ type Agent struct {
 	Site    string `yaml:"site"`
 	DataDir string `yaml:"data_dir"`
 	// MemoryLimit is the Go runtime's soft memory limit (GOMEMLIMIT), default
-	// 64MiB; 0 leaves it unset. The GOMEMLIMIT environment variable wins.
+	// 128MiB; 0 leaves it unset. The GOMEMLIMIT environment variable wins.
 	MemoryLimit Size `yaml:"memory_limit"`
 }
 
@@ -214,7 +214,7 @@ func (c *Config) setDefaults() {
 		Order:          "seq",
 	}
 	c.Buffer = Buffer{MaxBytes: 4 * GiB, WhenFull: "drop_oldest", MinFreeDisk: 64 * MiB}
-	c.Agent.MemoryLimit = 64 * MiB
+	c.Agent.MemoryLimit = 128 * MiB
 	c.HTTP = HTTP{Listen: "127.0.0.1:9180"}
 	c.Log = Log{Level: "info", Format: "text"}
 }

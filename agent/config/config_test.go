@@ -255,7 +255,7 @@ func TestDefaults(t *testing.T) {
 		dataDir = filepath.Join(os.Getenv("ProgramData"), "scanagent")
 	}
 	want := &config.Config{
-		Agent: config.Agent{ID: "hub-1", Site: "SITE", DataDir: dataDir, MemoryLimit: 64 * config.MiB},
+		Agent: config.Agent{ID: "hub-1", Site: "SITE", DataDir: dataDir, MemoryLimit: 128 * config.MiB},
 		MQTT: config.MQTT{
 			Brokers:        []string{"tcp://127.0.0.1:1883"},
 			ClientID:       "scanagent-hub-1",

@@ -17,11 +17,18 @@ type Proxy struct {
 	ln     net.Listener
 	target string
 
-	mu    sync.Mutex
-	conns []net.Conn
-	hold  bool
-	cond  *sync.Cond
-	Conns int // connections accepted so far
+	mu       sync.Mutex
+	open     []net.Conn
+	accepted int
+	hold     bool
+	cond     *sync.Cond
+}
+
+// Connections is how many connections the proxy accepted.
+func (p *Proxy) Connections() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.accepted
 }
 
 // NewProxy listens on a free loopback port and forwards to target.
@@ -53,8 +60,8 @@ func (p *Proxy) accept() {
 			continue
 		}
 		p.mu.Lock()
-		p.conns = append(p.conns, c, b)
-		p.Conns++
+		p.open = append(p.open, c, b)
+		p.accepted++
 		p.mu.Unlock()
 		go p.pipe(b, c, false) // agent -> broker
 		go p.pipe(c, b, true)  // broker -> agent (can be held)
@@ -108,10 +115,10 @@ func (p *Proxy) Release() {
 // the hold for new connections.
 func (p *Proxy) Cut() {
 	p.mu.Lock()
-	for _, c := range p.conns {
+	for _, c := range p.open {
 		c.Close()
 	}
-	p.conns = nil
+	p.open = nil
 	p.hold = false
 	p.cond.Broadcast()
 	p.mu.Unlock()

@@ -143,6 +143,18 @@ stations:
 		time.Sleep(time.Duration(300+rand.IntN(700)) * time.Millisecond)
 		p.signal(t, syscall.SIGKILL)
 		t.Logf("cycle %d: fed %d", c, fed.Load())
+		if c == 0 {
+			// The broker publishes the Last Will: the centre sees the
+			// killed agent go offline (retained).
+			sub.WaitFor(10*time.Second, "offline status from the Last Will", func(m []testmqtt.Message) bool {
+				for i := len(m) - 1; i >= 0; i-- {
+					if strings.HasSuffix(m[i].Topic, "/status") {
+						return strings.Contains(string(m[i].Payload), `"offline"`)
+					}
+				}
+				return false
+			})
+		}
 	}
 	close(stopFeed)
 	<-feedDone
