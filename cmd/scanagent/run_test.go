@@ -89,3 +89,14 @@ func TestDaemonDoesNotImportTesting(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckReportsUplinkFileProblems: a missing TLS file does not stop
+// "run" (scans must be buffered) but "check" reports it and fails.
+func TestCheckReportsUplinkFileProblems(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(cfg, []byte("agent: {id: a, site: b}\nmqtt: {brokers: [\"ssl://127.0.0.1:8883\"], tls: {ca_file: /nonexistent/ca.pem}}\nstations: [{id: s, scanner: {port: /dev/ttyS0}}]\n"), 0o644)
+	code, _, errs := runCmd(t, "check", "-c", cfg)
+	if code != 2 || !strings.Contains(errs, cfg+":2:") || !strings.Contains(errs, "mqtt.tls.ca_file") {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+}
