@@ -442,7 +442,7 @@ func (u *uplink) side(ctx context.Context, c mqtt.Client) {
 func (u *uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight, lost *lostSignal, ackerExit <-chan struct{}) error {
 	var backlog, live uint64 // cursors
 	liveFirst := u.cfg.Order == "live_first"
-	split := u.q.Stats().LastSeq // live_first: records above this are live
+	split := u.q.Durable() // live_first: records above this are live
 	live = split
 	pace := newPacer(u.cfg.MaxRate)
 	for {
@@ -458,6 +458,14 @@ func (u *uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight
 				case <-t.C:
 				case <-u.q.Notify():
 				case <-ctx.Done():
+					t.Stop()
+					return nil
+				case <-lost.ch:
+					t.Stop()
+					return lost.error()
+				case <-ackerExit:
+					t.Stop()
+					return nil
 				}
 				t.Stop()
 				continue

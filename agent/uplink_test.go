@@ -394,3 +394,25 @@ func TestMaxRateAndLiveFirst(t *testing.T) {
 	}
 	t.Logf("live scan at position %d; %d scans in %v", pos, backlog+1, el)
 }
+
+// TestLiveFirstRecoversFromCutWithoutLiveScans: in live_first mode, with
+// the backlog's in-flight cap reached and no new scan, a cut connection
+// must still end the session and the backlog must finish draining.
+func TestLiveFirstRecoversFromCutWithoutLiveScans(t *testing.T) {
+	b := testmqtt.Start(t)
+	px := testmqtt.NewProxy(t, b.Addr())
+	sub := testmqtt.Subscribe(t, b, "central", "scanagent/LAB/hub-1/scans/#")
+	b.Stop()
+	r := startAgent(t, fmt.Sprintf("brokers: [%q], max_rate: 200, order: live_first, keepalive: 1s", px.URL()), nil)
+	const backlog = 300
+	for i := 1; i <= backlog; i++ {
+		r.sc.Send("]C0", s10(i))
+	}
+	r.waitAccepted(t, backlog)
+	b.Restart()
+	r.waitState(t, agent.UplinkConnected)
+	px.Hold()
+	time.Sleep(time.Second) // more than 64 backlog publishes in flight, PUBACKs held
+	px.Cut()
+	sub.WaitFor(20*time.Second, "the whole backlog after the cut", func(m []testmqtt.Message) bool { return len(barcodes(m)) == backlog })
+}

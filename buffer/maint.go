@@ -1,7 +1,9 @@
 package buffer
 
 import (
+	"encoding/binary"
 	"errors"
+	"path/filepath"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -26,9 +28,12 @@ func (q *Queue) maintLoop() {
 	}
 }
 
-// maintain advances the head (first live record) and retires journal
-// segments whose records no longer need the journal.
+// maintain advances the head (first live record), records the
+// acknowledged watermark and retires journal segments whose records no
+// longer need the journal.
 func (q *Queue) maintain() {
+	q.maintMu.Lock() // the maintenance goroutine and Reclaim both call it
+	defer q.maintMu.Unlock()
 	// Retry deletes that failed earlier even when no new ack arrives.
 	q.ackMu.Lock()
 	pending := len(q.acks) > 0
@@ -39,20 +44,38 @@ func (q *Queue) maintain() {
 		default:
 		}
 	}
+	// Read the durable sequence before the store snapshot: a record
+	// committed in between has a higher sequence, so an empty snapshot
+	// never moves the head past it.
+	last := q.durable.Load()
 	first := q.firstKey()
-	last := q.seqStat.Load()
-	if first > 0 {
+	switch {
+	case first > 0:
 		q.head.Store(first)
-	} else if last > 0 {
+	case last > 0:
 		q.head.Store(last + 1)
 	}
 	// Everything below the first present record was acknowledged or
 	// dropped: its journal entries are no longer needed anywhere.
-	cp := last
+	acked := last
 	if first > 0 {
-		cp = first - 1
+		acked = min(first-1, last)
 	}
-	cp = max(cp, q.flushedSeq())
+	if acked > q.ackedMark {
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], acked)
+		if err := q.db.Update(func(txn *badger.Txn) error { return txn.Set(metaAckedKey, b[:]) }); err == nil {
+			q.ackedMark = acked
+		}
+	}
+	cp := acked
+	if flushed := q.flushedSeq(); flushed > cp {
+		// Badger syncs its table files but the directory only at close:
+		// make the new tables' names durable before relying on them.
+		if err := syncDir(filepath.Join(q.dir, "store")); err == nil {
+			cp = flushed
+		}
+	}
 	if t, ok := q.oldestTime(); ok {
 		q.oldestNs.Store(t.UnixNano())
 	} else {
@@ -90,12 +113,14 @@ func (q *Queue) Reclaim() error {
 	}
 }
 
-// reclaimNow runs on the commit goroutine.
+// reclaimNow runs on the commit goroutine. It drops the record keys only
+// when the store really holds no record (checked by a scan from the start,
+// not by the counters); otherwise it only collects the value log.
 func (q *Queue) reclaimNow() error {
 	q.ackMu.Lock()
 	idle := len(q.acks) == 0 && len(q.inDelete) == 0
 	q.ackMu.Unlock()
-	if idle && q.depth.Load() == 0 {
+	if idle && q.storeEmpty() {
 		// DropPrefix does nothing when no live key has the prefix, and a
 		// drained queue has none: write a sentinel (seq 0, never a real
 		// record) for it to find.
@@ -105,8 +130,8 @@ func (q *Queue) reclaimNow() error {
 		if err := q.db.DropPrefix([]byte{prefixRecord}); err != nil {
 			return err
 		}
-	} else if err := q.db.Flatten(1); err != nil {
-		return err
+		q.depth.Store(0) // verified empty: heal any drift in the counters
+		q.bytes.Store(0)
 	}
 	for {
 		err := q.db.RunValueLogGC(0.5)
@@ -120,4 +145,21 @@ func (q *Queue) reclaimNow() error {
 	q.deletedSince.Store(0)
 	q.maintain()
 	return nil
+}
+
+// storeEmpty reports whether the store holds no record at all.
+func (q *Queue) storeEmpty() bool {
+	empty := true
+	q.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}})
+		defer it.Close()
+		for it.Seek(key(1)); it.Valid(); it.Next() {
+			if seqOf(it.Item().Key()) != 0 {
+				empty = false
+				break
+			}
+		}
+		return nil
+	})
+	return empty
 }

@@ -16,15 +16,18 @@
 package buffer
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -60,9 +63,35 @@ const (
 	timeLen      = 8 // append time stored before each value
 )
 
-// metaSeqKey holds the highest sequence written to the store; journal
-// records above it are replayed at open.
-var metaSeqKey = []byte("m/seq")
+// Meta keys: the highest sequence written to the store, and the
+// acknowledged watermark (every record at or below it was acknowledged or
+// dropped), kept by maintenance to bound journal replay.
+var (
+	metaSeqKey   = []byte("m/seq")
+	metaAckedKey = []byte("m/acked")
+)
+
+// metaUint reads a big-endian uint64 meta value (0 when absent).
+func (q *Queue) metaUint(k []byte) (uint64, error) {
+	var v uint64
+	err := q.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(k)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(b []byte) error {
+			if len(b) != 8 {
+				return fmt.Errorf("corrupt meta record %s (%d bytes)", k, len(b))
+			}
+			v = binary.BigEndian.Uint64(b)
+			return nil
+		})
+	})
+	return v, err
+}
 
 // Options tune a Queue. The zero value is valid.
 type Options struct {
@@ -158,6 +187,8 @@ type Queue struct {
 	replayed     int
 	retired      atomic.Uint64
 	deletedSince atomic.Int64 // bytes deleted since the last reclaim
+	maintMu      sync.Mutex
+	ackedMark    uint64       // under maintMu: last acknowledged watermark stored
 	oldestNs     atomic.Int64 // append time (unix ns) of the first pending record, by maintenance
 	wg           sync.WaitGroup
 }
@@ -221,8 +252,13 @@ func (q *Queue) openStore() (*badger.DB, error) {
 		q.countQuarantined()
 		return db, nil
 	}
-	if strings.Contains(err.Error(), "Cannot acquire directory lock") {
+	if msg := err.Error(); strings.Contains(msg, "Cannot acquire directory lock") || strings.Contains(msg, "Another process is using this Badger database") {
 		return nil, fmt.Errorf("open buffer %s: %w", q.dir, ErrLocked)
+	}
+	if errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ENOMEM) || errors.Is(err, syscall.ENOSPC) {
+		// The system, not the store: nothing to quarantine.
+		return nil, fmt.Errorf("open buffer %s: %w", store, err)
 	}
 	if _, serr := os.Stat(filepath.Join(store, "MANIFEST")); serr != nil {
 		// Not an existing store that went bad: nothing to quarantine.
@@ -264,7 +300,7 @@ func badgerOptions(dir string, log *slog.Logger) badger.Options {
 		WithIndexCacheSize(0).
 		WithCompression(options.None).
 		WithValueLogFileSize(16 << 20).
-		WithValueThreshold(128 << 10). // every record stays inline in the tree
+		WithValueThreshold(512 << 10). // every record (at most ~400 KB) stays inline in the tree
 		WithNumCompactors(2).
 		WithNumGoroutines(2).
 		WithDetectConflicts(false).
@@ -272,26 +308,22 @@ func badgerOptions(dir string, log *slog.Logger) badger.Options {
 		WithLogger(badgerLogger{log.With("component", "badger")})
 }
 
-// recover restores the sequence, replays journal records newer than the
-// store, and counts depth and bytes.
+// recover restores the sequence, replays journal records the store lacks,
+// and counts depth and bytes.
+//
+// A journal record is replayed when it is above the acknowledged watermark
+// (every record at or below it was acknowledged or dropped: the store
+// keeps that mark, updated by maintenance) and the store has no trace of
+// its key, neither the record nor a deletion marker (an acknowledgement).
+// Badger replays each memtable log on its own, so after a power loss the
+// store may lack records below its own sequence marker; checking every
+// record covers that.
 func (q *Queue) recover() error {
-	var storeSeq uint64
-	err := q.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(metaSeqKey)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) error {
-			if len(v) != 8 {
-				return fmt.Errorf("corrupt sequence record (%d bytes)", len(v))
-			}
-			storeSeq = binary.BigEndian.Uint64(v)
-			return nil
-		})
-	})
+	storeSeq, err := q.metaUint(metaSeqKey)
+	if err != nil {
+		return err
+	}
+	acked, err := q.metaUint(metaAckedKey)
 	if err != nil {
 		return err
 	}
@@ -300,38 +332,39 @@ func (q *Queue) recover() error {
 		return err
 	}
 	q.j = j
-	// Replay what the journal has and the store lost (power loss, or a
-	// quarantined store).
-	var replay []journalRecord
-	for _, r := range recs {
-		if r.seq > storeSeq {
-			replay = append(replay, r)
-		}
-	}
-	for len(replay) > 0 {
-		n := min(len(replay), maxTxnEntries/2)
-		txn := q.db.NewTransaction(true)
-		var maxSeq uint64
-		for _, r := range replay[:n] {
-			if err := txn.Set(key(r.seq), r.value); err != nil {
-				txn.Discard()
-				return fmt.Errorf("replay journal: %w", err)
+	q.ackedMark = acked
+	q.lastSeq = max(storeSeq, journalSeq) // before replaying: the marker must not go back
+	var replay []*appendReq
+	err = q.db.View(func(txn *badger.Txn) error {
+		// All versions: a deletion marker means "acknowledged", which
+		// must not come back; only a key with no trace at all was lost.
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}, AllVersions: true})
+		defer it.Close()
+		for _, r := range recs {
+			if r.seq <= acked {
+				continue
 			}
-			maxSeq = max(maxSeq, r.seq)
+			k := key(r.seq)
+			if it.Seek(k); !it.Valid() || !bytes.Equal(it.Item().Key(), k) {
+				replay = append(replay, &appendReq{seq: r.seq, val: r.value})
+			}
 		}
-		var b [8]byte
-		binary.BigEndian.PutUint64(b[:], max(maxSeq, storeSeq))
-		txn.Set(metaSeqKey, b[:])
-		if err := txn.Commit(); err != nil {
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("replay journal: %w", err)
+	}
+	if len(replay) > 0 {
+		if err := q.storeRecords(replay); err != nil {
 			return fmt.Errorf("replay journal: %w", err)
 		}
-		q.replayed += n
-		replay = replay[n:]
-	}
-	if q.replayed > 0 {
+		q.replayed = len(replay)
 		q.log.Warn("buffer: replayed journal records the store did not have", "records", q.replayed)
 	}
-	q.lastSeq = max(storeSeq, journalSeq)
+	// A DropPrefix sentinel (seq 0) left by a crash during Reclaim.
+	if err := q.db.Update(func(txn *badger.Txn) error { return txn.Delete(key(0)) }); err != nil {
+		return err
+	}
 	var depth, size int64
 	first := uint64(0)
 	err = q.db.View(func(txn *badger.Txn) error {
@@ -340,6 +373,9 @@ func (q *Queue) recover() error {
 		for it.Rewind(); it.Valid(); it.Next() {
 			item := it.Item()
 			s := seqOf(item.Key())
+			if s == 0 {
+				continue // the reclaim sentinel, deleted above
+			}
 			if first == 0 {
 				first = s
 			}
@@ -409,6 +445,9 @@ func (q *Queue) Ack(recs ...Record) {
 	default:
 	}
 }
+
+// Durable is the highest sequence that is durable and readable.
+func (q *Queue) Durable() uint64 { return q.durable.Load() }
 
 // Notify returns a channel that receives a value after new records were
 // committed. It is meant for one consumer (the uplink).
@@ -706,7 +745,7 @@ func (q *Queue) storeRecords(recs []*appendReq) error {
 			n++
 			size += len(recs[i].val) + keyLen
 		}
-		if err == nil {
+		if err == nil && recs[i-1].seq >= q.lastSeq {
 			var b [8]byte
 			binary.BigEndian.PutUint64(b[:], recs[i-1].seq)
 			err = txn.Set(metaSeqKey, b[:])
@@ -794,24 +833,42 @@ func (q *Queue) oldest(need int64) []dropRec {
 	return out
 }
 
-// drop deletes the oldest records to make room (when_full: drop_oldest).
+// drop deletes the oldest records to make room (when_full: drop_oldest),
+// in transactions within Badger's limits; only what was committed counts.
 func (q *Queue) drop(recs []dropRec) {
-	txn := q.db.NewTransaction(true)
-	for _, r := range recs {
-		txn.Delete(key(r.seq))
+	var dropped []dropRec
+	for len(recs) > 0 {
+		n := min(len(recs), maxTxnEntries)
+		txn := q.db.NewTransaction(true)
+		var err error
+		for _, r := range recs[:n] {
+			if err = txn.Delete(key(r.seq)); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			err = txn.Commit()
+		} else {
+			txn.Discard()
+		}
+		if err != nil {
+			q.log.Error("buffer: dropping oldest records failed", "err", err)
+			break
+		}
+		dropped = append(dropped, recs[:n]...)
+		recs = recs[n:]
 	}
-	if err := txn.Commit(); err != nil {
-		q.log.Error("buffer: dropping oldest records failed", "err", err)
+	if len(dropped) == 0 {
 		return
 	}
 	var size int64
-	for _, r := range recs {
+	for _, r := range dropped {
 		size += r.size
 	}
-	q.depth.Add(-int64(len(recs)))
+	q.depth.Add(-int64(len(dropped)))
 	q.bytes.Add(-size)
-	q.dropped.add(ReasonFull, uint64(len(recs)))
-	last := recs[len(recs)-1].seq
+	q.dropped.add(ReasonFull, uint64(len(dropped)))
+	last := dropped[len(dropped)-1].seq
 	q.dropCursor = last + 1
 	q.ackMu.Lock()
 	q.droppedMax = max(q.droppedMax, last)

@@ -250,7 +250,7 @@ func (c *checker) name(path, s string) bool {
 	switch {
 	case !c.present(path):
 		c.missing(path)
-	case !validName(s):
+	case !ValidName(s):
 		c.errorf(path, "must be 1 to 64 characters from A-Z a-z 0-9 . _ -, got %q", s)
 	default:
 		return true
@@ -258,7 +258,9 @@ func (c *checker) name(path, s string) bool {
 	return false
 }
 
-func validName(s string) bool {
+// ValidName reports whether s is a valid agent, site or station id: 1 to 64
+// characters from A-Z a-z 0-9 . _ - (topic-safe).
+func ValidName(s string) bool {
 	if len(s) < 1 || len(s) > 64 {
 		return false
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/scanagent/scanagent/agent"
+	"github.com/scanagent/scanagent/agent/config"
 	"github.com/scanagent/scanagent/buffer"
 )
 
@@ -188,8 +189,13 @@ func bufferImport(q *buffer.Queue, in string, stdout io.Writer) error {
 			return fmt.Errorf("%s:%d: %v", in, line, err)
 		}
 		var ev agent.Event
-		if err := json.Unmarshal(l.Event, &ev); err != nil || ev.Schema != agent.Schema || ev.ID == "" || l.Station == "" {
-			return fmt.Errorf("%s:%d: not a %s event with an id and a station", in, line, agent.Schema)
+		if err := json.Unmarshal(l.Event, &ev); err != nil || ev.Schema != agent.Schema || ev.ID == "" {
+			return fmt.Errorf("%s:%d: not a %s event with an id", in, line, agent.Schema)
+		}
+		if !config.ValidName(l.Station) {
+			// It becomes a topic level: a wildcard or an overlong name
+			// would block the uplink on this record.
+			return fmt.Errorf("%s:%d: station %q is not a valid station id (1-64 of A-Z a-z 0-9 . _ -)", in, line, l.Station)
 		}
 		if _, err := q.Append(agent.RecordEncoder(l.Station, &ev)); err != nil {
 			return fmt.Errorf("%s:%d: %w (%d imported before it)", in, line, err, n)
