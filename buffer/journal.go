@@ -24,6 +24,10 @@ import (
 // Badger by other means (flushed to a synced table on Unix) or acknowledged
 // (Windows); see checkpoint in maint.go.
 //
+// Acknowledgements are journalled too (records without a value, written
+// without a sync): after a process crash they tell replay which records
+// were delivered, so nothing acknowledged is sent again.
+//
 // Segment layout: a 24-byte header (magic, version, segment number, and the
 // queue's last sequence when the segment was started, so the sequence never
 // goes backwards even if the store is lost) followed
@@ -47,6 +51,7 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 type journalRecord struct {
 	seq   uint64
 	value []byte
+	ack   bool // an acknowledgement of seq (no value), not an append
 }
 
 type segment struct {
@@ -119,7 +124,9 @@ func openJournal(dir string, segSize int64) (*journal, []journalRecord, uint64, 
 		}
 		seg.baseSeq, seg.maxSeq = base, base
 		for _, r := range rs {
-			seg.maxSeq = max(seg.maxSeq, r.seq)
+			if !r.ack {
+				seg.maxSeq = max(seg.maxSeq, r.seq)
+			}
 		}
 		maxSeq = max(maxSeq, seg.maxSeq)
 		recs = append(recs, rs...)
@@ -160,7 +167,11 @@ func readSegment(path string, num uint64) (baseSeq uint64, _ []journalRecord, _ 
 		if recordCRC(num, body) != sum {
 			break
 		}
-		out = append(out, journalRecord{seq: binary.BigEndian.Uint64(body), value: bytes.Clone(body[8:])})
+		r := journalRecord{seq: binary.BigEndian.Uint64(body), ack: n == 8}
+		if !r.ack {
+			r.value = bytes.Clone(body[8:])
+		}
+		out = append(out, r)
 		p = p[8+n:]
 	}
 	return baseSeq, out, nil
@@ -284,6 +295,30 @@ func (j *journal) write(recs []journalRecord) error {
 	if _, err := j.f.WriteAt(j.buf, j.off); err != nil {
 		return fmt.Errorf("journal write: %w", err)
 	}
+	return nil
+}
+
+// writeAcks appends acknowledgement records without syncing them (they
+// only avoid re-sending; losing some to a power cut means duplicates).
+func (j *journal) writeAcks(seqs []uint64) error {
+	size := int64(len(seqs) * recHeaderLen)
+	if j.off+size > j.segSize && j.off > segHeaderLen {
+		if err := j.startSegment(j.next, j.active.maxSeq); err != nil {
+			return err
+		}
+	}
+	buf := make([]byte, 0, size)
+	for _, s := range seqs {
+		start := len(buf)
+		buf = binary.BigEndian.AppendUint32(buf, 8)
+		buf = append(buf, 0, 0, 0, 0)
+		buf = binary.BigEndian.AppendUint64(buf, s)
+		binary.BigEndian.PutUint32(buf[start+4:], recordCRC(j.active.num, buf[start+8:]))
+	}
+	if _, err := j.f.WriteAt(buf, j.off); err != nil {
+		return fmt.Errorf("journal write: %w", err)
+	}
+	j.off += size
 	return nil
 }
 

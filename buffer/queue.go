@@ -311,10 +311,10 @@ func badgerOptions(dir string, log *slog.Logger) badger.Options {
 // recover restores the sequence, replays journal records the store lacks,
 // and counts depth and bytes.
 //
-// A journal record is replayed when it is above the acknowledged watermark
-// (every record at or below it was acknowledged or dropped: the store
-// keeps that mark, updated by maintenance) and the store has no trace of
-// its key, neither the record nor a deletion marker (an acknowledgement).
+// A journal record is replayed when it was not acknowledged (neither in
+// the journal's acknowledgement records nor below the acknowledged
+// watermark the store keeps) and the store has no trace of its key,
+// neither the record nor a deletion marker.
 // Badger replays each memtable log on its own, so after a power loss the
 // store may lack records below its own sequence marker; checking every
 // record covers that.
@@ -334,6 +334,12 @@ func (q *Queue) recover() error {
 	q.j = j
 	q.ackedMark = acked
 	q.lastSeq = max(storeSeq, journalSeq) // before replaying: the marker must not go back
+	ackedInJournal := map[uint64]bool{}
+	for _, r := range recs {
+		if r.ack {
+			ackedInJournal[r.seq] = true
+		}
+	}
 	var replay []*appendReq
 	err = q.db.View(func(txn *badger.Txn) error {
 		// All versions: a deletion marker means "acknowledged", which
@@ -341,7 +347,7 @@ func (q *Queue) recover() error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}, AllVersions: true})
 		defer it.Close()
 		for _, r := range recs {
-			if r.seq <= acked {
+			if r.ack || r.seq <= acked || ackedInJournal[r.seq] {
 				continue
 			}
 			k := key(r.seq)
@@ -887,6 +893,14 @@ func (q *Queue) deleteAcked(dels []Record) {
 	q.ackMu.Lock()
 	droppedMax := q.droppedMax
 	q.ackMu.Unlock()
+	seqs := make([]uint64, len(dels))
+	for i, d := range dels {
+		seqs[i] = d.Seq
+	}
+	if err := q.j.writeAcks(seqs); err != nil {
+		// Only costs duplicates after a crash: go on with the delete.
+		q.log.Warn("buffer: journalling acknowledgements failed", "err", err)
+	}
 	txn := q.db.NewTransaction(true)
 	var err error
 	var gone []Record // dropped before their ack arrived: not counted twice

@@ -15,6 +15,7 @@ type Message struct {
 	Topic    string
 	Payload  []byte
 	Retained bool
+	At       time.Time // when it was received
 }
 
 // Subscriber is a central-system stand-in: a persistent-session QoS 1
@@ -52,7 +53,7 @@ func Subscribe(t testing.TB, b *Broker, clientID, filter string, opts ...func(*m
 
 func (s *Subscriber) handle(_ mqtt.Client, m mqtt.Message) {
 	s.mu.Lock()
-	s.msgs = append(s.msgs, Message{Topic: m.Topic(), Payload: append([]byte(nil), m.Payload()...), Retained: m.Retained()})
+	s.msgs = append(s.msgs, Message{Topic: m.Topic(), Payload: append([]byte(nil), m.Payload()...), Retained: m.Retained(), At: time.Now()})
 	s.mu.Unlock()
 	select {
 	case s.kick <- struct{}{}:
