@@ -148,6 +148,11 @@ func readSegment(path string, num uint64) (baseSeq uint64, _ []journalRecord, _ 
 	if err != nil {
 		return 0, nil, err
 	}
+	return parseSegment(data, num)
+}
+
+// parseSegment is readSegment on the file's bytes.
+func parseSegment(data []byte, num uint64) (baseSeq uint64, _ []journalRecord, _ error) {
 	if len(data) < segHeaderLen || string(data[:4]) != journalMagic {
 		return 0, nil, nil // never finished its header: nothing in it was acknowledged
 	}
