@@ -156,7 +156,7 @@ func (b *Backoff) Reset() { b.n = 0 }
 type ScannerOptions struct {
 	Port   PortConfig
 	Framer FramerConfig
-	// Backoff between reopen attempts (defaults 250ms .. 10s).
+	// Backoff between reopen attempts (defaults 250ms .. 2s).
 	BackoffMin, BackoffMax time.Duration
 	Log                    *slog.Logger
 	// Frame receives each decoded frame; it runs on the port goroutine.
@@ -175,7 +175,9 @@ func RunScanner(ctx context.Context, o ScannerOptions) error {
 		o.BackoffMin = 250 * time.Millisecond
 	}
 	if o.BackoffMax <= 0 {
-		o.BackoffMax = 10 * time.Second
+		// A local device path costs nothing to probe, and a replugged
+		// scanner should be read again within a couple of seconds.
+		o.BackoffMax = 2 * time.Second
 	}
 	log := o.Log
 	if log == nil {
@@ -207,7 +209,7 @@ func RunScanner(ctx context.Context, o ScannerOptions) error {
 		log.Info("scanner port open", "baud", o.Port.Baud)
 		state(StateConnected, "")
 		lastErr = ""
-		opened := time.Now()
+		bo.Reset()
 		// On cancel, ReadFrames drains what has already arrived, then returns.
 		err = ReadFrames(port, framer, ctx.Done(), time.Now)
 		port.Close()
@@ -217,9 +219,6 @@ func RunScanner(ctx context.Context, o ScannerOptions) error {
 		reason := Explain(err)
 		log.Warn("scanner port lost; reopening", "err", reason)
 		state(StateDisconnected, reason)
-		if time.Since(opened) > 30*time.Second {
-			bo.Reset()
-		}
 		if !sleep(ctx, bo.Next()) {
 			break
 		}

@@ -82,7 +82,7 @@ func (r *chaosRig) feed() {
 			default:
 			}
 			if r.sc.Send("]C0", s10(i)) == nil {
-				r.fed.Store(int64(i))
+				r.fed.Add(1) // not while unplugged: nothing was written
 			}
 			time.Sleep(2 * time.Millisecond)
 		}

@@ -45,7 +45,9 @@ func (s *Scanner) open() error {
 	// creack/pty leaves the master in blocking mode (File.Fd does that), so
 	// Close would not interrupt the discarding reader below and the slave
 	// would never see the hang-up. Reopen it through the poller.
-	fd, err := unix.Dup(int(m.Fd()))
+	// Close-on-exec, or an agent started as a child process would hold
+	// the master open and never see an unplug.
+	fd, err := unix.FcntlInt(m.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 	m.Close()
 	if err == nil {
 		err = unix.SetNonblock(fd, true)
