@@ -1,0 +1,52 @@
+//go:build linux
+
+// Command scanbench measures the scanagent binary end to end on this
+// machine: live scans through simulated scanners (pseudo-terminals) to a
+// subscriber on a local mosquitto, a backlog built while the broker is down
+// and its drain compared with a raw paho publisher, and the footprint.
+//
+//	go run ./cmd/scanbench -live 20s -backlog 1000000 -json bench.json
+//
+// Linux only: CPU and memory are read from /proc.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+const mosquittoPath = "/usr/sbin/mosquitto"
+
+type options struct {
+	agent     string
+	scanners  int
+	rate      int
+	live      time.Duration
+	backlog   int
+	jsonFile  string
+	skipDrain bool
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.agent, "agent", "", "scanagent binary (empty: build ./cmd/scanagent into a temporary directory)")
+	flag.IntVar(&o.scanners, "scanners", 16, "simulated scanners (stations)")
+	flag.IntVar(&o.rate, "rate", 10000, "live phase: scans per second, all scanners together")
+	flag.DurationVar(&o.live, "live", 20*time.Second, "live phase duration")
+	flag.IntVar(&o.backlog, "backlog", 1_000_000, "drain phase: scans buffered while the broker is down")
+	flag.StringVar(&o.jsonFile, "json", "", "also write the results as JSON to this file")
+	flag.BoolVar(&o.skipDrain, "skip-drain", false, "skip the backlog / start-up / drain phase")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "scanbench:", err)
+		os.Exit(1)
+	}
+}
