@@ -7,4 +7,5 @@ go run ./cmd/scanbench -live 20s -backlog 1000000 -json "${1:-/tmp/scanbench.jso
 go test -run '^$' -bench 'AppendSerial|Append16Writers/window=0|Submit16' -benchtime 3s ./buffer
 go test -run '^$' -bench AppendLatency2k -benchtime 20000x ./buffer
 go test -run '^$' -bench Backlog1M -benchtime 1x ./buffer
-go test -run '^$' -bench 'BenchmarkDrain$|LiveWhileDraining|EndToEnd' -benchtime 1x ./agent
+go test -run '^$' -bench 'BenchmarkDrain$|LiveWhileDraining' -benchtime 1x ./agent
+go test -run '^$' -bench EndToEnd -benchtime 100000x ./agent
