@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -67,7 +68,7 @@ func startAgent(t *testing.T, mqttYAML string, env map[string]string) *running {
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(ioMulti(logs, t), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(logs, t.Output()), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	a, err := agent.New(cfg, agent.Deps{Log: log, Version: "test"})
 	if err != nil {
 		t.Fatal(err)
@@ -92,19 +93,6 @@ func startAgent(t *testing.T, mqttYAML string, env map[string]string) *running {
 	t.Cleanup(stop)
 	return &running{a: a, sc: sc, logs: logs, stop: stop}
 }
-
-type tOutput struct{ t *testing.T }
-
-func (o tOutput) Write(p []byte) (int, error) { return o.t.Output().Write(p) }
-
-func ioMulti(b *syncBuffer, t *testing.T) *multiWriter { return &multiWriter{b, tOutput{t}} }
-
-type multiWriter struct {
-	a *syncBuffer
-	b tOutput
-}
-
-func (m *multiWriter) Write(p []byte) (int, error) { m.a.Write(p); return m.b.Write(p) }
 
 func (r *running) waitState(t *testing.T, state string) agent.UplinkStats {
 	t.Helper()

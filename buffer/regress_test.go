@@ -103,9 +103,9 @@ func TestReclaimNeverDropsPendingRecords(t *testing.T) {
 	q.Append(val("b"))
 	recs := readAll(t, q)
 	q.Ack(recs[0])
-	time.Sleep(20 * time.Millisecond)
+	waitFor(t, func() bool { return q.Stats().Acked == 1 })
 	q.Ack(recs[0]) // after its delete committed: counters drift
-	time.Sleep(20 * time.Millisecond)
+	waitFor(t, func() bool { return q.Stats().Acked == 2 })
 	if err := q.Reclaim(); err != nil {
 		t.Fatal(err)
 	}
