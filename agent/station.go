@@ -154,8 +154,10 @@ func (s *station) reject(reason string) {
 
 func rejectHint(reason string) string {
 	switch reason {
-	case devices.RejectGarbage:
-		return "control characters or invalid UTF-8: check baud rate, data bits and parity against the scanner"
+	case devices.RejectControl:
+		return "control characters in the data: check baud rate, data bits and parity against the scanner, or set scanner.control_chars: strip"
+	case devices.RejectUTF8:
+		return "invalid UTF-8: check baud rate, data bits and parity against the scanner"
 	case devices.RejectOverlong:
 		return "no terminator seen within max_length: check scanner.terminator against the scanner's suffix"
 	case devices.RejectStale:

@@ -9,22 +9,28 @@ import (
 
 // Frame is one decoded barcode read.
 type Frame struct {
-	Data string    // the code, without AIM prefix and terminator
-	AIM  string    // AIM symbology identifier such as "]C0", or ""
-	At   time.Time // when the frame's last byte was read
+	Data   string    // the code, without prefix, suffix, identifiers and terminator
+	AIM    string    // AIM symbology identifier such as "]C0" (sent, or mapped from a Code ID), or ""
+	CodeID string    // Honeywell Code ID character when configured and sent, or ""
+	At     time.Time // when the frame's last byte was read
 }
 
 // Reject reasons counted by the framer.
 const (
 	RejectOverlong = "overlong" // longer than MaxLength: discarded to the next terminator
 	RejectEmpty    = "empty"    // nothing left after stripping
-	RejectGarbage  = "garbage"  // control characters or invalid UTF-8 (wrong baud or parity?)
+	RejectControl  = "control"  // control characters in the data (wrong baud or parity?)
+	RejectUTF8     = "utf8"     // invalid UTF-8 (wrong baud, parity or data bits?)
 	RejectStale    = "stale"    // a partial frame never terminated within StaleAfter
 )
+
+// RejectReasons lists every reason a scanner frame is discarded.
+var RejectReasons = []string{RejectOverlong, RejectEmpty, RejectControl, RejectUTF8, RejectStale}
 
 // Control characters a frame may carry around its data.
 const (
 	stx = 0x02 // start of text: some scanners frame STX ... ETX
+	etx = 0x03 // end of text
 	gs  = 0x1D // group separator: GS1 FNC1, kept in the data
 )
 
@@ -41,6 +47,15 @@ type FramerConfig struct {
 	// a terminator is configured (default 1s), so line noise is not glued
 	// to the next scan.
 	StaleAfter time.Duration
+	// StripPrefix and StripSuffix are removed from a frame's data when
+	// present: characters the scanner is set up to add around each code.
+	StripPrefix, StripSuffix []byte
+	// CodeID "honeywell" reads a leading Honeywell Code ID character
+	// (when it is one of the known ones) and maps it to an AIM identifier.
+	CodeID string
+	// StripControl removes control characters (other than GS, kept for
+	// GS1) instead of rejecting the frame.
+	StripControl bool
 }
 
 // slack is how many bytes beyond MaxLength a raw frame may hold before it
@@ -175,28 +190,107 @@ func (f *Framer) appendData(p []byte) {
 func (f *Framer) frame(b []byte, at time.Time) {
 	b = bytes.Trim(b, "\r\n")
 	b = bytes.TrimPrefix(b, []byte{stx})
+	b = bytes.TrimSuffix(b, []byte{etx})
+	if len(f.cfg.StripPrefix) > 0 {
+		b = bytes.TrimPrefix(b, f.cfg.StripPrefix)
+	}
+	if len(f.cfg.StripSuffix) > 0 {
+		b = bytes.TrimSuffix(b, f.cfg.StripSuffix)
+	}
+	var codeID string
+	if f.cfg.CodeID == CodeIDHoneywell && len(b) > 1 {
+		if aim, id, ok := honeywellID(b[0]); ok {
+			codeID = id
+			b = b[1:]
+			if a, data := splitAIM(b); a != "" {
+				aim, b = a, data // both identifiers sent: the AIM one is exact
+			}
+			f.emitData(b, aim, codeID, at)
+			return
+		}
+	}
 	aim, data := splitAIM(b)
+	f.emitData(data, aim, codeID, at)
+}
+
+func (f *Framer) emitData(data []byte, aim, codeID string, at time.Time) {
+	if f.cfg.StripControl {
+		data = stripControl(data)
+	}
 	switch {
 	case len(data) == 0:
 		f.reject(RejectEmpty)
 	case len(data) > f.cfg.MaxLength:
 		f.reject(RejectOverlong)
-	case !clean(data):
-		f.reject(RejectGarbage)
+	case hasControl(data):
+		f.reject(RejectControl)
+	case !utf8.Valid(data):
+		f.reject(RejectUTF8)
 	default:
-		f.emit(Frame{Data: string(data), AIM: aim, At: at})
+		f.emit(Frame{Data: string(data), AIM: aim, CodeID: codeID, At: at})
 	}
 }
 
-// clean reports whether data is valid UTF-8 without control characters
-// other than GS (GS1 separators).
-func clean(data []byte) bool {
+// hasControl reports whether data holds control characters other than GS
+// (GS1 separators).
+func hasControl(data []byte) bool {
 	for _, c := range data {
 		if (c < 0x20 && c != gs) || c == 0x7F {
-			return false
+			return true
 		}
 	}
-	return utf8.Valid(data)
+	return false
+}
+
+// stripControl removes control characters other than GS, in place.
+func stripControl(data []byte) []byte {
+	if !hasControl(data) {
+		return data
+	}
+	out := data[:0]
+	for _, c := range data {
+		if (c >= 0x20 || c == gs) && c != 0x7F {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// CodeIDHoneywell selects Honeywell single-character Code IDs.
+const CodeIDHoneywell = "honeywell"
+
+// honeywellID maps a Honeywell Code ID character to the AIM identifier of
+// the same symbology (Honeywell's symbology charts list both).
+func honeywellID(c byte) (aim, id string, ok bool) {
+	switch c {
+	case 'j':
+		return "]C0", "j", true // Code 128
+	case 'I':
+		return "]C1", "I", true // GS1-128
+	case 'd':
+		return "]E0", "d", true // EAN-13
+	case 'D':
+		return "]E4", "D", true // EAN-8
+	case 'c':
+		return "]E0", "c", true // UPC-A
+	case 'E':
+		return "]E0", "E", true // UPC-E
+	case 'b':
+		return "]A0", "b", true // Code 39
+	case 'e':
+		return "]I0", "e", true // Interleaved 2 of 5
+	case 'y':
+		return "]e0", "y", true // GS1 DataBar
+	case 'r':
+		return "]L0", "r", true // PDF417
+	case 'z':
+		return "]z0", "z", true // Aztec
+	case 'w':
+		return "]d1", "w", true // Data Matrix
+	case 's':
+		return "]Q1", "s", true // QR Code
+	}
+	return "", "", false
 }
 
 // splitAIM separates an AIM symbology identifier (ISO/IEC 15424: ']', a

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
+	"unicode/utf8"
 )
 
 var readMakers = []struct {
@@ -66,8 +67,9 @@ func TestFramer(t *testing.T) {
 		{"partial at eof kept back", "\r\n", "A\r\nPARTIAL", []string{"|A"}, nil},
 		{"none frames at end of input", "", "RR473124829GB", []string{"|RR473124829GB"}, nil},
 		{"stx etx framing", "\x03", "\x02RR473124829GB\x03", []string{"|RR473124829GB"}, nil},
-		{"control characters rejected", "\r\n", "RR47\x003124829GB\r\nA\x1bB\r\nOK\r\n", []string{"|OK"}, []string{"garbage", "garbage"}},
-		{"invalid utf-8 rejected", "\r\n", "\xff\xfe\xfd\r\nOK\r\n", []string{"|OK"}, []string{"garbage"}},
+		{"control characters rejected", "\r\n", "RR47\x003124829GB\r\nA\x1bB\r\nOK\r\n", []string{"|OK"}, []string{"control", "control"}},
+		{"invalid utf-8 rejected", "\r\n", "\xff\xfe\xfd\r\nOK\r\n", []string{"|OK"}, []string{"utf8"}},
+		{"invalid utf-8 amid text", "\r\n", "RR47\xc3\x283124829GB\r\nOK\r\n", []string{"|OK"}, []string{"utf8"}},
 		{"utf-8 kept", "\r\n", "Посылка-1\r\n", []string{"|Посылка-1"}, nil},
 		{"max length with aim", "\r\n", "]C0" + strings.Repeat("7", 256) + "\r\n", []string{"]C0|" + strings.Repeat("7", 256)}, nil},
 		{"max length plus one", "\r\n", strings.Repeat("7", 257) + "\r\nB\r\n", []string{"|B"}, []string{"overlong"}},
@@ -80,6 +82,10 @@ func TestFramer(t *testing.T) {
 		for _, rm := range readMakers {
 			t.Run(tc.name+"/"+rm.name, func(t *testing.T) {
 				got := frameAll(t, FramerConfig{Terminator: []byte(tc.term), MaxLength: 256}, tc.input, rm.fn)
+				if len(got.frames) != len(tc.frames) || len(got.rejects) != len(tc.rejects) {
+					t.Errorf("frames %q rejects %q, want %q %q", got.frames, got.rejects, tc.frames, tc.rejects)
+					return
+				}
 				if !reflect.DeepEqual(got.frames, tc.frames) {
 					t.Errorf("frames %q, want %q", got.frames, tc.frames)
 				}
@@ -180,8 +186,9 @@ func FuzzFramer(f *testing.F) {
 		if len(term) > 8 {
 			term = term[:8]
 		}
-		fr := NewFramer(FramerConfig{Terminator: term, MaxLength: 32}, func(fr Frame) {
-			if len(fr.Data) == 0 || len(fr.Data) > 32 || !clean([]byte(fr.Data)) {
+		fr := NewFramer(FramerConfig{Terminator: term, MaxLength: 32, StripPrefix: []byte("#"), StripSuffix: []byte("\t"),
+			CodeID: CodeIDHoneywell, StripControl: split%2 == 0}, func(fr Frame) {
+			if len(fr.Data) == 0 || len(fr.Data) > 32 || hasControl([]byte(fr.Data)) || !utf8.ValidString(fr.Data) {
 				t.Fatalf("bad frame %q %q", fr.AIM, fr.Data)
 			}
 		}, nil)
@@ -209,5 +216,55 @@ func TestBackoff(t *testing.T) {
 	b.Reset()
 	if d := b.Next(); d > 100*time.Millisecond {
 		t.Fatalf("after reset: %v", d)
+	}
+}
+
+func TestFramerOptions(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     FramerConfig
+		input   string
+		frames  []string // CodeID|AIM|data
+		rejects []string
+	}{
+		{"prefix and suffix stripped", FramerConfig{StripPrefix: []byte("#"), StripSuffix: []byte("\t")},
+			"#RR473124829GB\t\r\nRR473124829GB\r\n", []string{"||RR473124829GB", "||RR473124829GB"}, nil},
+		{"prefix before aim", FramerConfig{StripPrefix: []byte("<<")},
+			"<<]C0RR473124829GB\r\n", []string{"|]C0|RR473124829GB"}, nil},
+		{"honeywell code 128", FramerConfig{CodeID: CodeIDHoneywell},
+			"jRR473124829GB\r\n", []string{"j|]C0|RR473124829GB"}, nil},
+		{"honeywell gs1-128 keeps gs", FramerConfig{CodeID: CodeIDHoneywell},
+			"I00340123450000000018\x1d400ABC\r\n", []string{"I|]C1|00340123450000000018\x1d400ABC"}, nil},
+		{"honeywell data matrix and qr", FramerConfig{CodeID: CodeIDHoneywell},
+			"wABC\r\nsHTTP\r\n", []string{"w|]d1|ABC", "s|]Q1|HTTP"}, nil},
+		{"honeywell and aim both sent", FramerConfig{CodeID: CodeIDHoneywell},
+			"I]C100340123450000000018\r\n", []string{"I|]C1|00340123450000000018"}, nil},
+		{"unknown code id left in the data", FramerConfig{CodeID: CodeIDHoneywell},
+			"RR473124829GB\r\n", []string{"||RR473124829GB"}, nil},
+		{"a lone code id character is data", FramerConfig{CodeID: CodeIDHoneywell},
+			"j\r\n", []string{"||j"}, nil},
+		{"control characters stripped", FramerConfig{StripControl: true},
+			"RR47\x003124829GB\x07\r\n\x1b\r\n", []string{"||RR473124829GB"}, []string{"empty"}},
+		{"strip keeps gs", FramerConfig{StripControl: true},
+			"]C1010\x1d10A\x00\r\n", []string{"|]C1|010\x1d10A"}, nil},
+		{"strip does not rescue invalid utf-8", FramerConfig{StripControl: true},
+			"\xff\x01\r\n", nil, []string{"utf8"}},
+	}
+	for _, tc := range tests {
+		for _, rm := range readMakers {
+			t.Run(tc.name+"/"+rm.name, func(t *testing.T) {
+				tc.cfg.Terminator = []byte("\r\n")
+				var frames, rejects []string
+				f := NewFramer(tc.cfg,
+					func(fr Frame) { frames = append(frames, fr.CodeID+"|"+fr.AIM+"|"+fr.Data) },
+					func(reason string) { rejects = append(rejects, reason) })
+				if err := ReadFrames(rm.fn(strings.NewReader(tc.input)), f, nil, time.Now); err != io.EOF {
+					t.Fatal(err)
+				}
+				if !reflect.DeepEqual(frames, tc.frames) || !reflect.DeepEqual(rejects, tc.rejects) {
+					t.Errorf("frames %q rejects %q, want %q %q", frames, rejects, tc.frames, tc.rejects)
+				}
+			})
+		}
 	}
 }

@@ -7,11 +7,9 @@
 package devices
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
 	"math/rand/v2"
 	"syscall"
 	"time"
@@ -26,6 +24,9 @@ type PortConfig struct {
 	DataBits int    // 5..8, default 8
 	Parity   string // none|odd|even|mark|space
 	StopBits string // "1" | "1.5" | "2"
+	// DTR and RTS, when not nil, set the modem control lines after
+	// opening. Adapters and pseudo-terminals without them only log it.
+	DTR, RTS *bool
 }
 
 // Mode converts the settings to the serial library's mode.
@@ -64,6 +65,18 @@ func (c PortConfig) Mode() (*serial.Mode, error) {
 	return m, nil
 }
 
+// String gives the line settings as technicians write them: "9600 8N1".
+func (c PortConfig) String() string {
+	m, err := c.Mode()
+	if err != nil {
+		return "invalid settings"
+	}
+	parity := map[serial.Parity]string{serial.NoParity: "N", serial.OddParity: "O", serial.EvenParity: "E",
+		serial.MarkParity: "M", serial.SpaceParity: "S"}[m.Parity]
+	stop := map[serial.StopBits]string{serial.OneStopBit: "1", serial.OnePointFiveStopBits: "1.5", serial.TwoStopBits: "2"}[m.StopBits]
+	return fmt.Sprintf("%d %d%s%s", m.BaudRate, m.DataBits, parity, stop)
+}
+
 // DeviceState is a port's state as published on P/devices/...
 type DeviceState string
 
@@ -79,11 +92,11 @@ const (
 func OpenPort(c PortConfig, readTimeout time.Duration) (serial.Port, error) {
 	mode, err := c.Mode()
 	if err != nil {
-		return nil, fmt.Errorf("serial port %s: %w", c.Path, err)
+		return nil, fmt.Errorf("serial port %s: %w: %w", c.Path, errBadMode, err)
 	}
 	p, err := serial.Open(c.Path, mode)
 	if err != nil {
-		return nil, fmt.Errorf("serial port %s: %s", c.Path, Explain(err))
+		return nil, &PortError{Path: c.Path, Err: err}
 	}
 	if err := p.SetReadTimeout(readTimeout); err != nil {
 		p.Close()
@@ -91,6 +104,28 @@ func OpenPort(c PortConfig, readTimeout time.Duration) (serial.Port, error) {
 	}
 	return p, nil
 }
+
+// Classify tells whether a port error needs a technician (StateError:
+// busy, permission, not a serial port, bad settings) or may pass by itself
+// (StateDisconnected: missing or unplugged), with the explanation.
+func Classify(err error) (DeviceState, string) {
+	msg := Explain(err)
+	var pe *serial.PortError
+	if errors.As(err, &pe) {
+		switch pe.Code() {
+		case serial.PortBusy, serial.PermissionDenied, serial.InvalidSerialPort,
+			serial.InvalidSpeed, serial.InvalidDataBits, serial.InvalidParity, serial.InvalidStopBits:
+			return StateError, msg
+		}
+		return StateDisconnected, msg
+	}
+	if errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EBUSY) || errors.Is(err, errBadMode) {
+		return StateError, msg
+	}
+	return StateDisconnected, msg
+}
+
+var errBadMode = errors.New("invalid line settings")
 
 // Explain turns a port error into a message a technician can act on.
 func Explain(err error) string {
@@ -105,6 +140,8 @@ func Explain(err error) string {
 			return "port not found: check the cable and the name (ls /dev/serial/by-id)"
 		case serial.InvalidSerialPort:
 			return "not a serial port: " + pe.Error()
+		case serial.InvalidSpeed:
+			return "baud rate not supported by this port: " + pe.Error()
 		case serial.PortClosed:
 			return "port closed (device unplugged?)"
 		}
@@ -117,9 +154,20 @@ func Explain(err error) string {
 		return "permission denied: add the agent's user to the dialout group (usermod -aG dialout USER)"
 	case errors.Is(err, syscall.EIO):
 		return "I/O error (device unplugged?)"
+	case errors.Is(err, syscall.EBUSY):
+		return "port busy: another program has it open (stop it, or check for a second agent)"
 	}
 	return err.Error()
 }
+
+// PortError is a failure to open a port, explained for a technician.
+type PortError struct {
+	Path string
+	Err  error
+}
+
+func (e *PortError) Error() string { return "serial port " + e.Path + ": " + Explain(e.Err) }
+func (e *PortError) Unwrap() error { return e.Err }
 
 // Backoff is capped exponential backoff with jitter: the ceiling doubles
 // from Min up to Max.
@@ -152,88 +200,3 @@ func (b *Backoff) Next() time.Duration {
 // Reset starts over from Min.
 func (b *Backoff) Reset() { b.n = 0 }
 
-// ScannerOptions configure RunScanner.
-type ScannerOptions struct {
-	Port   PortConfig
-	Framer FramerConfig
-	// Backoff between reopen attempts (defaults 250ms .. 2s).
-	BackoffMin, BackoffMax time.Duration
-	Log                    *slog.Logger
-	// Frame receives each decoded frame; it runs on the port goroutine.
-	Frame func(Frame)
-	// Reject is called with the reason of each discarded frame (may be nil).
-	Reject func(reason string)
-	// State is called on every state change (may be nil).
-	State func(s DeviceState, reason string)
-}
-
-// RunScanner owns one scanner port until ctx is done: it opens the port,
-// reads frames, and after any error closes it and reopens it by its path
-// with backoff. It never gives up; it returns nil when ctx is cancelled.
-func RunScanner(ctx context.Context, o ScannerOptions) error {
-	if o.BackoffMin <= 0 {
-		o.BackoffMin = 250 * time.Millisecond
-	}
-	if o.BackoffMax <= 0 {
-		// A local device path costs nothing to probe, and a replugged
-		// scanner should be read again within a couple of seconds.
-		o.BackoffMax = 2 * time.Second
-	}
-	log := o.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	log = log.With("port", o.Port.Path)
-	state := func(s DeviceState, reason string) {
-		if o.State != nil {
-			o.State(s, reason)
-		}
-	}
-	framer := NewFramer(o.Framer, o.Frame, o.Reject)
-	readTimeout := min(framer.cfg.IdleGap, 100*time.Millisecond)
-	bo := Backoff{Min: o.BackoffMin, Max: o.BackoffMax}
-	var lastErr string
-	for ctx.Err() == nil {
-		port, err := OpenPort(o.Port, readTimeout)
-		if err != nil {
-			if msg := err.Error(); msg != lastErr {
-				log.Warn("scanner port unavailable; retrying", "err", msg)
-				state(StateDisconnected, msg)
-				lastErr = msg
-			}
-			if !sleep(ctx, bo.Next()) {
-				break
-			}
-			continue
-		}
-		log.Info("scanner port open", "baud", o.Port.Baud)
-		state(StateConnected, "")
-		lastErr = ""
-		bo.Reset()
-		// On cancel, ReadFrames drains what has already arrived, then returns.
-		err = ReadFrames(port, framer, ctx.Done(), time.Now)
-		port.Close()
-		if err == nil || ctx.Err() != nil {
-			break
-		}
-		reason := Explain(err)
-		log.Warn("scanner port lost; reopening", "err", reason)
-		state(StateDisconnected, reason)
-		if !sleep(ctx, bo.Next()) {
-			break
-		}
-	}
-	state(StateDisconnected, "stopped")
-	return nil
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}

@@ -19,7 +19,6 @@ import "bytes"
 
 const (
 	toledoFrame = 18
-	etx         = 0x03
 	cr          = '\r'
 )
 

@@ -108,6 +108,10 @@ type Serial struct {
 	DataBits int      `yaml:"data_bits"` // default 8; 5..8
 	Parity   string   `yaml:"parity"`    // default "none"; none|odd|even|mark|space
 	StopBits StopBits `yaml:"stop_bits"` // default 1
+	// DTR and RTS set the modem control lines after opening; unset leaves
+	// them alone. An adapter without them is not an error.
+	DTR *bool `yaml:"dtr"`
+	RTS *bool `yaml:"rts"`
 }
 
 // Scanner is a barcode scanner on a serial port.
@@ -116,6 +120,16 @@ type Scanner struct {
 	Terminator string   `yaml:"terminator"` // crlf (default) | cr | lf | none | custom string of up to 8 bytes
 	MaxLength  int      `yaml:"max_length"` // default 256; 1..65536
 	IdleGap    Duration `yaml:"idle_gap"`   // default 50ms; > 0; ends a frame when terminator is none
+	// StripPrefix and StripSuffix are removed from each code when present
+	// (characters the scanner is set up to add), up to 8 bytes each.
+	StripPrefix string `yaml:"strip_prefix"`
+	StripSuffix string `yaml:"strip_suffix"`
+	// CodeID "honeywell" reads a leading Honeywell Code ID character;
+	// "none" (default) does not. AIM identifiers are always recognised.
+	CodeID string `yaml:"code_id"`
+	// ControlChars: "reject" (default) discards a code holding control
+	// characters other than GS; "strip" removes them.
+	ControlChars string `yaml:"control_chars"`
 }
 
 // Scale is a weighing scale on a serial port.
@@ -124,6 +138,12 @@ type Scale struct {
 	Protocol   string   `yaml:"protocol"`    // required: mt-sics|toledo|sma|nci|cas|ohaus
 	MaxAge     Duration `yaml:"max_age"`     // default 2s, > 0
 	WaitStable Duration `yaml:"wait_stable"` // default 500ms, >= 0
+	// Mode: "poll" asks for each reading, "continuous" reads what the
+	// scale streams. Default per protocol: poll for mt-sics, sma and nci;
+	// continuous for toledo, cas and ohaus.
+	Mode         string   `yaml:"mode"`
+	PollInterval Duration `yaml:"poll_interval"` // default 200ms, >= 20ms
+	PollTimeout  Duration `yaml:"poll_timeout"`  // default 1s, > 0: an unanswered poll is counted
 }
 
 // HTTP configures the local status endpoint.
@@ -226,12 +246,16 @@ func (s *Scanner) setDefaults() {
 	s.Terminator = "crlf"
 	s.MaxLength = 256
 	s.IdleGap = Duration(50 * time.Millisecond)
+	s.CodeID = "none"
+	s.ControlChars = "reject"
 }
 
 func (s *Scale) setDefaults() {
 	s.Serial.setDefaults()
 	s.MaxAge = Duration(2 * time.Second)
 	s.WaitStable = Duration(500 * time.Millisecond)
+	s.PollInterval = Duration(200 * time.Millisecond)
+	s.PollTimeout = Duration(time.Second)
 }
 
 func (s *Serial) setDefaults() {

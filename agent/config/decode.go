@@ -197,6 +197,13 @@ func (c *checker) decode(n *yaml.Node, v reflect.Value, path string) {
 			return
 		}
 		v.SetInt(i)
+	case reflect.Bool:
+		var b bool
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || n.Decode(&b) != nil {
+			c.fail(n, path, "expected true or false, got "+describe(n))
+			return
+		}
+		v.SetBool(b)
 	default:
 		panic("config: no decoder for " + v.Type().String())
 	}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/scanagent/scanagent/devices"
 )
 
 // validate checks the decoded cfg, fills in the defaults that depend on
@@ -182,6 +184,10 @@ func (c *checker) stations(ss []Station) {
 			c.terminator(sc+".terminator", s.Scanner.Terminator)
 			between(c, sc+".max_length", s.Scanner.MaxLength, 1, 65536)
 			positive(c, sc+".idle_gap", s.Scanner.IdleGap)
+			c.maxLen(sc+".strip_prefix", s.Scanner.StripPrefix, 8)
+			c.maxLen(sc+".strip_suffix", s.Scanner.StripSuffix, 8)
+			c.oneOf(sc+".code_id", s.Scanner.CodeID, "none", devices.CodeIDHoneywell)
+			c.oneOf(sc+".control_chars", s.Scanner.ControlChars, "reject", "strip")
 		}
 
 		if s.Scale != nil {
@@ -190,8 +196,29 @@ func (c *checker) stations(ss []Station) {
 			if !c.present(sp + ".protocol") {
 				c.missing(sp + ".protocol")
 			} else {
-				c.oneOf(sp+".protocol", s.Scale.Protocol, "mt-sics", "toledo", "sma", "nci", "cas", "ohaus")
+				c.oneOf(sp+".protocol", s.Scale.Protocol, devices.ProtocolNames()...)
 			}
+			if p := devices.LookupProtocol(s.Scale.Protocol); p != nil {
+				switch s.Scale.Mode {
+				case "":
+					s.Scale.Mode = "continuous"
+					if !p.Streams {
+						s.Scale.Mode = "poll"
+					}
+				case "poll":
+					if p.Poll == nil {
+						c.errorf(sp+".mode", "protocol %s only streams: use mode continuous", p.Name)
+					}
+				case "continuous":
+					if !p.Streams && p.Continuous == nil {
+						c.errorf(sp+".mode", "protocol %s only answers polls: use mode poll", p.Name)
+					}
+				default:
+					c.oneOf(sp+".mode", s.Scale.Mode, "poll", "continuous")
+				}
+			}
+			atLeast(c, sp+".poll_interval", s.Scale.PollInterval, Duration(20*time.Millisecond))
+			positive(c, sp+".poll_timeout", s.Scale.PollTimeout)
 			positive(c, sp+".max_age", s.Scale.MaxAge)
 			atLeast(c, sp+".wait_stable", s.Scale.WaitStable, 0)
 		}
@@ -213,6 +240,12 @@ func (c *checker) serial(path string, s *Serial, ports map[string]string) {
 	between(c, path+".baud", s.Baud, 50, 4000000)
 	between(c, path+".data_bits", s.DataBits, 5, 8)
 	c.oneOf(path+".parity", s.Parity, "none", "odd", "even", "mark", "space")
+}
+
+func (c *checker) maxLen(path, v string, n int) {
+	if len(v) > n {
+		c.errorf(path, "%q is longer than %d bytes", v, n)
+	}
 }
 
 func (c *checker) terminator(path, t string) {

@@ -1,0 +1,307 @@
+package devices
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"go.bug.st/serial"
+)
+
+// PortOptions configure RunPort.
+type PortOptions struct {
+	Port PortConfig
+	// Kind names the device in log lines ("scanner", "scale").
+	Kind string
+	// ReadTimeout bounds each read, so the session can judge idle time
+	// (a read timeout returns 0 bytes and no error).
+	ReadTimeout time.Duration
+	// Backoff between reopen attempts (defaults 250ms .. 2s, with jitter).
+	BackoffMin, BackoffMax time.Duration
+	Log                    *slog.Logger
+	// State is called on every state change (may be nil).
+	State func(s DeviceState, reason string)
+	// Session uses the open port until it fails (an error) or ctx is done
+	// (nil).
+	Session func(ctx context.Context, port serial.Port) error
+}
+
+// RunPort owns one serial port until ctx is done: it opens the port with
+// its settings, runs the session, and after any error closes the port and
+// reopens it by its configured path with capped, jittered backoff. It never
+// gives up; it returns nil when ctx is cancelled.
+func RunPort(ctx context.Context, o PortOptions) error {
+	if o.BackoffMin <= 0 {
+		o.BackoffMin = 250 * time.Millisecond
+	}
+	if o.BackoffMax <= 0 {
+		// A local device path costs nothing to probe, and a replugged
+		// device should be read again within a couple of seconds.
+		o.BackoffMax = 2 * time.Second
+	}
+	if o.ReadTimeout <= 0 {
+		o.ReadTimeout = 100 * time.Millisecond
+	}
+	if o.Kind == "" {
+		o.Kind = "device"
+	}
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("port", o.Port.Path)
+	state := func(s DeviceState, reason string) {
+		if o.State != nil {
+			o.State(s, reason)
+		}
+	}
+	bo := Backoff{Min: o.BackoffMin, Max: o.BackoffMax}
+	// A flapping port (a loose cable) logs its first losses, then one line
+	// per period with the count of those held back.
+	flap := logLimiter{every: 30 * time.Second, burst: 3}
+	var lastErr string
+	for ctx.Err() == nil {
+		port, err := OpenPort(o.Port, o.ReadTimeout)
+		if err != nil {
+			st, reason := Classify(err)
+			if msg := err.Error(); msg != lastErr {
+				log.Warn(o.Kind+" port unavailable; retrying", "err", msg)
+				state(st, reason)
+				lastErr = msg
+			}
+			if !sleep(ctx, bo.Next()) {
+				break
+			}
+			continue
+		}
+		setModemLines(port, o.Port, log)
+		if ok, held := flap.allow(time.Now()); ok {
+			log.Info(o.Kind+" port open", "settings", o.Port.String(), "similar_suppressed", held)
+		}
+		state(StateConnected, "")
+		lastErr = ""
+		bo.Reset()
+		err = o.Session(ctx, port)
+		port.Close()
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		_, reason := Classify(err)
+		if ok, held := flap.allow(time.Now()); ok {
+			log.Warn(o.Kind+" port lost; reopening", "err", reason, "similar_suppressed", held)
+		}
+		state(StateDisconnected, reason)
+		if !sleep(ctx, bo.Next()) {
+			break
+		}
+	}
+	state(StateDisconnected, "stopped")
+	return nil
+}
+
+// setModemLines sets DTR and RTS when configured. USB adapters without the
+// lines and pseudo-terminals fail these calls; that is logged, not fatal.
+func setModemLines(p serial.Port, c PortConfig, log *slog.Logger) {
+	if c.DTR != nil {
+		if err := p.SetDTR(*c.DTR); err != nil {
+			log.Warn("cannot set DTR (the adapter may lack it); going on without", "err", err)
+		}
+	}
+	if c.RTS != nil {
+		if err := p.SetRTS(*c.RTS); err != nil {
+			log.Warn("cannot set RTS (the adapter may lack it); going on without", "err", err)
+		}
+	}
+}
+
+// logLimiter lets burst lines through, then one per period, counting the
+// ones it held back.
+type logLimiter struct {
+	every time.Duration
+	burst int
+	n     int
+	start time.Time
+	held  int
+}
+
+func (l *logLimiter) allow(now time.Time) (bool, int) {
+	if now.Sub(l.start) >= l.every {
+		l.start, l.n = now, 0
+	}
+	if l.n < l.burst {
+		l.n++
+		held := l.held
+		l.held = 0
+		return true, held
+	}
+	l.held++
+	return false, 0
+}
+
+// ScannerOptions configure RunScanner.
+type ScannerOptions struct {
+	Port   PortConfig
+	Framer FramerConfig
+	// Backoff between reopen attempts (defaults 250ms .. 2s).
+	BackoffMin, BackoffMax time.Duration
+	Log                    *slog.Logger
+	// Frame receives each decoded frame; it runs on the port goroutine.
+	Frame func(Frame)
+	// Reject is called with the reason of each discarded frame (may be nil).
+	Reject func(reason string)
+	// State is called on every state change (may be nil).
+	State func(s DeviceState, reason string)
+}
+
+// RunScanner owns one scanner port until ctx is done (see RunPort).
+func RunScanner(ctx context.Context, o ScannerOptions) error {
+	framer := NewFramer(o.Framer, o.Frame, o.Reject)
+	return RunPort(ctx, PortOptions{
+		Port:        o.Port,
+		Kind:        "scanner",
+		ReadTimeout: min(framer.cfg.IdleGap, 100*time.Millisecond),
+		BackoffMin:  o.BackoffMin,
+		BackoffMax:  o.BackoffMax,
+		Log:         o.Log,
+		State:       o.State,
+		Session: func(ctx context.Context, port serial.Port) error {
+			framer.Reset()
+			// On cancel, ReadFrames drains what has already arrived.
+			return ReadFrames(port, framer, ctx.Done(), time.Now)
+		},
+	})
+}
+
+// Scale result labels counted beside the ParseError reasons.
+const (
+	ResultOK      = "ok"      // a frame gave a reading
+	ResultTimeout = "timeout" // a poll got no answer within the poll timeout
+)
+
+// ScaleOptions configure RunScale.
+type ScaleOptions struct {
+	Port     PortConfig
+	Protocol *Protocol
+	// Poll asks for each reading (the protocol's Poll request) every
+	// PollInterval; otherwise the scale's stream is read (after sending
+	// the protocol's Continuous request, if it has one).
+	Poll         bool
+	PollInterval time.Duration // default 200ms
+	PollTimeout  time.Duration // default 1s
+	// PollNow, when not nil, asks for a reading at once (a scan is
+	// waiting for a weight).
+	PollNow                <-chan struct{}
+	BackoffMin, BackoffMax time.Duration
+	Log                    *slog.Logger
+	// Reading receives each reading; it runs on the port goroutine.
+	Reading func(Reading)
+	// Result is called with ResultOK or the reason of each frame that gave
+	// no reading, and ResultTimeout for an unanswered poll (may be nil).
+	Result func(result string)
+	State  func(s DeviceState, reason string)
+	now    func() time.Time
+}
+
+// RunScale owns one scale port until ctx is done (see RunPort).
+func RunScale(ctx context.Context, o ScaleOptions) error {
+	if o.Protocol == nil {
+		return errors.New("scale: no protocol")
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = 200 * time.Millisecond
+	}
+	if o.PollTimeout <= 0 {
+		o.PollTimeout = time.Second
+	}
+	if o.now == nil {
+		o.now = time.Now
+	}
+	result := func(r string) {
+		if o.Result != nil {
+			o.Result(r)
+		}
+	}
+	answered := false
+	reader := NewScaleReader(o.Protocol, func(r Reading) {
+		answered = true
+		result(ResultOK)
+		if o.Reading != nil {
+			o.Reading(r)
+		}
+	}, func(reason string) {
+		answered = true
+		result(reason)
+	})
+	return RunPort(ctx, PortOptions{
+		Port:        o.Port,
+		Kind:        "scale",
+		ReadTimeout: 20 * time.Millisecond,
+		BackoffMin:  o.BackoffMin,
+		BackoffMax:  o.BackoffMax,
+		Log:         o.Log,
+		State:       o.State,
+		Session: func(ctx context.Context, port serial.Port) error {
+			defer reader.End()
+			return scaleSession(ctx, port, o, reader, &answered, result)
+		},
+	})
+}
+
+func scaleSession(ctx context.Context, port serial.Port, o ScaleOptions, reader *ScaleReader, answered *bool, result func(string)) error {
+	p := o.Protocol
+	if !o.Poll && p.Continuous != nil {
+		if _, err := port.Write(p.Continuous); err != nil {
+			return err
+		}
+	}
+	buf := make([]byte, 256)
+	var nextPoll, deadline time.Time // deadline is zero when no poll is pending
+	for {
+		now := o.now()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if o.Poll {
+			pollNow := false
+			select {
+			case <-o.PollNow:
+				pollNow = true
+			default:
+			}
+			if !deadline.IsZero() && *answered {
+				deadline = time.Time{}
+			}
+			if !deadline.IsZero() && now.After(deadline) {
+				result(ResultTimeout)
+				deadline = time.Time{}
+			}
+			if deadline.IsZero() && (pollNow || !now.Before(nextPoll)) {
+				if _, err := port.Write(p.Poll); err != nil {
+					return err
+				}
+				*answered = false
+				deadline = now.Add(o.PollTimeout)
+				nextPoll = now.Add(o.PollInterval)
+			}
+		}
+		n, err := port.Read(buf)
+		if n > 0 {
+			reader.Write(buf[:n], o.now())
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
