@@ -199,4 +199,3 @@ func (b *Backoff) Next() time.Duration {
 
 // Reset starts over from Min.
 func (b *Backoff) Reset() { b.n = 0 }
-

@@ -285,8 +285,8 @@ func TestDefaults(t *testing.T) {
 		Stations: []config.Station{{
 			ID: "s1",
 			Scanner: config.Scanner{
-				Serial:     config.Serial{Port: "/dev/ttyS0", Baud: 9600, DataBits: 8, Parity: "none", StopBits: config.StopBits1},
-				Terminator: "crlf",
+				Serial:       config.Serial{Port: "/dev/ttyS0", Baud: 9600, DataBits: 8, Parity: "none", StopBits: config.StopBits1},
+				Terminator:   "crlf",
 				MaxLength:    256,
 				IdleGap:      config.Duration(50 * time.Millisecond),
 				CodeID:       "none",
@@ -308,9 +308,9 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantScale := &config.Scale{
-		Serial:     config.Serial{Port: "/dev/ttyS1", Baud: 9600, DataBits: 8, Parity: "none", StopBits: config.StopBits1},
-		Protocol:   "ohaus",
-		MaxAge:     config.Duration(2 * time.Second),
+		Serial:       config.Serial{Port: "/dev/ttyS1", Baud: 9600, DataBits: 8, Parity: "none", StopBits: config.StopBits1},
+		Protocol:     "ohaus",
+		MaxAge:       config.Duration(2 * time.Second),
 		WaitStable:   config.Duration(500 * time.Millisecond),
 		Mode:         "continuous",
 		PollInterval: config.Duration(200 * time.Millisecond),
