@@ -37,11 +37,17 @@ func parseOhaus(b []byte) (Reading, error) {
 	if bytes.HasPrefix(t, []byte("Err")) || bytes.HasPrefix(t, []byte("ERR")) {
 		return r, ErrDevice
 	}
+	// The display's over/under range marks, when the scale prints
+	// them (models differ; most do not print out of range).
+	switch string(t) {
+	case "OL", "-OL-", "oL":
+		r.Overload = true
+		return r, nil
+	case "UL", "-UL-", "uL":
+		r.Underload = true
+		return r, nil
+	}
 	if !(t[0] == '-' || t[0] == '+' || '0' <= t[0] && t[0] <= '9' || t[0] == '.') {
-		if bytes.EqualFold(t, []byte("OL")) || bytes.EqualFold(t, []byte("-OL-")) {
-			r.Overload = true
-			return r, nil
-		}
 		return r, ErrNoWeight // a header or label line
 	}
 	w, rest := field(t)

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -104,5 +105,44 @@ func TestScaleTraces(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestGarbageBoundedMemory feeds 4 MiB of noise (what a wrong baud rate
+// gives) to every protocol's reader and the scanner framer: all of it is
+// counted as rejects, none becomes a reading, and the buffers never grow.
+func TestGarbageBoundedMemory(t *testing.T) {
+	noise := make([]byte, 4<<20)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range noise {
+		noise[i] = byte(rng.Uint32())
+	}
+	at := time.Unix(0, 0)
+	for _, p := range Protocols() {
+		rejects, readings := 0, 0
+		sr := NewScaleReader(p, func(Reading) { readings++ }, func(string) { rejects++ })
+		c := cap(sr.buf)
+		for off := 0; off < len(noise); off += 300 {
+			sr.Write(noise[off:min(off+300, len(noise))], at)
+			if cap(sr.buf) != c {
+				t.Fatalf("%s: buffer grew from %d to %d", p.Name, c, cap(sr.buf))
+			}
+		}
+		if readings > 0 || rejects < 1000 {
+			t.Errorf("%s: %d readings, %d rejects from noise", p.Name, readings, rejects)
+		}
+	}
+	frames, rejects := 0, 0
+	f := NewFramer(FramerConfig{Terminator: []byte("\r\n"), MaxLength: 256}, func(Frame) { frames++ }, func(string) { rejects++ })
+	// The framer may hold one frame plus one read (300 bytes here).
+	limit := cap(f.buf) + 300 + 64
+	for off := 0; off < len(noise); off += 300 {
+		f.Write(noise[off:min(off+300, len(noise))], at)
+		if cap(f.buf) > 2*limit {
+			t.Fatalf("framer buffer grew to %d", cap(f.buf))
+		}
+	}
+	if rejects < 1000 {
+		t.Errorf("framer: %d frames, %d rejects from noise", frames, rejects)
 	}
 }

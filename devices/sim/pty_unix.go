@@ -3,36 +3,60 @@
 package sim
 
 import (
+	"bytes"
 	"fmt"
-	"io"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
 )
 
-// Scanner is a simulated barcode scanner: the agent opens Path() as its
-// serial port, and Send writes what a real scanner would put on the wire.
-type Scanner struct {
-	mu     sync.Mutex
-	master *os.File
-	slave  *os.File
-	link   string
-	suffix string
+// Line is the serial line setting a simulated device really uses. When the
+// agent opens the port at another baud rate, the device's bytes arrive
+// garbled, as on a real line. The zero value accepts any setting.
+//
+// Only the baud rate is checked: Linux pseudo-terminals force 8 data bits
+// and no parity whatever the agent asks for, so those cannot be read back.
+type Line struct {
+	Baud int
 }
 
-// NewScanner creates a pseudo-terminal pair in raw mode. suffix is the
-// terminator the simulated scanner appends (e.g. "\r\n").
-func NewScanner(suffix string) (*Scanner, error) {
-	s := &Scanner{suffix: suffix}
-	if err := s.open(); err != nil {
+func (l Line) String() string {
+	if l.Baud == 0 {
+		return "any"
+	}
+	return fmt.Sprintf("%d baud", l.Baud)
+}
+
+// Device is a simulated serial device behind a pseudo-terminal: the agent
+// opens Path() as its serial port; Write puts bytes on the wire; what the
+// agent writes is passed to the device's handler.
+type Device struct {
+	mu      sync.Mutex
+	master  *os.File
+	slave   *os.File
+	link    string
+	line    Line
+	handler func([]byte)
+	rx      bytes.Buffer
+	rxCond  *sync.Cond
+}
+
+// NewDevice creates a pseudo-terminal pair in raw mode. handler (may be
+// nil) receives each piece the agent writes, on the device's reader
+// goroutine.
+func NewDevice(line Line, handler func([]byte)) (*Device, error) {
+	d := &Device{line: line, handler: handler}
+	d.rxCond = sync.NewCond(&d.mu)
+	if err := d.open(); err != nil {
 		return nil, err
 	}
-	return s, nil
+	return d, nil
 }
 
-func (s *Scanner) open() error {
+func (d *Device) open() error {
 	m, sl, err := pty.Open()
 	if err != nil {
 		return fmt.Errorf("create pseudo-terminal: %w", err)
@@ -43,10 +67,10 @@ func (s *Scanner) open() error {
 		return fmt.Errorf("raw mode on %s: %w", sl.Name(), err)
 	}
 	// creack/pty leaves the master in blocking mode (File.Fd does that), so
-	// Close would not interrupt the discarding reader below and the slave
-	// would never see the hang-up. Reopen it through the poller.
-	// Close-on-exec, or an agent started as a child process would hold
-	// the master open and never see an unplug.
+	// Close would not interrupt the reader below and the slave would never
+	// see the hang-up. Reopen it through the poller. Close-on-exec, or an
+	// agent started as a child process would hold the master open and
+	// never see an unplug.
 	fd, err := unix.FcntlInt(m.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 	m.Close()
 	if err == nil {
@@ -57,91 +81,200 @@ func (s *Scanner) open() error {
 		return fmt.Errorf("pseudo-terminal master: %w", err)
 	}
 	m = os.NewFile(uintptr(fd), "/dev/ptmx")
-	s.master, s.slave = m, sl
-	// Discard what the agent writes to the scanner (host feedback).
-	go io.Copy(io.Discard, m)
+	d.master, d.slave = m, sl
+	go d.read(m)
 	return nil
+}
+
+// read passes what the agent writes to the handler, until the master is
+// closed.
+func (d *Device) read(m *os.File) {
+	buf := make([]byte, 512)
+	for {
+		n, err := m.Read(buf)
+		if n > 0 {
+			p := buf[:n]
+			if !d.lineMatches() {
+				p = garble(p)
+			}
+			d.mu.Lock()
+			d.rx.Write(p)
+			d.rxCond.Broadcast()
+			h := d.handler
+			d.mu.Unlock()
+			if h != nil {
+				h(bytes.Clone(p))
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// Received returns everything the agent has written to the device.
+func (d *Device) Received() []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return bytes.Clone(d.rx.Bytes())
+}
+
+// WaitReceived waits up to timeout until what the agent wrote contains
+// want.
+func (d *Device) WaitReceived(want []byte, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	t := time.AfterFunc(timeout, func() {
+		d.mu.Lock()
+		d.rxCond.Broadcast()
+		d.mu.Unlock()
+	})
+	defer t.Stop()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for !bytes.Contains(d.rx.Bytes(), want) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		d.rxCond.Wait()
+	}
+	return true
 }
 
 // Path is the serial device the agent should open (the link when one was
 // made with Link).
-func (s *Scanner) Path() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.link != "" || s.slave == nil {
-		return s.link
+func (d *Device) Path() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.link != "" || d.slave == nil {
+		return d.link
 	}
-	return s.slave.Name()
+	return d.slave.Name()
 }
 
 // Link makes a stable symbolic link to the device, like /dev/serial/by-id.
-func (s *Scanner) Link(path string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.slave == nil {
-		return fmt.Errorf("scanner unplugged")
+func (d *Device) Link(path string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.slave == nil {
+		return fmt.Errorf("device unplugged")
 	}
 	os.Remove(path)
-	if err := os.Symlink(s.slave.Name(), path); err != nil {
+	if err := os.Symlink(d.slave.Name(), path); err != nil {
 		return err
 	}
-	s.link = path
+	d.link = path
 	return nil
 }
 
-// Send writes one read: AIM identifier, code and the terminator.
-func (s *Scanner) Send(aim, code string) error {
-	return s.Write([]byte(aim + code + s.suffix))
-}
-
-// Write puts raw bytes on the wire.
-func (s *Scanner) Write(p []byte) error {
-	s.mu.Lock()
-	m := s.master
-	s.mu.Unlock()
+// Write puts raw bytes on the wire, garbled when the agent's line settings
+// differ from the device's.
+func (d *Device) Write(p []byte) error {
+	d.mu.Lock()
+	m := d.master
+	d.mu.Unlock()
 	if m == nil {
-		return fmt.Errorf("scanner unplugged")
+		return fmt.Errorf("device unplugged")
+	}
+	if !d.lineMatches() {
+		p = garble(p)
 	}
 	_, err := m.Write(p)
 	return err
 }
 
+// lineMatches reports whether the port is set as the device's line (or
+// the device accepts any setting, or the settings cannot be read).
+func (d *Device) lineMatches() bool {
+	d.mu.Lock()
+	want, m := d.line, d.master
+	d.mu.Unlock()
+	if want.Baud == 0 || m == nil {
+		return true
+	}
+	got, ok := portLine(int(m.Fd()))
+	return !ok || got == want
+}
+
+// garble turns bytes into what a receiver with the wrong baud rate or
+// framing makes of them: fewer bytes, high bits and control characters.
+func garble(p []byte) []byte {
+	out := make([]byte, 0, len(p))
+	for i, c := range p {
+		if i%3 == 2 {
+			continue // framing errors lose bytes
+		}
+		out = append(out, (c*37+0x91)|0x80)
+		if i%5 == 0 {
+			out = append(out, c&0x1F) // and make control characters
+		}
+	}
+	return out
+}
+
 // Unplug closes the pseudo-terminal: the agent's reads fail as with a
 // pulled USB cable.
-func (s *Scanner) Unplug() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.master != nil {
-		s.master.Close()
-		s.slave.Close()
-		s.master, s.slave = nil, nil
+func (d *Device) Unplug() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.master != nil {
+		d.master.Close()
+		d.slave.Close()
+		d.master, d.slave = nil, nil
 	}
 }
 
 // Replug creates a new pseudo-terminal behind the same link.
-func (s *Scanner) Replug() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.master != nil {
+func (d *Device) Replug() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.master != nil {
 		return nil
 	}
-	if err := s.open(); err != nil {
+	if err := d.open(); err != nil {
 		return err
 	}
-	if s.link != "" {
-		os.Remove(s.link)
-		return os.Symlink(s.slave.Name(), s.link)
+	if d.link != "" {
+		os.Remove(d.link)
+		return os.Symlink(d.slave.Name(), d.link)
 	}
 	return nil
 }
 
 // Close releases the pseudo-terminal and removes the link.
-func (s *Scanner) Close() error {
-	s.Unplug()
-	if s.link != "" {
-		os.Remove(s.link)
+func (d *Device) Close() error {
+	d.Unplug()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.link != "" {
+		os.Remove(d.link)
 	}
 	return nil
+}
+
+// Scanner is a simulated barcode scanner.
+type Scanner struct {
+	*Device
+	suffix string
+}
+
+// NewScanner creates a scanner accepting any line setting. suffix is the
+// terminator it appends (e.g. "\r\n").
+func NewScanner(suffix string) (*Scanner, error) {
+	return NewScannerLine(suffix, Line{})
+}
+
+// NewScannerLine creates a scanner that really talks at line.
+func NewScannerLine(suffix string, line Line) (*Scanner, error) {
+	d, err := NewDevice(line, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &Scanner{Device: d, suffix: suffix}, nil
+}
+
+// Send writes one read: AIM identifier, code and the terminator.
+func (s *Scanner) Send(aim, code string) error {
+	return s.Write([]byte(aim + code + s.suffix))
 }
 
 func makeRaw(fd int) error {

@@ -8,3 +8,7 @@ const (
 	ioctlGetTermios = unix.TIOCGETA
 	ioctlSetTermios = unix.TIOCSETA
 )
+
+// portLine is not implemented here: a BSD master does not read the slave's
+// settings, so devices accept any line setting.
+func portLine(int) (Line, bool) { return Line{}, false }

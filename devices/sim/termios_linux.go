@@ -6,3 +6,19 @@ const (
 	ioctlGetTermios = unix.TCGETS
 	ioctlSetTermios = unix.TCSETS
 )
+
+var bauds = map[uint32]int{
+	unix.B1200: 1200, unix.B2400: 2400, unix.B4800: 4800, unix.B9600: 9600, unix.B19200: 19200,
+	unix.B38400: 38400, unix.B57600: 57600, unix.B115200: 115200, unix.B230400: 230400,
+}
+
+// portLine reads the baud rate the agent set on the terminal. On Linux a
+// termios request on the master reads the slave's settings.
+func portLine(masterFd int) (Line, bool) {
+	t, err := unix.IoctlGetTermios(masterFd, unix.TCGETS)
+	if err != nil {
+		return Line{}, false
+	}
+	l := Line{Baud: bauds[t.Cflag&unix.CBAUD]}
+	return l, l.Baud != 0
+}
