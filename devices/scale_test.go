@@ -142,7 +142,8 @@ func TestGarbageBoundedMemory(t *testing.T) {
 			t.Fatalf("framer buffer grew to %d", cap(f.buf))
 		}
 	}
-	if rejects < 1000 {
+	// Noise holds a CR LF about every 64 KiB: one overlong reject each.
+	if frames > 0 || rejects < 20 {
 		t.Errorf("framer: %d frames, %d rejects from noise", frames, rejects)
 	}
 }
