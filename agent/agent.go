@@ -192,6 +192,7 @@ type StationStatus struct {
 	ID       string          `json:"id"`
 	Counters StationCounters `json:"counters"`
 	Scanner  DeviceStatus    `json:"scanner"`
+	Scale    *ScaleStatus    `json:"scale,omitempty"`
 }
 
 // Status returns a snapshot; before Run it is mostly empty.
@@ -210,7 +211,7 @@ func (a *Agent) Status() Status {
 	}
 	for _, st := range a.stations {
 		c, d := st.counters()
-		s.Stations = append(s.Stations, StationStatus{ID: st.cfg.ID, Counters: c, Scanner: d})
+		s.Stations = append(s.Stations, StationStatus{ID: st.cfg.ID, Counters: c, Scanner: d, Scale: st.scaleStatus()})
 	}
 	return s
 }
@@ -223,6 +224,9 @@ func (a *Agent) deviceReports() []DeviceReport {
 	for _, st := range a.stations {
 		_, d := st.counters()
 		out = append(out, DeviceReport{Station: st.cfg.ID, Kind: "scanner", DeviceStatus: d})
+		if sc := st.scaleStatus(); sc != nil {
+			out = append(out, DeviceReport{Station: st.cfg.ID, Kind: "scale", DeviceStatus: sc.DeviceStatus})
+		}
 	}
 	return out
 }

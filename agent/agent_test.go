@@ -382,3 +382,39 @@ func TestBufferFullRejectNew(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestStationScaleAndScannerOptions: a station's scale is supervised next
+// to its scanner: its state is published on P/devices/<station>/scale and
+// its readings and frames by result are in the status. Scanner options
+// reach the framer (Honeywell Code ID, suffix stripping).
+func TestStationScaleAndScannerOptions(t *testing.T) {
+	scale, err := sim.NewScale("toledo", sim.Line{Baud: 9600}, sim.Weight{Value: "12.34", Unit: "kg", Stable: true}, 20*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { scale.Close() })
+	r := newRig(t, fmt.Sprintf(", code_id: honeywell, strip_suffix: \"\\t\"}\n    scale: {port: %q, baud: 9600, protocol: toledo", scale.Path()))
+	r.sc.Send("", "jRR473124829GB\t")
+	msgs := r.sub.WaitFor(15*time.Second, "the scan and the scale's state", func(m []testmqtt.Message) bool {
+		scale := false
+		for _, msg := range m {
+			scale = scale || strings.HasSuffix(msg.Topic, "/devices/induct-3/scale") && strings.Contains(string(msg.Payload), `"connected"`)
+		}
+		return scale && len(scans(m)) == 1
+	})
+	ev := scans(msgs)[0]
+	if ev.Barcode != "RR473124829GB" || ev.AIM != "]C0" || !ev.Valid {
+		t.Errorf("event %+v", ev)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		sc := r.a.Status().Stations[0].Scale
+		if sc != nil && sc.Last != nil && sc.Last.Grams == 12340 && sc.Frames["ok"] > 0 && sc.State == "connected" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("scale status %+v", sc)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -50,6 +50,19 @@ type station struct {
 	notAccepted map[string]uint64
 	scanner     DeviceStatus
 	errLog      rateLog
+
+	// The scale, when the station has one.
+	scale       DeviceStatus
+	scaleFrames map[string]uint64 // frames by result: ok or the reason it gave no reading
+	lastReading devices.Reading
+	pollNow     chan struct{}
+}
+
+// ScaleStatus is a station scale's part of the status.
+type ScaleStatus struct {
+	DeviceStatus
+	Frames map[string]uint64 `json:"frames"`         // by result: ok, timeout, garbage, checksum ...
+	Last   *Weight           `json:"last,omitempty"` // the latest reading with a weight
 }
 
 func newStation(cfg config.Station, agent config.Agent, q *buffer.Queue, log *slog.Logger) *station {
@@ -63,25 +76,113 @@ func newStation(cfg config.Station, agent config.Agent, q *buffer.Queue, log *sl
 		notAccepted: map[string]uint64{},
 		errLog:      rateLog{every: 10 * time.Second},
 		scanner:     DeviceStatus{Port: cfg.Scanner.Port, State: string(devices.StateDisconnected), Since: Timestamp(time.Now())},
+		scale:       DeviceStatus{State: string(devices.StateDisconnected), Since: Timestamp(time.Now())},
+		scaleFrames: map[string]uint64{},
+		pollNow:     make(chan struct{}, 1),
 	}
 }
 
 func (s *station) run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	if s.cfg.Scale != nil {
+		wg.Go(func() { s.runScale(ctx) })
+	}
+	defer wg.Wait()
 	sc := s.cfg.Scanner
 	return devices.RunScanner(ctx, devices.ScannerOptions{
-		Port: devices.PortConfig{
-			Path:     sc.Port,
-			Baud:     sc.Baud,
-			DataBits: sc.DataBits,
-			Parity:   sc.Parity,
-			StopBits: string(sc.StopBits),
+		Port: portConfig(sc.Serial),
+		Framer: devices.FramerConfig{
+			Terminator:   sc.TerminatorBytes(),
+			MaxLength:    sc.MaxLength,
+			IdleGap:      sc.IdleGap.D(),
+			StripPrefix:  []byte(sc.StripPrefix),
+			StripSuffix:  []byte(sc.StripSuffix),
+			CodeID:       sc.CodeID,
+			StripControl: sc.ControlChars == "strip",
 		},
-		Framer: devices.FramerConfig{Terminator: sc.TerminatorBytes(), MaxLength: sc.MaxLength, IdleGap: sc.IdleGap.D()},
 		Log:    s.log.With("device", "scanner"),
 		Frame:  s.accept,
 		Reject: s.reject,
 		State:  s.setState,
 	})
+}
+
+func portConfig(c config.Serial) devices.PortConfig {
+	return devices.PortConfig{
+		Path:     c.Port,
+		Baud:     c.Baud,
+		DataBits: c.DataBits,
+		Parity:   c.Parity,
+		StopBits: string(c.StopBits),
+		DTR:      c.DTR,
+		RTS:      c.RTS,
+	}
+}
+
+func (s *station) runScale(ctx context.Context) error {
+	sc := s.cfg.Scale
+	s.mu.Lock()
+	s.scale.Port = sc.Port
+	s.mu.Unlock()
+	log := s.log.With("device", "scale")
+	return devices.RunScale(ctx, devices.ScaleOptions{
+		Port:         portConfig(sc.Serial),
+		Protocol:     devices.LookupProtocol(sc.Protocol),
+		Poll:         sc.Mode == "poll",
+		PollInterval: sc.PollInterval.D(),
+		PollTimeout:  sc.PollTimeout.D(),
+		PollNow:      s.pollNow,
+		Log:          log,
+		Reading: func(r devices.Reading) {
+			s.mu.Lock()
+			s.lastReading = r
+			s.mu.Unlock()
+		},
+		Result: func(result string) {
+			s.mu.Lock()
+			s.scaleFrames[result]++
+			ok, suppressed := false, 0
+			if result != devices.ResultOK && result != devices.ErrNoWeight.Reason {
+				ok, suppressed = s.errLog.allow("scale:"+result, s.now())
+			}
+			s.mu.Unlock()
+			if ok {
+				log.Warn("scale frame gave no weight", "result", result, "similar_suppressed", suppressed, "hint", scaleHint(result))
+			}
+		},
+		State: func(st devices.DeviceState, reason string) {
+			s.mu.Lock()
+			s.scale.State, s.scale.Reason, s.scale.Since = string(st), reason, Timestamp(s.now())
+			s.mu.Unlock()
+			if s.changed != nil {
+				s.changed()
+			}
+		},
+	})
+}
+
+func scaleHint(result string) string {
+	switch result {
+	case devices.ErrGarbage.Reason:
+		return "bytes that are not this protocol: check baud rate, data bits, parity and scale.protocol"
+	case devices.ErrChecksum.Reason:
+		return "checksum mismatch: line noise, or wrong parity or data bits"
+	case devices.ResultTimeout:
+		return "the scale did not answer a poll: check the cable, the scale's interface setting and scale.protocol"
+	case devices.ErrDevice.Reason:
+		return "the scale reported an error, or did not understand the request: check scale.protocol and the scale's display"
+	case devices.ErrUnit.Reason:
+		return "a unit the agent cannot convert to grams: set the scale to g, kg, lb or oz"
+	}
+	return ""
+}
+
+// weightOf converts a reading for the event and status.
+func weightOf(r devices.Reading) *Weight {
+	if !r.Valid() {
+		return nil
+	}
+	return &Weight{Grams: r.Grams, Value: r.Value.String(), Unit: r.Unit, Stable: r.Stable, MeasuredAt: Timestamp(r.At)}
 }
 
 // accept makes one frame a durable scan event. It returns once the event is
@@ -173,6 +274,16 @@ func (s *station) setState(st devices.DeviceState, reason string) {
 	if s.changed != nil {
 		s.changed()
 	}
+}
+
+// scaleStatus returns the scale's part of the status, nil without a scale.
+func (s *station) scaleStatus() *ScaleStatus {
+	if s.cfg.Scale == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return &ScaleStatus{DeviceStatus: s.scale, Frames: maps.Clone(s.scaleFrames), Last: weightOf(s.lastReading)}
 }
 
 func (s *station) counters() (StationCounters, DeviceStatus) {
