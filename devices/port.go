@@ -3,6 +3,7 @@ package devices
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"time"
 
@@ -152,6 +153,8 @@ type ScannerOptions struct {
 	Reject func(reason string)
 	// State is called on every state change (may be nil).
 	State func(s DeviceState, reason string)
+	// Raw, when not nil, sees every piece read from the port (monitor).
+	Raw func(p []byte, at time.Time)
 }
 
 // RunScanner owns one scanner port until ctx is done (see RunPort).
@@ -167,8 +170,12 @@ func RunScanner(ctx context.Context, o ScannerOptions) error {
 		State:       o.State,
 		Session: func(ctx context.Context, port serial.Port) error {
 			framer.Reset()
+			var r io.Reader = port
+			if o.Raw != nil {
+				r = rawReader{port, o.Raw}
+			}
 			// On cancel, ReadFrames drains what has already arrived.
-			return ReadFrames(port, framer, ctx.Done(), time.Now)
+			return ReadFrames(r, framer, ctx.Done(), time.Now)
 		},
 	})
 }
@@ -200,7 +207,9 @@ type ScaleOptions struct {
 	// no reading, and ResultTimeout for an unanswered poll (may be nil).
 	Result func(result string)
 	State  func(s DeviceState, reason string)
-	now    func() time.Time
+	// Raw, when not nil, sees every piece read from the port (monitor).
+	Raw func(p []byte, at time.Time)
+	now func() time.Time
 }
 
 // RunScale owns one scale port until ctx is done (see RunPort).
@@ -287,12 +296,30 @@ func scaleSession(ctx context.Context, port serial.Port, o ScaleOptions, reader 
 		}
 		n, err := port.Read(buf)
 		if n > 0 {
-			reader.Write(buf[:n], o.now())
+			at := o.now()
+			if o.Raw != nil {
+				o.Raw(buf[:n], at)
+			}
+			reader.Write(buf[:n], at)
 		}
 		if err != nil {
 			return err
 		}
 	}
+}
+
+// rawReader shows each piece read to a monitor.
+type rawReader struct {
+	r   io.Reader
+	raw func([]byte, time.Time)
+}
+
+func (r rawReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if n > 0 {
+		r.raw(p[:n], time.Now())
+	}
+	return n, err
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -57,6 +57,8 @@ commands:
   run -c FILE     run the agent (default command)
   check -c FILE   validate a config file; print every error
   buffer stats|export|import -c FILE   inspect, export or re-import the backlog (agent stopped)
+  ports [--json]  list serial ports with USB VID:PID, serial number, product and by-id alias
+  monitor PORT    print what a scanner or scale sends, decoded, live (--probe finds the baud rate)
   demo            run end to end with simulated scanners and an in-process broker
   version         print version information
 `
@@ -76,6 +78,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdDemo(ctx, args, stdout, stderr)
 	case "buffer":
 		return cmdBuffer(args, stdout, stderr)
+	case "ports":
+		return cmdPorts(args, stdout, stderr)
+	case "monitor":
+		return cmdMonitor(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, versionString())
 		return nil
