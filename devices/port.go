@@ -174,6 +174,7 @@ func RunScanner(ctx context.Context, o ScannerOptions) error {
 			if o.Raw != nil {
 				r = rawReader{port, o.Raw}
 			}
+			r = &coalescingReader{r: r, d: scannerCoalesce}
 			// On cancel, ReadFrames drains what has already arrived.
 			return ReadFrames(r, framer, ctx.Done(), time.Now)
 		},
@@ -211,6 +212,13 @@ type ScaleOptions struct {
 	Raw func(p []byte, at time.Time)
 	now func() time.Time
 }
+
+// scannerCoalesce is how long a scanner streaming without pause lets
+// bytes gather between reads.
+const scannerCoalesce = 10 * time.Millisecond
+
+// scaleCoalesce is how long a scale session lets bytes gather after a read.
+const scaleCoalesce = 25 * time.Millisecond
 
 // RunScale owns one scale port until ctx is done (see RunPort).
 func RunScale(ctx context.Context, o ScaleOptions) error {
@@ -305,7 +313,39 @@ func scaleSession(ctx context.Context, port serial.Port, o ScaleOptions, reader 
 		if err != nil {
 			return err
 		}
+		if n > 0 && n < len(buf) && deadline.IsZero() {
+			// A scale streams small frames many times a second; reading
+			// each as it lands costs a wake-up per frame. Let a few
+			// arrive: a weight read 25ms later is as good.
+			if !sleep(ctx, scaleCoalesce) {
+				return nil
+			}
+		}
 	}
+}
+
+// coalescingReader reads at once while data comes in isolated bursts (a
+// scan), and once reads keep returning data (a device streaming at line
+// rate), lets bytes gather for d before each next read: a wake-up per few
+// bytes costs far more CPU than the bytes. A human scan arrives after a
+// read timeout, so it is never delayed.
+type coalescingReader struct {
+	r      io.Reader
+	d      time.Duration
+	streak int // reads in a row that returned data
+}
+
+func (c *coalescingReader) Read(p []byte) (int, error) {
+	if c.streak >= 2 {
+		time.Sleep(c.d)
+	}
+	n, err := c.r.Read(p)
+	if n > 0 {
+		c.streak++
+	} else {
+		c.streak = 0
+	}
+	return n, err
 }
 
 // rawReader shows each piece read to a monitor.

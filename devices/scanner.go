@@ -297,9 +297,36 @@ func honeywellID(c byte) (aim, id string, ok bool) {
 // code character, a modifier character) from the data.
 func splitAIM(b []byte) (string, []byte) {
 	if len(b) >= 3 && b[0] == ']' && isAlpha(b[1]) && isAlnum(b[2]) {
-		return string(b[:3]), b[3:]
+		return aimString(b[:3]), b[3:]
 	}
 	return "", b
+}
+
+// aimString returns the common identifiers without allocating.
+func aimString(b []byte) string {
+	switch string(b) {
+	case "]C0":
+		return "]C0"
+	case "]C1":
+		return "]C1"
+	case "]E0":
+		return "]E0"
+	case "]E4":
+		return "]E4"
+	case "]I1":
+		return "]I1"
+	case "]d1":
+		return "]d1"
+	case "]d2":
+		return "]d2"
+	case "]Q1":
+		return "]Q1"
+	case "]Q3":
+		return "]Q3"
+	case "]e0":
+		return "]e0"
+	}
+	return string(b)
 }
 
 func isAlpha(c byte) bool { return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' }
