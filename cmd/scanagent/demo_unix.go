@@ -25,10 +25,10 @@ import (
 
 // demoStations are the simulated sorting line: induction into the sorting
 // centre, a sorter and the customs hand-over.
-var demoStations = []struct{ id, event string }{
-	{"induct-1", "EDD"},
-	{"sort-2", "EDE"},
-	{"customs-3", "EDB"},
+var demoStations = []struct{ id, event, scale string }{
+	{"induct-1", "EDD", "mt-sics"}, // a polled Mettler Toledo bench scale
+	{"sort-2", "EDE", "toledo"},    // a Toledo scale streaming continuously
+	{"customs-3", "EDB", ""},
 }
 
 // cmdDemo runs the real agent pipeline (serial ports, buffer, MQTT uplink)
@@ -84,9 +84,26 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		defer sc.Close()
 		scanners[i] = sc
 	}
+	// Scales behind the first stations, showing parcel weights.
+	scales := make([]*sim.Scale, len(demoStations))
+	for i, st := range demoStations {
+		if st.scale == "" {
+			continue
+		}
+		sc, err := sim.NewScale(st.scale, sim.Line{Baud: 9600}, sim.Weight{Value: "0.000", Unit: "kg", Stable: true}, 100*time.Millisecond)
+		if err != nil {
+			return err
+		}
+		defer sc.Close()
+		scales[i] = sc
+	}
 	cfgText := fmt.Sprintf("agent: {id: demo-agent, site: DEMO-HUB, data_dir: %q}\nmqtt: {brokers: [%q]}\nhttp: {listen: \"127.0.0.1:0\"}\nstations:\n", dir, brokerURL)
 	for i, st := range demoStations {
-		cfgText += fmt.Sprintf("  - {id: %s, event: %s, scanner: {port: %q, baud: 115200, terminator: crlf}}\n", st.id, st.event, scanners[i].Path())
+		scale := ""
+		if scales[i] != nil {
+			scale = fmt.Sprintf(", scale: {port: %q, baud: 9600, protocol: %s}", scales[i].Path(), st.scale)
+		}
+		cfgText += fmt.Sprintf("  - {id: %s, event: %s, scanner: {port: %q, baud: 115200, terminator: crlf}%s}\n", st.id, st.event, scanners[i].Path(), scale)
 	}
 	cfg, err := config.Parse("demo.yaml", []byte(cfgText), func(string) (string, bool) { return "", false })
 	if err != nil {
@@ -110,7 +127,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("demo subscribe: %v", t.Error())
 	}
 
-	fmt.Fprintf(stdout, "scanagent demo: %d simulated scanners -> agent (buffer %s) -> MQTT %s\n", len(demoStations), dir, brokerURL)
+	fmt.Fprintf(stdout, "scanagent demo: %d simulated scanners and 2 scales -> agent (buffer %s) -> MQTT %s\n", len(demoStations), dir, brokerURL)
 	fmt.Fprintf(stdout, "central system subscribed to %s/#  (Ctrl-C to stop)\n\n", prefix)
 
 	a, err := agent.New(cfg, agent.Deps{Log: log, Version: version})
@@ -134,6 +151,11 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				case <-ctx.Done():
 					return
 				case <-tick.C:
+					if scales[i] != nil {
+						// The next parcel on the scale: 0.1 to 5 kg.
+						g := 100 + codes.Intn(4900)
+						scales[i].Set(sim.Weight{Value: fmt.Sprintf("%d.%03d", g/1000, g%1000), Unit: "kg", Stable: true})
+					}
 					code, aim := codes.Next()
 					if sc.Send(aim, code) == nil {
 						sent.Add(1)

@@ -62,3 +62,6 @@ func (c *Codes) ru14(bad bool) string {
 	}
 	return body + fmt.Sprint(d)
 }
+
+// Intn returns a number in [0, n) from the generator's stream.
+func (c *Codes) Intn(n int) int { return c.rng.IntN(n) }
