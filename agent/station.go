@@ -262,7 +262,7 @@ func rejectHint(reason string) string {
 	case devices.RejectOverlong:
 		return "no terminator seen within max_length: check scanner.terminator against the scanner's suffix"
 	case devices.RejectStale:
-		return "a partial read was never terminated: check scanner.terminator"
+		return "a partial read was never terminated: check scanner.terminator, and the baud rate (a wrong one garbles the terminator too)"
 	}
 	return ""
 }

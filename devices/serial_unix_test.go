@@ -124,3 +124,49 @@ func TestOpenPortErrorsNameThePort(t *testing.T) {
 		t.Fatalf("/dev/null: err = %v", err)
 	}
 }
+
+// TestScannerWrongBaud: a scanner read at the wrong baud rate gives
+// garbage, which is rejected and counted by reason; never a frame.
+func TestScannerWrongBaud(t *testing.T) {
+	sc, err := sim.NewScannerLine("\r\n", sim.Line{Baud: 9600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	rec := newRecorder()
+	var mu sync.Mutex
+	rejects := map[string]int{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- devices.RunScanner(ctx, devices.ScannerOptions{
+			Port:   devices.PortConfig{Path: sc.Path(), Baud: 115200},
+			Framer: devices.FramerConfig{Terminator: []byte("\r\n"), MaxLength: 64, StaleAfter: 30 * time.Millisecond},
+			Frame:  rec.frame, State: rec.state,
+			Reject: func(r string) { mu.Lock(); rejects[r]++; mu.Unlock() },
+		})
+	}()
+	total := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, v := range rejects {
+			n += v
+		}
+		return n
+	}
+	// One garbled scan every 60ms: each is a partial frame that never gets
+	// its terminator, rejected once the line is quiet.
+	for deadline := time.Now().Add(10 * time.Second); total() < 10; time.Sleep(60 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("rejects %v", rejects)
+		}
+		sc.Send("]C0", "RR473124829GB")
+	}
+	cancel()
+	<-done
+	if len(rec.frames) != 0 {
+		t.Fatalf("frames from a wrong baud rate: %q", rec.frames)
+	}
+	t.Logf("rejects by reason: %v", rejects)
+}
