@@ -36,7 +36,13 @@ type rig struct {
 
 // newRig starts mosquitto, a persistent subscriber, a simulated scanner on a
 // pseudo-terminal (behind a by-id style link) and the agent.
-func newRig(t *testing.T, stationYAML string) *rig {
+func newRig(t *testing.T, scannerYAML string) *rig {
+	t.Helper()
+	return newRigStation(t, scannerYAML, "")
+}
+
+// newRigStation is newRig with more station keys (indented lines).
+func newRigStation(t *testing.T, scannerYAML, stationYAML string) *rig {
 	t.Helper()
 	r := &rig{t: t, broker: testmqtt.Start(t), addr: make(chan string, 1)}
 	dir := t.TempDir()
@@ -63,7 +69,7 @@ stations:
   - id: induct-3
     event: EDD
     scanner: {port: %q, baud: 115200%s}
-`, filepath.Join(dir, "data"), r.broker.URL(), link, stationYAML)
+%s`, filepath.Join(dir, "data"), r.broker.URL(), link, scannerYAML, stationYAML)
 	r.cfg, err = config.Parse("test.yaml", []byte(text), func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatal(err)
@@ -393,7 +399,7 @@ func TestStationScaleAndScannerOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { scale.Close() })
-	r := newRig(t, fmt.Sprintf(", code_id: honeywell, strip_suffix: \"\\t\"}\n    scale: {port: %q, baud: 9600, protocol: toledo", scale.Path()))
+	r := newRigStation(t, ", code_id: honeywell, strip_suffix: \"\\t\"", fmt.Sprintf("    scale: {port: %q, baud: 9600, protocol: toledo}\n", scale.Path()))
 	r.sc.Send("", "jRR473124829GB\t")
 	msgs := r.sub.WaitFor(15*time.Second, "the scan and the scale's state", func(m []testmqtt.Message) bool {
 		scale := false
@@ -416,5 +422,128 @@ func TestStationScaleAndScannerOptions(t *testing.T) {
 			t.Fatalf("scale status %+v", sc)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestWeightsEndToEnd: a simulated MT-SICS (polled) and Toledo
+// (streaming) scale on pseudo-terminals; the scan events carry the grams,
+// or none with the reason.
+func TestWeightsEndToEnd(t *testing.T) {
+	for _, protocol := range []string{"mt-sics", "toledo"} {
+		t.Run(protocol, func(t *testing.T) {
+			scale, err := sim.NewScale(protocol, sim.Line{Baud: 9600}, sim.Weight{Value: "1.234", Unit: "kg", Stable: true}, 50*time.Millisecond)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { scale.Close() })
+			r := newRigStation(t, "", fmt.Sprintf("    scale: {port: %q, baud: 9600, protocol: %s, wait_stable: 300ms, poll_interval: 50ms}\n", scale.Path(), protocol))
+			waitScale := func(grams int64) {
+				for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+					if st := r.a.Status().Stations; len(st) > 0 && st[0].Scale != nil && st[0].Scale.Last != nil && st[0].Scale.Last.Grams == grams {
+						return
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("scale never showed %d g", grams)
+					}
+				}
+			}
+			waitScale(1234)
+			r.sc.Send("]C0", "RR473124829GB")
+
+			// The next parcel is still moving when scanned.
+			r.sub.WaitFor(15*time.Second, "the first scan", countScans(1))
+			scale.Set(sim.Weight{Value: "2.50", Unit: "kg", Stable: false})
+			time.Sleep(300 * time.Millisecond)
+			r.sc.Send("]C0", "RR287043775IN")
+			r.sub.WaitFor(15*time.Second, "the second scan", countScans(2))
+
+			// The scale is unplugged: scans go on, without weight, at once.
+			scale.Unplug()
+			for deadline := time.Now().Add(10 * time.Second); r.a.Status().Stations[0].Scale.State != "disconnected"; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("scale still connected")
+				}
+			}
+			r.sc.Send("]C0", "EE123456785RU")
+			evs := scans(r.sub.WaitFor(15*time.Second, "the third scan", countScans(3)))
+
+			first, second, third := evs[0], evs[1], evs[2]
+			if first.WeightStatus != "ok" || first.Weight == nil || first.Weight.Grams != 1234 || first.Weight.Value != "1.234" ||
+				first.Weight.Unit != "kg" || !first.Weight.Stable || first.Weight.MeasuredAt == "" {
+				t.Errorf("first scan: %+v %+v", first, first.Weight)
+			}
+			if second.Weight != nil || second.WeightStatus != "motion" {
+				t.Errorf("second scan: %+v", second)
+			}
+			if third.Weight != nil || third.WeightStatus != "scale_offline" {
+				t.Errorf("third scan: %+v", third)
+			}
+			c := r.a.Status().Stations[0].Counters
+			if c.Weights["ok"] != 1 || c.Weights["motion"] != 1 || c.Weights["scale_offline"] != 1 {
+				t.Errorf("weight counters %v", c.Weights)
+			}
+		})
+	}
+}
+
+// TestOperatorFeedback: the scanner's pseudo-terminal receives the
+// Honeywell Host ACK good-read command after an accepted scan and the
+// bad-read command for an invalid code and a code of an unexpected kind.
+func TestOperatorFeedback(t *testing.T) {
+	r := newRigStation(t, "", "    accept: [s10]\n    feedback: {protocol: honeywell, good_read: true, group: 0}\n")
+	r.sc.Send("]C0", "RR473124828GB") // wrong check digit
+	if !r.sc.WaitReceived([]byte("0\x1b8,"), 10*time.Second) {
+		t.Fatalf("no bad-read command; scanner received %q", r.sc.Received())
+	}
+	r.sc.Send("]C0", "RR473124829GB")
+	if !r.sc.WaitReceived([]byte("0\x1b8,0\x1b7,"), 10*time.Second) {
+		t.Fatalf("no good-read command; scanner received %q", r.sc.Received())
+	}
+	r.sc.Send("]C0", "10100024010003") // valid, but not what this station accepts
+	if !r.sc.WaitReceived([]byte("0\x1b8,0\x1b7,0\x1b8,"), 10*time.Second) {
+		t.Fatalf("no bad-read command for an unexpected kind; scanner received %q", r.sc.Received())
+	}
+	evs := scans(r.sub.WaitFor(15*time.Second, "three scans", countScans(3)))
+	if evs[2].Valid || evs[2].Reason != "unexpected_kind" || evs[2].Kind != "ru14" {
+		t.Errorf("unexpected kind event %+v", evs[2])
+	}
+	c := r.a.Status().Stations[0].Counters
+	if c.Feedback["bad"] != 2 || c.Feedback["good"] != 1 || c.InvalidByReason["check_digit"] != 1 || c.InvalidByReason["unexpected_kind"] != 1 {
+		t.Errorf("counters %+v", c)
+	}
+}
+
+// TestFeedbackLineWithoutModemLines: a line pulse on a port without modem
+// lines (a pseudo-terminal, like some adapters) is counted as an error; the
+// scans go on.
+func TestFeedbackLineWithoutModemLines(t *testing.T) {
+	r := newRigStation(t, "", "    feedback: {protocol: line, line: rts, pulse: 10ms}\n")
+	r.sc.Send("]C0", "RR473124828GB")
+	r.sc.Send("]C0", "RR473124829GB")
+	r.sub.WaitFor(15*time.Second, "both scans", countScans(2))
+	for deadline := time.Now().Add(10 * time.Second); r.a.Status().Stations[0].Counters.Feedback["error"] != 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("feedback counters %v", r.a.Status().Stations[0].Counters.Feedback)
+		}
+	}
+}
+
+// TestDoubleReadSuppressed: the same code twice within dedup_window is one
+// event; again after the window it is a new one.
+func TestDoubleReadSuppressed(t *testing.T) {
+	r := newRigStation(t, "", "    dedup_window: 400ms\n")
+	r.sc.Send("]C0", "RR473124829GB")
+	r.sc.Send("]C0", "RR473124829GB")
+	r.sc.Send("]C0", "RR287043775IN")
+	r.sub.WaitFor(15*time.Second, "two scans", countScans(2))
+	time.Sleep(500 * time.Millisecond)
+	r.sc.Send("]C0", "RR473124829GB")
+	evs := scans(r.sub.WaitFor(15*time.Second, "the scan after the window", countScans(3)))
+	got := []string{evs[0].Barcode, evs[1].Barcode, evs[2].Barcode}
+	if got[0] != "RR473124829GB" || got[1] != "RR287043775IN" || got[2] != "RR473124829GB" {
+		t.Errorf("events %v", got)
+	}
+	if n := r.a.Status().Stations[0].Counters.Suppressed; n != 1 {
+		t.Errorf("suppressed %d", n)
 	}
 }

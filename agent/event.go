@@ -26,6 +26,10 @@ type Event struct {
 	Valid     bool    `json:"valid"`
 	Reason    string  `json:"reason,omitempty"`
 	Weight    *Weight `json:"weight,omitempty"`
+	// WeightStatus says why weight is what it is, on stations with a
+	// scale: ok, or none, motion, overload, underload, stale, empty,
+	// already_used, scale_offline.
+	WeightStatus string `json:"weight_status,omitempty"`
 }
 
 // Weight is a scale reading attached to a scan.

@@ -19,10 +19,14 @@ import (
 
 // StationCounters are one station's totals since start.
 type StationCounters struct {
-	Scans       uint64            `json:"scans"`        // accepted (durable)
-	Invalid     uint64            `json:"invalid"`      // accepted with valid=false
-	NotAccepted map[string]uint64 `json:"not_accepted"` // read but not made durable, by reason
-	Rejected    map[string]uint64 `json:"rejected"`     // frames discarded, by reason
+	Scans           uint64            `json:"scans"`             // accepted (durable)
+	Invalid         uint64            `json:"invalid"`           // accepted with valid=false
+	InvalidByReason map[string]uint64 `json:"invalid_by_reason"` // check_digit, unexpected_kind, ...
+	Suppressed      uint64            `json:"suppressed"`        // double reads within dedup_window, not made events
+	Weights         map[string]uint64 `json:"weights,omitempty"` // scans by weight status (stations with a scale)
+	NotAccepted     map[string]uint64 `json:"not_accepted"`      // read but not made durable, by reason
+	Rejected        map[string]uint64 `json:"rejected"`          // frames discarded, by reason
+	Feedback        map[string]uint64 `json:"feedback,omitempty"`
 }
 
 // DeviceStatus is a device's last known state.
@@ -33,21 +37,32 @@ type DeviceStatus struct {
 	Since  string `json:"since"`
 }
 
-// station turns one scanner's frames into durable scan events.
+// station turns one scanner's frames into durable scan events: double
+// reads are suppressed, the code is validated, a weight is paired from the
+// station's scale, and the event is submitted to the buffer. Frames are
+// processed in read order on one worker, so a station's events keep their
+// order even while one waits for a weight.
 type station struct {
-	cfg   config.Station
-	agent config.Agent
-	q     *buffer.Queue
-	log   *slog.Logger
-	now   func() time.Time
+	cfg    config.Station
+	agent  config.Agent
+	q      *buffer.Queue
+	log    *slog.Logger
+	now    func() time.Time
+	accept map[parcel.Kind]bool // nil: every kind
 	// changed is called after a device state change (may be nil).
 	changed func()
+	frames  chan devices.Frame
+	weigher *weigher  // nil without a scale
+	fb      *feedback // nil without feedback
+	dedup   map[string]time.Time
 
-	scans, invalid atomic.Uint64
+	scans, invalid, suppressed atomic.Uint64
 
 	mu          sync.Mutex
 	rejected    map[string]uint64
 	notAccepted map[string]uint64
+	invalidBy   map[string]uint64
+	weights     map[string]uint64
 	scanner     DeviceStatus
 	errLog      rateLog
 
@@ -65,31 +80,67 @@ type ScaleStatus struct {
 	Last   *Weight           `json:"last,omitempty"` // the latest reading with a weight
 }
 
+// ReasonUnexpectedKind marks a code of a kind the station does not accept.
+const ReasonUnexpectedKind = "unexpected_kind"
+
 func newStation(cfg config.Station, agent config.Agent, q *buffer.Queue, log *slog.Logger) *station {
-	return &station{
+	s := &station{
 		cfg:         cfg,
 		agent:       agent,
 		q:           q,
 		log:         log.With("station", cfg.ID),
 		now:         time.Now,
+		frames:      make(chan devices.Frame, 1024),
+		dedup:       map[string]time.Time{},
 		rejected:    map[string]uint64{},
 		notAccepted: map[string]uint64{},
+		invalidBy:   map[string]uint64{},
+		weights:     map[string]uint64{},
 		errLog:      rateLog{every: 10 * time.Second},
 		scanner:     DeviceStatus{Port: cfg.Scanner.Port, State: string(devices.StateDisconnected), Since: Timestamp(time.Now())},
 		scale:       DeviceStatus{State: string(devices.StateDisconnected), Since: Timestamp(time.Now())},
 		scaleFrames: map[string]uint64{},
 		pollNow:     make(chan struct{}, 1),
 	}
+	if len(cfg.Accept) > 0 {
+		s.accept = map[parcel.Kind]bool{}
+		for _, k := range cfg.Accept {
+			s.accept[parcel.Kind(k)] = true
+		}
+	}
+	if sc := cfg.Scale; sc != nil {
+		s.weigher = newWeigher(sc.MaxAge.D(), sc.WaitStable.D(), sc.ShareReading, realClock{}, func() {
+			select {
+			case s.pollNow <- struct{}{}:
+			default:
+			}
+		})
+	}
+	if cfg.Feedback != nil {
+		s.fb = newFeedback(*cfg.Feedback, s.log)
+	}
+	return s
 }
 
+// run reads the station's devices and processes its scans until ctx is
+// done; frames read before that are still processed.
 func (s *station) run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	if s.cfg.Scale != nil {
 		wg.Go(func() { s.runScale(ctx) })
 	}
-	defer wg.Wait()
+	if s.fb != nil {
+		wg.Go(func() { s.fb.run(ctx) })
+	}
+	worker := make(chan struct{})
+	go func() {
+		defer close(worker)
+		for f := range s.frames {
+			s.process(ctx, f)
+		}
+	}()
 	sc := s.cfg.Scanner
-	return devices.RunScanner(ctx, devices.ScannerOptions{
+	err := devices.RunScanner(ctx, devices.ScannerOptions{
 		Port: portConfig(sc.Serial),
 		Framer: devices.FramerConfig{
 			Terminator:   sc.TerminatorBytes(),
@@ -101,10 +152,19 @@ func (s *station) run(ctx context.Context) error {
 			StripControl: sc.ControlChars == "strip",
 		},
 		Log:    s.log.With("device", "scanner"),
-		Frame:  s.accept,
+		Frame:  func(f devices.Frame) { s.frames <- f },
 		Reject: s.reject,
 		State:  s.setState,
+		Opened: func(p devices.PortHandle) {
+			if s.fb != nil {
+				s.fb.setPort(p)
+			}
+		},
 	})
+	close(s.frames)
+	<-worker
+	wg.Wait()
+	return err
 }
 
 func portConfig(c config.Serial) devices.PortConfig {
@@ -137,6 +197,7 @@ func (s *station) runScale(ctx context.Context) error {
 			s.mu.Lock()
 			s.lastReading = r
 			s.mu.Unlock()
+			s.weigher.reading(r)
 		},
 		Result: func(result string) {
 			s.mu.Lock()
@@ -154,6 +215,7 @@ func (s *station) runScale(ctx context.Context) error {
 			s.mu.Lock()
 			s.scale.State, s.scale.Reason, s.scale.Since = string(st), reason, Timestamp(s.now())
 			s.mu.Unlock()
+			s.weigher.setOnline(st == devices.StateConnected)
 			if s.changed != nil {
 				s.changed()
 			}
@@ -185,11 +247,64 @@ func weightOf(r devices.Reading) *Weight {
 	return &Weight{Grams: r.Grams, Value: r.Value.String(), Unit: r.Unit, Stable: r.Stable, MeasuredAt: Timestamp(r.At)}
 }
 
-// accept makes one frame a durable scan event. It returns once the event is
-// synced to disk (or failed to be).
-func (s *station) accept(f devices.Frame) {
+// process makes one frame a scan event and submits it to the buffer. It
+// returns once the event is submitted; it counts as accepted when synced.
+func (s *station) process(ctx context.Context, f devices.Frame) {
+	if s.double(f) {
+		return
+	}
+	ev, enc := s.event(f)
+	if !ev.Valid && s.fb != nil {
+		s.fb.signal(false, "invalid:"+ev.Reason)
+	}
+	if s.weigher != nil {
+		ev.Weight, ev.WeightStatus = s.weigher.pair(ctx, f.At)
+		s.mu.Lock()
+		s.weights[ev.WeightStatus]++
+		s.mu.Unlock()
+	}
+	// Submit does not wait for the disk: the worker goes on while the
+	// scan is synced; it counts as accepted in the callback.
+	if err := s.q.Submit(enc, func(seq uint64, err error) { s.accepted(ev, seq, err) }); err != nil {
+		s.accepted(ev, 0, err)
+	}
+}
+
+// double reports whether f repeats the station's previous read of the same
+// code within dedup_window (counted), and records the read. The window
+// slides: a code read again and again (a parcel left under a scanner in
+// presentation mode) stays suppressed until it has not been read for the
+// whole window.
+func (s *station) double(f devices.Frame) bool {
+	window := s.cfg.DedupWindow.D()
+	if window <= 0 {
+		return false
+	}
+	last, seen := s.dedup[f.Data]
+	s.dedup[f.Data] = f.At
+	if len(s.dedup) > 256 {
+		for code, t := range s.dedup {
+			if f.At.Sub(t) >= window {
+				delete(s.dedup, code)
+			}
+		}
+	}
+	if seen && f.At.Sub(last) < window && !f.At.Before(last) {
+		s.suppressed.Add(1)
+		s.log.Debug("double read suppressed", "barcode", f.Data, "after", f.At.Sub(last))
+		return true
+	}
+	return false
+}
+
+// event builds the scan event of a frame (validated, without weight) and
+// the record encoder that fills in its seq.
+func (s *station) event(f devices.Frame) (*Event, func(uint64) ([]byte, error)) {
 	res := parcel.Classify(f.Data, f.AIM)
-	ev := Event{
+	if s.accept != nil && !s.accept[res.Kind] {
+		res.Valid, res.Reason = false, ReasonUnexpectedKind
+	}
+	ev := &Event{
 		Schema:    Schema,
 		Agent:     s.agent.ID,
 		Site:      s.agent.Site,
@@ -207,16 +322,11 @@ func (s *station) accept(f devices.Frame) {
 		id = uuid.New() // only when the system's random source fails
 	}
 	ev.ID = id.String()
-	enc := RecordEncoder(s.cfg.ID, &ev)
-	// Submit does not wait for the disk: the port goroutine goes on reading
-	// while the scan is synced; it counts as accepted in the callback.
-	if err := s.q.Submit(enc, func(seq uint64, err error) { s.accepted(ev, seq, err) }); err != nil {
-		s.accepted(ev, 0, err)
-	}
+	return ev, RecordEncoder(s.cfg.ID, ev)
 }
 
 // accepted runs once a scan is durable (err nil) or has failed.
-func (s *station) accepted(ev Event, seq uint64, err error) {
+func (s *station) accepted(ev *Event, seq uint64, err error) {
 	if err != nil {
 		reason := "error"
 		switch {
@@ -234,11 +344,19 @@ func (s *station) accepted(ev Event, seq uint64, err error) {
 		if ok {
 			s.log.Error("scan NOT accepted", "barcode", ev.Barcode, "reason", reason, "err", err, "similar_suppressed", suppressed)
 		}
+		if s.fb != nil && ev.Valid {
+			s.fb.signal(false, "not_accepted") // the operator must scan again
+		}
 		return
 	}
 	s.scans.Add(1)
 	if !ev.Valid {
 		s.invalid.Add(1)
+		s.mu.Lock()
+		s.invalidBy[ev.Reason]++
+		s.mu.Unlock()
+	} else if s.fb != nil {
+		s.fb.signal(true, "good")
 	}
 	s.log.Debug("scan accepted", "seq", seq, "barcode", ev.Barcode, "kind", ev.Kind, "valid", ev.Valid, "reason", ev.Reason)
 }
@@ -289,12 +407,21 @@ func (s *station) scaleStatus() *ScaleStatus {
 func (s *station) counters() (StationCounters, DeviceStatus) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return StationCounters{
-		Scans:       s.scans.Load(),
-		Invalid:     s.invalid.Load(),
-		NotAccepted: maps.Clone(s.notAccepted),
-		Rejected:    maps.Clone(s.rejected),
-	}, s.scanner
+	c := StationCounters{
+		Scans:           s.scans.Load(),
+		Invalid:         s.invalid.Load(),
+		InvalidByReason: maps.Clone(s.invalidBy),
+		Suppressed:      s.suppressed.Load(),
+		NotAccepted:     maps.Clone(s.notAccepted),
+		Rejected:        maps.Clone(s.rejected),
+	}
+	if s.weigher != nil {
+		c.Weights = maps.Clone(s.weights)
+	}
+	if s.fb != nil {
+		c.Feedback = s.fb.counts()
+	}
+	return c, s.scanner
 }
 
 // rateLog lets one log line per key through every period and counts the

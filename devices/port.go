@@ -26,6 +26,17 @@ type PortOptions struct {
 	// Session uses the open port until it fails (an error) or ctx is done
 	// (nil).
 	Session func(ctx context.Context, port serial.Port) error
+	// Opened, when not nil, is given the port once open, and nil once
+	// closed, so others can write to it (operator feedback).
+	Opened func(PortHandle)
+}
+
+// PortHandle is what others may do with an open port while its supervisor
+// reads it: write (feedback commands) and drive the modem lines.
+type PortHandle interface {
+	Write(p []byte) (int, error)
+	SetDTR(bool) error
+	SetRTS(bool) error
 }
 
 // RunPort owns one serial port until ctx is done: it opens the port with
@@ -83,7 +94,13 @@ func RunPort(ctx context.Context, o PortOptions) error {
 		state(StateConnected, "")
 		lastErr = ""
 		bo.Reset()
+		if o.Opened != nil {
+			o.Opened(port)
+		}
 		err = o.Session(ctx, port)
+		if o.Opened != nil {
+			o.Opened(nil)
+		}
 		port.Close()
 		if err == nil || ctx.Err() != nil {
 			break
@@ -155,6 +172,9 @@ type ScannerOptions struct {
 	State func(s DeviceState, reason string)
 	// Raw, when not nil, sees every piece read from the port (monitor).
 	Raw func(p []byte, at time.Time)
+	// Opened, when not nil, is given the port once open and nil once
+	// closed (operator feedback writes to it).
+	Opened func(PortHandle)
 }
 
 // RunScanner owns one scanner port until ctx is done (see RunPort).
@@ -168,6 +188,7 @@ func RunScanner(ctx context.Context, o ScannerOptions) error {
 		BackoffMax:  o.BackoffMax,
 		Log:         o.Log,
 		State:       o.State,
+		Opened:      o.Opened,
 		Session: func(ctx context.Context, port serial.Port) error {
 			framer.Reset()
 			var r io.Reader = port

@@ -95,10 +95,40 @@ type Buffer struct {
 
 // Station is one scanning place: a scanner and optionally a scale.
 type Station struct {
-	ID      string  `yaml:"id"`
-	Event   string  `yaml:"event"` // optional; if set matches ^[A-Z]{3}$
-	Scanner Scanner `yaml:"scanner"`
-	Scale   *Scale  `yaml:"scale"` // nil when the station has no scale
+	ID    string `yaml:"id"`
+	Event string `yaml:"event"` // optional; a known tracking event code (parcel.EventCodes)
+	// AllowCustomEvents accepts an event code outside the known list
+	// (three upper-case letters).
+	AllowCustomEvents bool `yaml:"allow_custom_events"`
+	// Accept lists the identifier kinds expected here (s10, ru14, gs1,
+	// other); a code of another kind is delivered with valid false and
+	// reason unexpected_kind. Empty accepts every kind.
+	Accept []string `yaml:"accept"`
+	// DedupWindow suppresses the same code read again at this station
+	// within this time of its previous read (default 1s; 0 disables).
+	DedupWindow Duration  `yaml:"dedup_window"`
+	Feedback    *Feedback `yaml:"feedback"` // nil: no operator feedback
+	Scanner     Scanner   `yaml:"scanner"`
+	Scale       *Scale    `yaml:"scale"` // nil when the station has no scale
+}
+
+// Feedback is what the agent sends back to the scanner, or drives on a
+// modem line of its port, to tell the operator about a read.
+type Feedback struct {
+	// Protocol: honeywell (Host ACK escape commands), zebra (SSI BEEP),
+	// custom (the Good and Bad bytes) or line (pulse DTR or RTS).
+	Protocol string `yaml:"protocol"`
+	// GoodRead sends the good-read signal after each accepted scan too
+	// (needed when the scanner waits for a Host ACK). Default false: only
+	// bad reads are signalled.
+	GoodRead bool     `yaml:"good_read"`
+	Group    int      `yaml:"group"`     // honeywell: application work group 0..9 (default 0)
+	BeepGood int      `yaml:"beep_good"` // zebra: beep code of a good read (default 0: one short high)
+	BeepBad  int      `yaml:"beep_bad"`  // zebra: beep code of a bad read (default 6: two short low)
+	Good     string   `yaml:"good"`      // custom: bytes for a good read
+	Bad      string   `yaml:"bad"`       // custom: bytes for a bad read
+	Line     string   `yaml:"line"`      // line: dtr or rts
+	Pulse    Duration `yaml:"pulse"`     // line: how long a bad read holds the line (default 500ms)
 }
 
 // Serial holds the port settings shared by Scanner and Scale.
@@ -138,6 +168,10 @@ type Scale struct {
 	Protocol   string   `yaml:"protocol"`    // required: mt-sics|toledo|sma|nci|cas|ohaus
 	MaxAge     Duration `yaml:"max_age"`     // default 2s, > 0
 	WaitStable Duration `yaml:"wait_stable"` // default 500ms, >= 0
+	// ShareReading lets one stable reading (one stay of a parcel on the
+	// scale) be attached to every scan made during it, for parcels with
+	// two labels. Default false: only the first scan gets it.
+	ShareReading bool `yaml:"share_reading"`
 	// Mode: "poll" asks for each reading, "continuous" reads what the
 	// scale streams. Default per protocol: poll for mt-sics, sma and nci;
 	// continuous for toledo, cas and ohaus.
@@ -239,7 +273,15 @@ func (c *Config) setDefaults() {
 	c.Log = Log{Level: "info", Format: "text"}
 }
 
-func (s *Station) setDefaults() { s.Scanner.setDefaults() }
+func (s *Station) setDefaults() {
+	s.Scanner.setDefaults()
+	s.DedupWindow = Duration(time.Second)
+}
+
+func (f *Feedback) setDefaults() {
+	f.BeepBad = 6
+	f.Pulse = Duration(500 * time.Millisecond)
+}
 
 func (s *Scanner) setDefaults() {
 	s.Serial.setDefaults()

@@ -129,6 +129,18 @@ func TestParseErrors(t *testing.T) {
 			[]string{`8:52: stations[0].scale.mode: must be one of poll, continuous, got "often"`,
 				`8:74: stations[0].scale.poll_interval: must be at least 20ms, got 1ms`,
 				`8:93: stations[0].scale.poll_timeout: must be greater than 0, got 0s`}},
+		{"unknown event code", head + "    event: XYZ\n",
+			[]string{`8:12: stations[0].event: unknown tracking event code "XYZ" (known: EMA EMB`}},
+		{"accept kinds and dedup window", head + "    accept: [s10, upc]\n    dedup_window: -1s\n",
+			[]string{`8:19: stations[0].accept[1]: must be one of s10, ru14, gs1, other, got "upc"`,
+				`9:19: stations[0].dedup_window: must be at least 0s, got -1s`}},
+		{"feedback", head + "    feedback: {protocol: honeywell, group: 12}\n",
+			[]string{`8:44: stations[0].feedback.group: must be between 0 and 9, got 12`}},
+		{"feedback without protocol", head + "    feedback: {good_read: true}\n",
+			[]string{`8:5: missing required key stations[0].feedback.protocol`}},
+		{"feedback line and custom", head + "    feedback: {protocol: line, line: cts, pulse: 0s}\n",
+			[]string{`8:38: stations[0].feedback.line: must be one of dtr, rts, got "cts"`,
+				`8:50: stations[0].feedback.pulse: must be greater than 0, got 0s`}},
 		{"scanner options", head + "      code_id: zebra\n      control_chars: drop\n      strip_prefix: '123456789'\n      dtr: yes please\n",
 			[]string{`8:16: stations[0].scanner.code_id: must be one of none, honeywell, got "zebra"`,
 				`9:22: stations[0].scanner.control_chars: must be one of reject, strip, got "drop"`,
@@ -283,7 +295,8 @@ func TestDefaults(t *testing.T) {
 		},
 		Buffer: config.Buffer{MaxBytes: 4 * config.GiB, WhenFull: "drop_oldest", MinFreeDisk: 64 * config.MiB},
 		Stations: []config.Station{{
-			ID: "s1",
+			ID:          "s1",
+			DedupWindow: config.Duration(time.Second),
 			Scanner: config.Scanner{
 				Serial:       config.Serial{Port: "/dev/ttyS0", Baud: 9600, DataBits: 8, Parity: "none", StopBits: config.StopBits1},
 				Terminator:   "crlf",
@@ -491,5 +504,15 @@ func TestParseWarnings(t *testing.T) {
 				t.Fatalf("warnings %v, want %q", cfg.Warnings, tc.want)
 			}
 		})
+	}
+}
+
+func TestCustomEventAllowed(t *testing.T) {
+	cfg, err := config.Parse("x.yaml", []byte(head+"    event: XYZ\n    allow_custom_events: true\n    accept: [s10, ru14]\n"), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := cfg.Stations[0]; st.Event != "XYZ" || len(st.Accept) != 2 {
+		t.Errorf("station %+v", st)
 	}
 }

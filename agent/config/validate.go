@@ -15,6 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/scanagent/scanagent/agent/parcel"
 	"github.com/scanagent/scanagent/devices"
 )
 
@@ -172,8 +173,20 @@ func (c *checker) stations(ss []Station) {
 				ids[s.ID] = p + ".id"
 			}
 		}
-		if s.Event != "" && !validEvent(s.Event) {
+		switch _, known := parcel.EventMeaning(s.Event); {
+		case s.Event == "" || known:
+		case !validEvent(s.Event):
 			c.errorf(p+".event", "must be three upper-case letters such as EDD, got %q", s.Event)
+		case !s.AllowCustomEvents:
+			c.errorf(p+".event", "unknown tracking event code %q (known: %s); set allow_custom_events: true to use it anyway",
+				s.Event, strings.Join(parcel.EventCodes(), " "))
+		}
+		for j, k := range s.Accept {
+			c.oneOf(fmt.Sprintf("%s.accept[%d]", p, j), k, "s10", "ru14", "gs1", "other")
+		}
+		atLeast(c, p+".dedup_window", s.DedupWindow, 0)
+		if f := s.Feedback; f != nil {
+			c.feedback(p+".feedback", f)
 		}
 
 		sc := p + ".scanner"
@@ -240,6 +253,31 @@ func (c *checker) serial(path string, s *Serial, ports map[string]string) {
 	between(c, path+".baud", s.Baud, 50, 4000000)
 	between(c, path+".data_bits", s.DataBits, 5, 8)
 	c.oneOf(path+".parity", s.Parity, "none", "odd", "even", "mark", "space")
+}
+
+func (c *checker) feedback(path string, f *Feedback) {
+	switch f.Protocol {
+	case "honeywell":
+		between(c, path+".group", f.Group, 0, 9)
+	case "zebra":
+		between(c, path+".beep_good", f.BeepGood, 0, 255)
+		between(c, path+".beep_bad", f.BeepBad, 0, 255)
+	case "custom":
+		if f.Bad == "" && f.Good == "" {
+			c.errorf(path, "protocol custom needs good or bad bytes")
+		}
+		c.maxLen(path+".good", f.Good, 64)
+		c.maxLen(path+".bad", f.Bad, 64)
+	case "line":
+		c.oneOf(path+".line", f.Line, "dtr", "rts")
+		positive(c, path+".pulse", f.Pulse)
+	default:
+		if !c.present(path + ".protocol") {
+			c.missing(path + ".protocol")
+		} else {
+			c.oneOf(path+".protocol", f.Protocol, "honeywell", "zebra", "custom", "line")
+		}
+	}
 }
 
 func (c *checker) maxLen(path, v string, n int) {

@@ -1,0 +1,284 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/scanagent/scanagent/devices"
+)
+
+// fakeClock is a clock tests move by hand.
+type fakeClock struct {
+	mu      sync.Mutex
+	now     time.Time
+	waiters []waiter
+}
+
+type waiter struct {
+	at time.Time
+	ch chan time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	c.waiters = append(c.waiters, waiter{c.now.Add(d), ch})
+	return ch
+}
+
+// Advance moves the clock and fires the timers that are due.
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	kept := c.waiters[:0]
+	for _, w := range c.waiters {
+		if !w.at.After(c.now) {
+			w.ch <- c.now
+		} else {
+			kept = append(kept, w)
+		}
+	}
+	c.waiters = kept
+}
+
+func (c *fakeClock) pending() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.waiters)
+}
+
+// reading makes a scale reading of grams (kg value) at time at.
+func reading(at time.Time, grams int64, stable bool) devices.Reading {
+	var r devices.Reading
+	sr := devices.NewScaleReader(devices.LookupProtocol("mt-sics"), func(rd devices.Reading) { r = rd }, nil)
+	st := "D"
+	if stable {
+		st = "S"
+	}
+	neg := ""
+	if grams < 0 {
+		neg, grams = "-", -grams
+	}
+	sr.Write(fmt.Appendf(nil, "S %s %s%d.%03d kg\r\n", st, neg, grams/1000, grams%1000), at)
+	return r
+}
+
+type pairResult struct {
+	w      *Weight
+	status string
+}
+
+// startPair pairs a scan read now in the background.
+func startPair(w *weigher, c *fakeClock) chan pairResult {
+	out := make(chan pairResult, 1)
+	at := c.Now()
+	go func() {
+		wt, st := w.pair(context.Background(), at)
+		out <- pairResult{wt, st}
+	}()
+	return out
+}
+
+// waitBlocked waits until the pairing goroutine waits on the clock.
+func waitBlocked(t *testing.T, c *fakeClock) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); c.pending() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("pairing did not wait")
+		}
+	}
+}
+
+func get(t *testing.T, ch chan pairResult) pairResult {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(5 * time.Second):
+		t.Fatal("pairing did not return")
+		return pairResult{}
+	}
+}
+
+func TestPairing(t *testing.T) {
+	const maxAge, wait = 2 * time.Second, 500 * time.Millisecond
+	setup := func(share bool) (*weigher, *fakeClock, *int) {
+		c := newFakeClock()
+		polls := 0
+		w := newWeigher(maxAge, wait, share, c, func() { polls++ })
+		w.setOnline(true)
+		return w, c, &polls
+	}
+
+	t.Run("stable before the scan", func(t *testing.T) {
+		w, c, polls := setup(false)
+		w.reading(reading(c.Now(), 1234, true))
+		c.Advance(300 * time.Millisecond)
+		r := get(t, startPair(w, c))
+		if r.status != WeightOK || r.w.Grams != 1234 || r.w.Value != "1.234" || r.w.Unit != "kg" || !r.w.Stable ||
+			r.w.MeasuredAt != Timestamp(c.Now().Add(-300*time.Millisecond)) || *polls != 0 {
+			t.Fatalf("%+v %s, polls %d", r.w, r.status, *polls)
+		}
+	})
+
+	t.Run("stable after the scan, within the wait", func(t *testing.T) {
+		w, c, polls := setup(false)
+		w.reading(reading(c.Now(), 800, false)) // the parcel is settling
+		ch := startPair(w, c)
+		waitBlocked(t, c)
+		c.Advance(200 * time.Millisecond)
+		w.reading(reading(c.Now(), 812, true))
+		r := get(t, ch)
+		if r.status != WeightOK || r.w.Grams != 812 || *polls != 1 {
+			t.Fatalf("%+v %s, polls %d", r.w, r.status, *polls)
+		}
+	})
+
+	t.Run("motion only: accepted without weight after the wait, never later", func(t *testing.T) {
+		w, c, _ := setup(false)
+		w.reading(reading(c.Now(), 800, false))
+		ch := startPair(w, c)
+		waitBlocked(t, c)
+		c.Advance(300 * time.Millisecond)
+		w.reading(reading(c.Now(), 820, false))
+		waitBlocked(t, c)
+		c.Advance(200 * time.Millisecond)
+		if r := get(t, ch); r.w != nil || r.status != WeightMotion {
+			t.Fatalf("%+v %s", r.w, r.status)
+		}
+	})
+
+	t.Run("stale", func(t *testing.T) {
+		w, c, _ := setup(false)
+		w.reading(reading(c.Now(), 500, true))
+		c.Advance(maxAge + time.Millisecond) // a poll scale that stopped answering
+		ch := startPair(w, c)
+		waitBlocked(t, c)
+		c.Advance(wait)
+		if r := get(t, ch); r.w != nil || r.status != WeightStale {
+			t.Fatalf("%+v %s", r.w, r.status)
+		}
+	})
+
+	t.Run("overload and underload are never attached", func(t *testing.T) {
+		for _, tc := range []struct {
+			r    devices.Reading
+			want string
+		}{{devices.Reading{Overload: true}, WeightOverload}, {devices.Reading{Underload: true}, WeightUnderload}} {
+			w, c, _ := setup(false)
+			w.reading(reading(c.Now(), 500, true))
+			tc.r.At = c.Now()
+			w.reading(tc.r)
+			ch := startPair(w, c)
+			waitBlocked(t, c)
+			c.Advance(wait)
+			if r := get(t, ch); r.w != nil || r.status != tc.want {
+				t.Fatalf("%+v %s, want %s", r.w, r.status, tc.want)
+			}
+		}
+	})
+
+	t.Run("scale unplugged: no wait", func(t *testing.T) {
+		w, c, _ := setup(false)
+		w.reading(reading(c.Now(), 500, true))
+		w.setOnline(false)
+		if r := get(t, startPair(w, c)); r.w != nil || r.status != WeightScaleOffline {
+			t.Fatalf("%+v %s", r.w, r.status)
+		}
+		w.setOnline(true) // replugged: the old reading is not current any more
+		ch := startPair(w, c)
+		waitBlocked(t, c)
+		w.reading(reading(c.Now(), 640, true))
+		if r := get(t, ch); r.status != WeightOK || r.w.Grams != 640 {
+			t.Fatalf("%+v %s", r.w, r.status)
+		}
+	})
+
+	t.Run("no reading at all", func(t *testing.T) {
+		w, c, _ := setup(false)
+		ch := startPair(w, c)
+		waitBlocked(t, c)
+		c.Advance(wait)
+		if r := get(t, ch); r.w != nil || r.status != WeightNone {
+			t.Fatalf("%+v %s", r.w, r.status)
+		}
+	})
+
+	t.Run("empty scale", func(t *testing.T) {
+		w, c, _ := setup(false)
+		w.reading(reading(c.Now(), 0, true))
+		ch := startPair(w, c)
+		waitBlocked(t, c)
+		c.Advance(wait)
+		if r := get(t, ch); r.w != nil || r.status != WeightEmpty {
+			t.Fatalf("%+v %s", r.w, r.status)
+		}
+	})
+
+	t.Run("one stay on the scale, one scan", func(t *testing.T) {
+		w, c, _ := setup(false)
+		w.reading(reading(c.Now(), 1500, true))
+		if r := get(t, startPair(w, c)); r.status != WeightOK {
+			t.Fatalf("first scan %s", r.status)
+		}
+		// A second label of the same parcel, same stay: no weight.
+		c.Advance(100 * time.Millisecond)
+		w.reading(reading(c.Now(), 1500, true))
+		ch := startPair(w, c)
+		waitBlocked(t, c)
+		c.Advance(wait)
+		if r := get(t, ch); r.w != nil || r.status != WeightAlreadyUsed {
+			t.Fatalf("second scan %+v %s", r.w, r.status)
+		}
+		// The next parcel, even of the same weight, comes after motion.
+		w.reading(reading(c.Now(), 300, false))
+		w.reading(reading(c.Now(), 1500, true))
+		if r := get(t, startPair(w, c)); r.status != WeightOK || r.w.Grams != 1500 {
+			t.Fatalf("next parcel %+v %s", r.w, r.status)
+		}
+	})
+
+	t.Run("share_reading: both labels get the weight", func(t *testing.T) {
+		w, c, _ := setup(true)
+		w.reading(reading(c.Now(), 1500, true))
+		for i := range 2 {
+			if r := get(t, startPair(w, c)); r.status != WeightOK || r.w.Grams != 1500 {
+				t.Fatalf("scan %d: %+v %s", i, r.w, r.status)
+			}
+		}
+	})
+
+	t.Run("a queued scan waits only until its own deadline", func(t *testing.T) {
+		w, c, _ := setup(false)
+		scannedAt := c.Now()
+		c.Advance(wait) // it sat behind another scan for the whole wait
+		wt, st := w.pair(context.Background(), scannedAt)
+		if wt != nil || st != WeightNone {
+			t.Fatalf("%+v %s", wt, st)
+		}
+	})
+
+	t.Run("shutdown cuts the wait", func(t *testing.T) {
+		w, c, _ := setup(false)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if wt, st := w.pair(ctx, c.Now()); wt != nil || st != WeightNone {
+			t.Fatalf("%+v %s", wt, st)
+		}
+	})
+}

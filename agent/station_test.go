@@ -1,0 +1,120 @@
+package agent
+
+import (
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/scanagent/scanagent/agent/config"
+	"github.com/scanagent/scanagent/devices"
+)
+
+func testStation(t *testing.T, cfg config.Station) *station {
+	t.Helper()
+	if cfg.ID == "" {
+		cfg.ID = "induct-1"
+	}
+	return newStation(cfg, config.Agent{ID: "hub", Site: "SITE"}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+// TestStationValidation: identifier rules per kind and the station's
+// accepted kinds, as they land in the event.
+func TestStationValidation(t *testing.T) {
+	tests := []struct {
+		accept    []string
+		code, aim string
+		kind      string
+		valid     bool
+		reason    string
+	}{
+		// UPU S10: valid, and each reason.
+		{nil, "RR473124829GB", "]C0", "s10", true, ""},
+		{nil, "RR287043775IN", "]C0", "s10", true, ""}, // check digit 11 -> 5
+		{nil, "RR473124828GB", "]C0", "s10", false, "check_digit"},
+		{nil, "JJ473124829GB", "]C0", "s10", false, "service_indicator"},
+		{nil, "SA473124829GB", "", "s10", false, "service_indicator"},
+		{nil, "RR473124829XX", "]C0", "s10", false, "country"},
+		{nil, "RR473124829UK", "]C0", "s10", false, "country"}, // GB is the code
+		// Russian Post 14-digit.
+		{nil, "10100024010003", "]C0", "ru14", true, ""},
+		{nil, "10100024010004", "]C0", "ru14", false, "check_digit"},
+		// GS1: SSCC in GS1-128 (AI 00), GTIN with AIs, plain GTIN-13, bracketed.
+		{nil, "00106141412345678908", "]C1", "gs1", true, ""},
+		{nil, "00106141412345678907", "]C1", "gs1", false, "check_digit"},
+		{nil, "0109506000134352\x1d10AB-123", "]C1", "gs1", true, ""},
+		{nil, "0109506000134353\x1d10AB-123", "]d2", "gs1", false, "check_digit"},
+		{nil, "(01)09506000134352(10)AB1", "]Q3", "gs1", true, ""},
+		{nil, "4006381333931", "]E0", "gs1", true, ""},
+		{nil, "4006381333932", "]E0", "gs1", false, "check_digit"},
+		{nil, "400638133393", "]E4", "gs1", false, "format"},
+		{nil, "106141412345678908", "", "gs1", true, ""}, // SSCC without AIM
+		{nil, "HELLO-123", "]C0", "other", true, ""},
+		// Accepted kinds.
+		{[]string{"s10"}, "RR473124829GB", "]C0", "s10", true, ""},
+		{[]string{"s10"}, "10100024010003", "]C0", "ru14", false, "unexpected_kind"},
+		{[]string{"s10", "ru14"}, "10100024010004", "]C0", "ru14", false, "check_digit"},
+		{[]string{"s10", "ru14"}, "00106141412345678908", "]C1", "gs1", false, "unexpected_kind"},
+		{[]string{"gs1"}, "HELLO-123", "", "other", false, "unexpected_kind"},
+		{[]string{"s10"}, "RR473124828GB", "]C0", "s10", false, "check_digit"},
+	}
+	for _, tc := range tests {
+		s := testStation(t, config.Station{Accept: tc.accept, Event: "EDD"})
+		ev, enc := s.event(devices.Frame{Data: tc.code, AIM: tc.aim, At: time.Now()})
+		if ev.Kind != tc.kind || ev.Valid != tc.valid || ev.Reason != tc.reason {
+			t.Errorf("accept %v, %q %q: kind %s valid %v reason %q; want %s %v %q",
+				tc.accept, tc.aim, tc.code, ev.Kind, ev.Valid, ev.Reason, tc.kind, tc.valid, tc.reason)
+		}
+		rec, err := enc(7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		station, back, err := DecodeRecord(rec)
+		if err != nil || station != "induct-1" || back.Seq != 7 || back.Barcode != tc.code || back.Event != "EDD" || back.Reason != tc.reason {
+			t.Errorf("record %s %+v %v", station, back, err)
+		}
+	}
+}
+
+func TestDoubleReads(t *testing.T) {
+	s := testStation(t, config.Station{DedupWindow: config.Duration(time.Second)})
+	t0 := time.Now()
+	read := func(code string, after time.Duration) bool {
+		return s.double(devices.Frame{Data: code, At: t0.Add(after)})
+	}
+	steps := []struct {
+		code   string
+		at     time.Duration
+		double bool
+	}{
+		{"RR473124829GB", 0, false},
+		{"RR473124829GB", 300 * time.Millisecond, true},   // double read
+		{"RR287043775IN", 400 * time.Millisecond, false},  // another parcel
+		{"RR473124829GB", 1200 * time.Millisecond, true},  // still under the scanner: the window slides
+		{"RR473124829GB", 2300 * time.Millisecond, false}, // scanned again after the window: a new event
+		{"RR287043775IN", 2500 * time.Millisecond, false},
+	}
+	for i, st := range steps {
+		if got := read(st.code, st.at); got != st.double {
+			t.Fatalf("step %d %s at %s: double %v", i, st.code, st.at, got)
+		}
+	}
+	if n := s.suppressed.Load(); n != 2 {
+		t.Fatalf("suppressed %d", n)
+	}
+	off := testStation(t, config.Station{DedupWindow: 0})
+	if off.double(devices.Frame{Data: "A", At: t0}) || off.double(devices.Frame{Data: "A", At: t0}) {
+		t.Fatal("dedup_window 0 suppressed a read")
+	}
+}
+
+func TestSSIBeep(t *testing.T) {
+	// Length, opcode, source, status, beep code, then the two's complement
+	// of their sum, high byte first: 0x05+0xE6+0x04+0x00+0x00 = 0xEF -> 0xFF11.
+	if got := ssiBeep(0); string(got) != "\x05\xe6\x04\x00\x00\xff\x11" {
+		t.Fatalf("% x", got)
+	}
+	if got := ssiBeep(6); string(got) != "\x05\xe6\x04\x00\x06\xff\x0b" {
+		t.Fatalf("% x", got)
+	}
+}
