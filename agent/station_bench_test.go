@@ -1,0 +1,60 @@
+package agent
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/scanagent/scanagent/agent/config"
+	"github.com/scanagent/scanagent/devices"
+)
+
+// BenchmarkStationProcess measures what a station does per scan before the
+// buffer: the double-read check, validation, pairing with a current stable
+// weight, the UUIDv7 and the JSON record encoding.
+func BenchmarkStationProcess(b *testing.B) {
+	s := testStationB(b)
+	s.weigher.setOnline(true)
+	at := time.Now()
+	s.weigher.reading(readingB(at))
+	ctx := context.Background()
+	codes := []string{"RR473124829GB", "10100024010003", "RR287043775IN", "CA262246684JP"}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		f := devices.Frame{Data: codes[i%len(codes)], AIM: "]C0", At: at.Add(time.Duration(i) * 2 * time.Second)}
+		i++
+		if s.double(f) {
+			b.Fatal("double")
+		}
+		ev, enc := s.event(f)
+		ev.Weight, ev.WeightStatus = s.weigher.pair(ctx, at)
+		if ev.WeightStatus != WeightOK {
+			b.Fatal(ev.WeightStatus)
+		}
+		if _, err := enc(uint64(i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func testStationB(b *testing.B) *station {
+	cfg := config.Station{ID: "induct-3", Event: "EDD", Accept: []string{"s10", "ru14"}, DedupWindow: config.Duration(time.Second),
+		Scale: &config.Scale{MaxAge: config.Duration(time.Hour), WaitStable: config.Duration(500 * time.Millisecond), ShareReading: true}}
+	return newStation(cfg, config.Agent{ID: "hub-msk-01", Site: "MSK-VNUKOVO"}, nil, discardLog())
+}
+
+func readingB(at time.Time) devices.Reading {
+	var r devices.Reading
+	sr := devices.NewScaleReader(devices.LookupProtocol("toledo"), func(rd devices.Reading) { r = rd }, nil)
+	frame := []byte("\x02\x2c\x30\x20001234000000\r")
+	var sum byte
+	for _, c := range frame {
+		sum += c & 0x7F
+	}
+	sr.Write(append(frame, (-sum)&0x7F), at)
+	return r
+}
+
+func discardLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
