@@ -218,8 +218,15 @@ func (v *demoView) handle(_ mqtt.Client, m mqtt.Message) {
 		v.invalid++
 		verdict = "INVALID " + ev.Reason
 	}
+	weight := ""
+	switch {
+	case ev.Weight != nil:
+		weight = fmt.Sprintf("%6d g", ev.Weight.Grams)
+	case ev.WeightStatus != "":
+		weight = "(" + ev.WeightStatus + ")"
+	}
 	if !v.quiet {
-		fmt.Fprintf(v.out, "  seq %-5d %-10s %s  %-16s %-5s %s\n", ev.Seq, ev.Station, ev.Event, ev.Barcode, ev.Kind, verdict)
+		fmt.Fprintf(v.out, "  seq %-5d %-10s %s  %-16s %-5s %-10s %s\n", ev.Seq, ev.Station, ev.Event, ev.Barcode, ev.Kind, weight, verdict)
 	}
 }
 
