@@ -7,17 +7,24 @@
 package agent
 
 import (
+	"bytes"
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
 	"runtime/metrics"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/scanagent/scanagent/agent/config"
 	"github.com/scanagent/scanagent/buffer"
@@ -27,6 +34,9 @@ import (
 type Deps struct {
 	Log     *slog.Logger
 	Version string
+	// Level, if set, is the level of Log, changed by PUT /loglevel and by
+	// Reload.
+	Level *slog.LevelVar
 	// Ready, if set, is called once the buffer is open, the stations and
 	// the uplink are started and the HTTP listener (if any) is bound.
 	Ready func(httpAddr string)
@@ -35,15 +45,18 @@ type Deps struct {
 // Agent is one configured daemon. New validates and starts nothing; Run
 // does the work.
 type Agent struct {
-	cfg      *config.Config
-	log      *slog.Logger
-	version  string
-	ready    func(string)
-	started  time.Time
-	mu       sync.Mutex
-	q        *buffer.Queue
-	stations []*station
-	up       *uplink
+	cfg        *config.Config
+	log        *slog.Logger
+	level      *slog.LevelVar
+	version    string
+	ready      func(string)
+	ackLatency prometheus.Histogram
+	registry   *prometheus.Registry
+	started    time.Time
+	mu         sync.Mutex
+	q          *buffer.Queue
+	stations   []*station
+	up         *uplink
 }
 
 // New checks what can be checked before running.
@@ -55,7 +68,9 @@ func New(cfg *config.Config, deps Deps) (*Agent, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Agent{cfg: cfg, log: log, version: deps.Version, ready: deps.Ready}, nil
+	a := &Agent{cfg: cfg, log: log, level: deps.Level, version: deps.Version, ready: deps.Ready, ackLatency: newAckLatency()}
+	a.registry = a.newRegistry()
+	return a, nil
 }
 
 // BufferOptions maps the buffer section of the config.
@@ -97,6 +112,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	st := q.Stats()
 	a.log.Info("buffer open", "dir", BufferDir(a.cfg), "backlog", st.Depth, "last_seq", st.LastSeq)
 	up := newUplink(a.cfg.MQTT, a.cfg.Agent, a.version, q, a.log)
+	up.ackLatency = a.ackLatency
 	up.health = func() any { return a.Status() }
 	up.devices = a.deviceReports
 	a.mu.Lock()
@@ -231,7 +247,8 @@ func (a *Agent) deviceReports() []DeviceReport {
 	return out
 }
 
-// Handler serves /healthz, /readyz and /status.
+// Handler serves /healthz, /readyz, /status, /metrics and /loglevel. With
+// http.token_file set, every path but /healthz needs the bearer token.
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -259,5 +276,47 @@ func (a *Agent) Handler() http.Handler {
 		enc.SetIndent("", "  ")
 		enc.Encode(a.Status())
 	})
-	return mux
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}))
+	mux.HandleFunc("GET /loglevel", func(w http.ResponseWriter, r *http.Request) {
+		if a.level == nil {
+			http.Error(w, "log level is fixed", http.StatusNotImplemented)
+			return
+		}
+		fmt.Fprintln(w, strings.ToLower(a.level.Level().String()))
+	})
+	mux.HandleFunc("PUT /loglevel", func(w http.ResponseWriter, r *http.Request) {
+		if a.level == nil {
+			http.Error(w, "log level is fixed", http.StatusNotImplemented)
+			return
+		}
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 64))
+		var l slog.Level
+		if err := l.UnmarshalText(bytes.TrimSpace(body)); err != nil {
+			http.Error(w, "level must be debug, info, warn or error", http.StatusBadRequest)
+			return
+		}
+		old := a.level.Level()
+		a.level.Set(l)
+		a.log.Info("log level changed over HTTP", "from", old, "to", l, "remote", r.RemoteAddr)
+		fmt.Fprintln(w, strings.ToLower(l.String()))
+	})
+	return a.authorize(mux)
+}
+
+// authorize requires the configured bearer token on every path but
+// /healthz (a liveness probe learns nothing from it).
+func (a *Agent) authorize(next http.Handler) http.Handler {
+	token := a.cfg.HTTP.Token
+	if token == "" {
+		return next
+	}
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="scanagent"`)
+			http.Error(w, "missing or wrong bearer token", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }

@@ -8,8 +8,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -545,5 +548,132 @@ func TestDoubleReadSuppressed(t *testing.T) {
 	}
 	if n := r.a.Status().Stations[0].Counters.Suppressed; n != 1 {
 		t.Errorf("suppressed %d", n)
+	}
+}
+
+func httpGet(t *testing.T, url, token string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// metricValue finds one sample in Prometheus text output.
+func metricValue(text, series string) (float64, bool) {
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			return f, err == nil
+		}
+	}
+	return 0, false
+}
+
+// TestMetrics: /metrics carries the scanagent_ series, and they move with
+// scans; Go and process collectors are there too.
+func TestMetrics(t *testing.T) {
+	r := newRig(t, "")
+	addr := <-r.addr
+	code, body := httpGet(t, "http://"+addr+"/metrics", "")
+	if code != 200 {
+		t.Fatalf("/metrics: %d %s", code, body)
+	}
+	for _, name := range []string{"scanagent_build_info", "scanagent_buffer_depth", "scanagent_buffer_sync_seconds_bucket",
+		"scanagent_mqtt_connected", "scanagent_mqtt_ack_latency_seconds_bucket", "scanagent_device_connected",
+		`scanagent_device_state{device="scanner",state="connected",station="induct-3"}`,
+		"scanagent_scans_accepted_total", "go_goroutines", "process_resident_memory_bytes", "scanagent_start_time_seconds"} {
+		if !strings.Contains(body, name) {
+			t.Errorf("no %s in /metrics", name)
+		}
+	}
+	r.sc.Send("]C0", "RR473124829GB")
+	r.sc.Send("]C0", "RR473124828GB")
+	r.sub.WaitFor(15*time.Second, "two scans", countScans(2))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, body = httpGet(t, "http://"+addr+"/metrics", "")
+		scans, _ := metricValue(body, `scanagent_scans_accepted_total{station="induct-3"}`)
+		invalid, _ := metricValue(body, `scanagent_scans_invalid_total{reason="check_digit",station="induct-3"}`)
+		acked, _ := metricValue(body, "scanagent_mqtt_acked_total")
+		latency, _ := metricValue(body, "scanagent_mqtt_ack_latency_seconds_count")
+		appended, _ := metricValue(body, "scanagent_buffer_appended_total")
+		if scans == 2 && invalid == 1 && acked >= 2 && latency >= 2 && appended == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics did not move: scans %v invalid %v acked %v latency %v appended %v", scans, invalid, acked, latency, appended)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestHTTPTokenAndLogLevel: with a token, every path but /healthz needs
+// it; the log level can be read and changed at runtime.
+func TestHTTPTokenAndLogLevel(t *testing.T) {
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	os.WriteFile(tokenFile, []byte("s3cret\n"), 0o600)
+	text := fmt.Sprintf("agent: {id: hub-1, site: LAB, data_dir: %q}\nmqtt: {brokers: [\"tcp://127.0.0.1:1\"]}\nhttp: {listen: \"0.0.0.0:0\", token_file: %q}\nstations:\n  - id: s1\n    scanner: {port: /nonexistent/tty}\n",
+		filepath.Join(dir, "data"), tokenFile)
+	cfg, err := config.Parse(filepath.Join(dir, "c.yaml"), []byte(text), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	level := new(slog.LevelVar)
+	addrCh := make(chan string, 1)
+	a, err := agent.New(cfg, agent.Deps{Log: slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: level})), Level: level,
+		Ready: func(addr string) { addrCh <- addr }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	_, port, _ := net.SplitHostPort(<-addrCh)
+	base := "http://127.0.0.1:" + port
+	if code, _ := httpGet(t, base+"/healthz", ""); code != 200 {
+		t.Errorf("/healthz without token: %d", code)
+	}
+	for _, p := range []string{"/status", "/metrics", "/readyz", "/loglevel"} {
+		if code, _ := httpGet(t, base+p, ""); code != 401 {
+			t.Errorf("%s without token: %d", p, code)
+		}
+		if code, _ := httpGet(t, base+p, "wrong"); code != 401 {
+			t.Errorf("%s with a wrong token: %d", p, code)
+		}
+		if code, _ := httpGet(t, base+p, "s3cret"); code != 200 {
+			t.Errorf("%s with the token: %d", p, code)
+		}
+	}
+	put := func(body, token string) int {
+		req, _ := http.NewRequest("PUT", base+"/loglevel", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := put("debug", "s3cret"); code != 200 || level.Level() != slog.LevelDebug {
+		t.Errorf("PUT debug: %d, level %v", code, level.Level())
+	}
+	if code := put("loud", "s3cret"); code != 400 || level.Level() != slog.LevelDebug {
+		t.Errorf("PUT loud: %d, level %v", code, level.Level())
+	}
+	if code := put("error", "nope"); code != 401 || level.Level() != slog.LevelDebug {
+		t.Errorf("PUT without the token: %d, level %v", code, level.Level())
+	}
+	if _, body := httpGet(t, base+"/loglevel", "s3cret"); strings.TrimSpace(body) != "debug" {
+		t.Errorf("GET /loglevel: %q", body)
 	}
 }

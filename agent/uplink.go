@@ -20,6 +20,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/scanagent/scanagent/agent/config"
 	"github.com/scanagent/scanagent/buffer"
@@ -86,6 +87,7 @@ type uplink struct {
 	connected           atomic.Bool
 	broker              atomic.Value // string
 	published, acked    atomic.Uint64
+	ackLatency          prometheus.Histogram // nil: not measured
 	sessions, malformed atomic.Uint64
 	backlogInflight     atomic.Int64 // live_first: backlog publishes not yet acked
 }
@@ -271,7 +273,8 @@ func (u *uplink) statusPayload(state string) []byte {
 type inflight struct {
 	rec     buffer.Record
 	tok     mqtt.Token
-	backlog bool // live_first: counted in backlogInflight
+	backlog bool      // live_first: counted in backlogInflight
+	sent    time.Time // for the acknowledgement latency
 }
 
 // liveFirstBacklogWindow caps the backlog publishes in flight in live_first
@@ -539,7 +542,7 @@ func (u *uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight
 				u.backlogInflight.Add(1)
 			}
 			select {
-			case window <- inflight{rec: rec, tok: tok, backlog: isBacklog}:
+			case window <- inflight{rec: rec, tok: tok, backlog: isBacklog, sent: time.Now()}:
 			case <-ctx.Done():
 				return nil
 			case <-lost.ch:
@@ -601,6 +604,7 @@ func (u *uplink) acker(window <-chan inflight, lost *lostSignal) error {
 		if err := p.tok.Error(); err != nil {
 			return fmt.Errorf("publish seq %d: %w", p.rec.Seq, err)
 		}
+		u.observeAck(p.sent)
 		if p.backlog {
 			u.backlogInflight.Add(-1)
 		}

@@ -31,6 +31,10 @@ import (
 // password when mqtt.password_file is not set.
 const EnvMQTTPassword = "SCANAGENT_MQTT_PASSWORD"
 
+// EnvHTTPToken names the environment variable that supplies the HTTP
+// bearer token when http.token_file is not set.
+const EnvHTTPToken = "SCANAGENT_HTTP_TOKEN"
+
 // Config is a loaded and validated configuration file.
 type Config struct {
 	Agent    Agent     `yaml:"agent"`
@@ -182,7 +186,11 @@ type Scale struct {
 
 // HTTP configures the local status endpoint.
 type HTTP struct {
-	Listen string `yaml:"listen"` // default 127.0.0.1:9180
+	Listen string `yaml:"listen"` // default 127.0.0.1:9180; "" turns the server off
+	// TokenFile holds the bearer token every request but /healthz must
+	// carry. Required when Listen is not a loopback address.
+	TokenFile string `yaml:"token_file"`
+	Token     string `yaml:"-"` // resolved from token_file, else env SCANAGENT_HTTP_TOKEN
 }
 
 // Log configures the logger.

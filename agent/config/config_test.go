@@ -358,7 +358,7 @@ mqtt:
   topic_prefix: t/x
   keepalive: 1m
 buffer: {max_bytes: 64 MiB, when_full: reject_new}
-http: {listen: ":0"}
+http: {listen: "127.0.0.1:0"}
 log: {level: debug, format: json}
 `
 	cfg, err := config.Parse("test.yaml", []byte(text), noEnv)
@@ -381,7 +381,7 @@ log: {level: debug, format: json}
 	if m := cfg.MQTT; len(m.Brokers) != 2 || m.ClientID != "hub" || m.TopicPrefix != "t/x" || m.KeepAlive.D() != time.Minute {
 		t.Errorf("mqtt = %+v", m)
 	}
-	if cfg.Buffer.MaxBytes != 64*config.MiB || cfg.Buffer.WhenFull != "reject_new" || cfg.HTTP.Listen != ":0" ||
+	if cfg.Buffer.MaxBytes != 64*config.MiB || cfg.Buffer.WhenFull != "reject_new" || cfg.HTTP.Listen != "127.0.0.1:0" ||
 		cfg.Log != (config.Log{Level: "debug", Format: "json"}) {
 		t.Errorf("buffer, http, log = %+v, %+v, %+v", cfg.Buffer, cfg.HTTP, cfg.Log)
 	}
@@ -514,5 +514,33 @@ func TestCustomEventAllowed(t *testing.T) {
 	}
 	if st := cfg.Stations[0]; st.Event != "XYZ" || len(st.Accept) != 2 {
 		t.Errorf("station %+v", st)
+	}
+}
+
+func TestHTTPListenNeedsTokenBeyondLoopback(t *testing.T) {
+	for _, listen := range []string{"0.0.0.0:9180", ":9180", "10.1.2.3:9180", "hub.example:9180"} {
+		_, err := config.Parse("x.yaml", []byte(head+"http: {listen: \""+listen+"\"}\n"), noEnv)
+		if err == nil || !strings.Contains(err.Error(), "http.listen") || !strings.Contains(err.Error(), "token_file") {
+			t.Errorf("%s: %v", listen, err)
+		}
+	}
+	for _, listen := range []string{"127.0.0.1:9180", "[::1]:9180", "localhost:9180"} {
+		if _, err := config.Parse("x.yaml", []byte(head+"http: {listen: \""+listen+"\"}\n"), noEnv); err != nil {
+			t.Errorf("%s: %v", listen, err)
+		}
+	}
+	withToken := func(name string) (string, bool) {
+		if name == config.EnvHTTPToken {
+			return "tok", true
+		}
+		return "", false
+	}
+	cfg, err := config.Parse("x.yaml", []byte(head+"http: {listen: \"0.0.0.0:9180\"}\n"), withToken)
+	if err != nil || cfg.HTTP.Token != "tok" {
+		t.Errorf("token from the environment: %v", err)
+	}
+	_, err = config.Parse("x.yaml", []byte(head+"http: {listen: \"0.0.0.0:9180\", token_file: /nonexistent/token}\n"), noEnv)
+	if err == nil || !strings.Contains(err.Error(), "http.token_file: cannot read token file") {
+		t.Errorf("missing token file: %v", err)
 	}
 }

@@ -41,7 +41,9 @@ func (c *checker) validate(cfg *Config, lookupEnv func(string) (string, bool)) {
 
 	c.stations(cfg.Stations)
 
-	c.listen("http.listen", cfg.HTTP.Listen)
+	if cfg.HTTP.Listen != "" {
+		c.listen("http.listen", cfg.HTTP.Listen)
+	}
 	c.oneOf("log.level", cfg.Log.Level, "debug", "info", "warn", "error")
 	c.oneOf("log.format", cfg.Log.Format, "text", "json")
 }
@@ -88,6 +90,26 @@ func (c *checker) mqtt(cfg *Config, lookupEnv func(string) (string, bool)) {
 		}
 	} else if pw, ok := lookupEnv(EnvMQTTPassword); ok {
 		m.Password = pw
+	}
+
+	h := &cfg.HTTP
+	if h.TokenFile != "" {
+		h.TokenFile = resolve(dir, h.TokenFile)
+		b, err := os.ReadFile(h.TokenFile)
+		tok := strings.TrimSpace(string(b))
+		switch {
+		case err != nil:
+			c.errorf("http.token_file", "cannot read token file: %v", err)
+		case tok == "":
+			c.errorf("http.token_file", "token file %s is empty", h.TokenFile)
+		default:
+			h.Token = tok
+		}
+	} else if tok, ok := lookupEnv(EnvHTTPToken); ok {
+		h.Token = strings.TrimSpace(tok)
+	}
+	if h.Listen != "" && isHostPort(h.Listen, true) && !loopback(h.Listen) && h.Token == "" && h.TokenFile == "" {
+		c.errorf("http.listen", "%q is reachable from other machines: set http.token_file (or %s) so requests need a bearer token, or listen on 127.0.0.1", h.Listen, EnvHTTPToken)
 	}
 
 	t := &m.TLS
@@ -303,6 +325,20 @@ func (c *checker) listen(path, addr string) {
 	if !isHostPort(addr, true) {
 		c.errorf(path, "must be host:port with a numeric port, e.g. 127.0.0.1:9180, got %q", addr)
 	}
+}
+
+// loopback reports whether a listen address only accepts local
+// connections: 127.0.0.0/8, ::1 or localhost.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // isHostPort reports whether s is host:port with a numeric port. A listen

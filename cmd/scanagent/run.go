@@ -16,8 +16,13 @@ import (
 	"github.com/scanagent/scanagent/agent/config"
 )
 
-// version is stamped at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// Stamped by scripts/build.sh with -ldflags -X; without them the Go
+// toolchain's VCS information is used.
+var (
+	version   = "dev"
+	commit    = ""
+	buildDate = ""
+)
 
 // usageError is a usage or configuration problem: exit code 2.
 type usageError struct{ err error }
@@ -159,7 +164,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.Log, stderr)
+	level := new(slog.LevelVar)
+	log := newLogger(cfg.Log, level, stderr)
 	memLimit := "GOMEMLIMIT=" + os.Getenv("GOMEMLIMIT")
 	if os.Getenv("GOMEMLIMIT") == "" {
 		memLimit = "unset"
@@ -172,16 +178,19 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	for _, w := range cfg.Warnings {
 		log.Warn("config problem: scans are buffered but cannot be delivered until it is fixed", "problem", w.Error())
 	}
-	a, err := agent.New(cfg, agent.Deps{Log: log, Version: version})
+	a, err := agent.New(cfg, agent.Deps{Log: log, Level: level, Version: version})
 	if err != nil {
 		return usageError{err}
 	}
 	return a.Run(ctx)
 }
 
-func newLogger(c config.Log, w io.Writer) *slog.Logger {
-	var level slog.Level
-	level.UnmarshalText([]byte(c.Level))
+// newLogger makes the agent's logger; level is set from the config and
+// can be changed later (HTTP, reload).
+func newLogger(c config.Log, level *slog.LevelVar, w io.Writer) *slog.Logger {
+	var l slog.Level
+	l.UnmarshalText([]byte(c.Level))
+	level.Set(l)
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
@@ -190,16 +199,22 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 }
 
 func versionString() string {
-	commit, date := "unknown", "unknown"
+	c, date := "unknown", "unknown"
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range bi.Settings {
 			switch s.Key {
 			case "vcs.revision":
-				commit = s.Value
+				c = s.Value
 			case "vcs.time":
 				date = s.Value
 			}
 		}
 	}
-	return fmt.Sprintf("scanagent %s (commit %s, built %s, %s %s/%s)", version, commit, date, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	if commit != "" {
+		c = commit
+	}
+	if buildDate != "" {
+		date = buildDate
+	}
+	return fmt.Sprintf("scanagent %s (commit %s, built %s, %s %s/%s)", version, c, date, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }

@@ -1,0 +1,168 @@
+package agent
+
+import (
+	"runtime"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/scanagent/scanagent/buffer"
+)
+
+// newRegistry builds the agent's private Prometheus registry: the Go and
+// process collectors, the MQTT acknowledgement latency histogram, and the
+// rest read from the status snapshot at each scrape, so /metrics, /status
+// and P/health always agree.
+func (a *Agent) newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		a.ackLatency,
+		statusCollector{a},
+	)
+	return reg
+}
+
+// newAckLatency is the histogram of publish-to-PUBACK times.
+func newAckLatency() prometheus.Histogram {
+	return prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "scanagent_mqtt_ack_latency_seconds",
+		Help:    "Time from publishing a scan to its PUBACK.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	})
+}
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("scanagent_"+name, help, labels, nil)
+}
+
+var (
+	mBuild          = desc("build_info", "Version of the running agent (value 1).", "version", "goversion")
+	mStart          = desc("start_time_seconds", "When the agent started, Unix time.")
+	mScans          = desc("scans_accepted_total", "Scans made durable.", "station")
+	mInvalid        = desc("scans_invalid_total", "Accepted scans with valid=false, by reason.", "station", "reason")
+	mSuppressed     = desc("scans_suppressed_total", "Double reads suppressed within dedup_window.", "station")
+	mNotAccepted    = desc("scans_not_accepted_total", "Scans read but not made durable, by reason.", "station", "reason")
+	mWeights        = desc("scan_weights_total", "Scans by weight status (stations with a scale).", "station", "status")
+	mFeedback       = desc("feedback_total", "Operator feedback signals, by result.", "station", "result")
+	mFramesRejected = desc("scanner_frames_rejected_total", "Scanner frames discarded, by reason.", "station", "reason")
+	mScaleFrames    = desc("scale_frames_total", "Scale frames, by result (ok or why no reading).", "station", "result")
+	mDeviceUp       = desc("device_connected", "1 when the device's port is open.", "station", "device", "port")
+	mDeviceState    = desc("device_state", "The device's state (1 for the current one).", "station", "device", "state")
+	mDepth          = desc("buffer_depth", "Scans waiting for delivery.")
+	mBytes          = desc("buffer_bytes", "Bytes of the scans waiting, as counted against max_bytes.")
+	mOldest         = desc("buffer_oldest_age_seconds", "Age of the oldest scan waiting.")
+	mFull           = desc("buffer_full", "1 when buffer.max_bytes is reached.")
+	mAppended       = desc("buffer_appended_total", "Records appended since start.")
+	mAckedBuf       = desc("buffer_acked_total", "Records acknowledged (delivered) since start.")
+	mDropped        = desc("buffer_dropped_total", "Records removed without delivery, by reason.", "reason")
+	mRejectedBuf    = desc("buffer_rejected_total", "Appends refused, by reason.", "reason")
+	mSync           = desc("buffer_sync_seconds", "Journal write and sync per group commit.")
+	mQuarantined    = desc("buffer_quarantined", "Stores moved aside as corrupt.")
+	mConnected      = desc("mqtt_connected", "1 when connected to a broker.")
+	mUplinkState    = desc("mqtt_state", "The uplink's state (1 for the current one).", "state")
+	mPublished      = desc("mqtt_published_total", "Scan publishes sent.")
+	mAcked          = desc("mqtt_acked_total", "Scan publishes acknowledged by the broker.")
+	mSessions       = desc("mqtt_sessions_total", "MQTT sessions opened (connects and reconnects).")
+	mMalformed      = desc("mqtt_malformed_total", "Buffer records that could not be published.")
+	mRSS            = desc("memory_peak_rss_bytes", "Peak resident set size (Linux).")
+)
+
+var uplinkStates = []string{UplinkStarting, UplinkConnected, UplinkUnreachable, UplinkTLSError, UplinkAuthRefused,
+	UplinkRefused, UplinkStalled, UplinkStopped}
+
+// statusCollector turns a status snapshot into metrics. It is unchecked
+// (Describe sends nothing): label values such as stations change with the
+// configuration.
+type statusCollector struct{ a *Agent }
+
+func (statusCollector) Describe(chan<- *prometheus.Desc) {}
+
+func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.a.Status()
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	byLabel := func(d *prometheus.Desc, m map[string]uint64, labels ...string) {
+		for k, v := range m {
+			counter(d, v, append(labels, k)...)
+		}
+	}
+	gauge(mBuild, 1, c.a.version, runtime.Version())
+	c.a.mu.Lock()
+	started := c.a.started
+	c.a.mu.Unlock()
+	if !started.IsZero() {
+		gauge(mStart, float64(started.UnixNano())/1e9)
+	}
+	for _, st := range s.Stations {
+		cn := st.Counters
+		counter(mScans, cn.Scans, st.ID)
+		byLabel(mInvalid, cn.InvalidByReason, st.ID)
+		counter(mSuppressed, cn.Suppressed, st.ID)
+		byLabel(mNotAccepted, cn.NotAccepted, st.ID)
+		byLabel(mWeights, cn.Weights, st.ID)
+		byLabel(mFeedback, cn.Feedback, st.ID)
+		byLabel(mFramesRejected, cn.Rejected, st.ID)
+		device(ch, st.ID, "scanner", st.Scanner)
+		if st.Scale != nil {
+			device(ch, st.ID, "scale", st.Scale.DeviceStatus)
+			byLabel(mScaleFrames, st.Scale.Frames, st.ID)
+		}
+	}
+	b := s.Buffer
+	gauge(mDepth, float64(b.Depth))
+	gauge(mBytes, float64(b.Bytes))
+	gauge(mOldest, b.OldestAge)
+	gauge(mFull, boolFloat(b.Full))
+	counter(mAppended, b.Appended)
+	counter(mAckedBuf, b.Acked)
+	byLabel(mDropped, b.Dropped)
+	byLabel(mRejectedBuf, b.Rejected)
+	gauge(mQuarantined, float64(b.Quarantined))
+	if b.Sync.Buckets != nil {
+		buckets := map[float64]uint64{}
+		for i, bound := range buffer.LatencyBounds {
+			buckets[bound] = b.Sync.Buckets[i]
+		}
+		ch <- prometheus.MustNewConstHistogram(mSync, b.Sync.Count, b.Sync.Sum, buckets)
+	}
+	m := s.MQTT
+	gauge(mConnected, boolFloat(m.Connected))
+	for _, st := range uplinkStates {
+		gauge(mUplinkState, boolFloat(m.State == st), st)
+	}
+	counter(mPublished, m.Published)
+	counter(mAcked, m.Acked)
+	counter(mSessions, m.Sessions)
+	counter(mMalformed, m.Malformed)
+	if s.Process.PeakRSSBytes > 0 {
+		gauge(mRSS, float64(s.Process.PeakRSSBytes))
+	}
+}
+
+func device(ch chan<- prometheus.Metric, station, kind string, d DeviceStatus) {
+	ch <- prometheus.MustNewConstMetric(mDeviceUp, prometheus.GaugeValue, boolFloat(d.State == "connected"), station, kind, d.Port)
+	for _, state := range []string{"connected", "disconnected", "error"} {
+		ch <- prometheus.MustNewConstMetric(mDeviceState, prometheus.GaugeValue, boolFloat(d.State == state), station, kind, state)
+	}
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// observeAck records one publish-to-PUBACK time.
+func (u *uplink) observeAck(sent time.Time) {
+	if u.ackLatency != nil {
+		u.ackLatency.Observe(time.Since(sent).Seconds())
+	}
+}
