@@ -62,6 +62,7 @@ commands:
   run -c FILE     run the agent (default command)
   check -c FILE   validate a config file; print every error
   buffer stats|export|import -c FILE   inspect, export or re-import the backlog (agent stopped)
+  status [-c FILE | --addr A]   ask the running agent for its state (exit 1 unreachable, 3 needs attention)
   ports [--json]  list serial ports with USB VID:PID, serial number, product and by-id alias
   monitor PORT    print what a scanner or scale sends, decoded, live (--probe finds the baud rate)
   demo            run end to end with simulated scanners and an in-process broker
@@ -85,6 +86,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdBuffer(args, stdout, stderr)
 	case "ports":
 		return cmdPorts(args, stdout, stderr)
+	case "status":
+		return cmdStatus(args, stdout, stderr)
 	case "monitor":
 		return cmdMonitor(ctx, args, stdout, stderr)
 	case "version":
