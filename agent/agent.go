@@ -18,7 +18,9 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"reflect"
 	"runtime/metrics"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -55,8 +57,17 @@ type Agent struct {
 	started    time.Time
 	mu         sync.Mutex
 	q          *buffer.Queue
-	stations   []*station
+	stations   []*station // running, in config order
+	runners    map[string]*runner
 	up         *uplink
+	runCtx     context.Context
+}
+
+// runner is one running station.
+type runner struct {
+	st     *station
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // New checks what can be checked before running.
@@ -117,11 +128,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	up.devices = a.deviceReports
 	a.mu.Lock()
 	a.q, a.up = q, up
-	for _, sc := range a.cfg.Stations {
-		st := newStation(sc, a.cfg.Agent, q, a.log)
-		st.changed = up.deviceChanged
-		a.stations = append(a.stations, st)
-	}
 	a.mu.Unlock()
 
 	var httpSrv *http.Server
@@ -145,17 +151,25 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer close(upDone)
 		up.run(upCtx)
 	}()
-	var wg sync.WaitGroup
-	for _, s := range a.stations {
-		wg.Go(func() { s.run(ctx) })
+	a.mu.Lock()
+	a.runCtx = ctx
+	a.runners = map[string]*runner{}
+	for _, sc := range a.cfg.Stations {
+		a.startStation(sc)
 	}
+	a.mu.Unlock()
 	if a.ready != nil {
 		a.ready(httpAddr)
 	}
 
 	<-ctx.Done()
 	a.log.Info("stopping: devices first")
-	wg.Wait()
+	a.mu.Lock()
+	runners := a.runners
+	a.mu.Unlock()
+	for _, r := range runners {
+		<-r.done
+	}
 	stopUplink()
 	<-upDone
 	if httpSrv != nil {
@@ -168,6 +182,108 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("stopped", "backlog", q.Stats().Depth)
 	return nil
+}
+
+// startStation starts one station under the run context. a.mu is held.
+func (a *Agent) startStation(sc config.Station) {
+	st := newStation(sc, a.cfg.Agent, a.q, a.log)
+	st.changed = a.up.deviceChanged
+	ctx, cancel := context.WithCancel(a.runCtx)
+	r := &runner{st: st, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		st.run(ctx)
+	}()
+	a.runners[sc.ID] = r
+	a.stations = append(a.stations, st)
+}
+
+// Reload applies a new configuration to the running agent. Stations that
+// are added, removed or changed are started or stopped (a stopped station
+// first processes every scan it has read); unchanged stations keep
+// running untouched. The log level follows log.level. Changes to agent,
+// mqtt, buffer, http and log.format need a restart: they are reported in
+// the returned list and the running values are kept.
+func (a *Agent) Reload(cfg *config.Config) (restartNeeded []string, err error) {
+	a.mu.Lock()
+	if a.runners == nil || a.runCtx.Err() != nil {
+		a.mu.Unlock()
+		return nil, errors.New("agent: not running")
+	}
+	old := a.cfg
+	for _, d := range []struct {
+		name     string
+		old, new any
+	}{
+		{"agent", old.Agent, cfg.Agent},
+		{"mqtt", old.MQTT, cfg.MQTT},
+		{"buffer", old.Buffer, cfg.Buffer},
+		{"http", old.HTTP, cfg.HTTP},
+		{"log.format", old.Log.Format, cfg.Log.Format},
+	} {
+		if !reflect.DeepEqual(d.old, d.new) {
+			restartNeeded = append(restartNeeded, d.name)
+		}
+	}
+	want := map[string]config.Station{}
+	for _, sc := range cfg.Stations {
+		want[sc.ID] = sc
+	}
+	var stopping []*runner
+	var stopped, started, kept []string
+	for _, sc := range old.Stations {
+		if nsc, ok := want[sc.ID]; ok && reflect.DeepEqual(sc, nsc) {
+			kept = append(kept, sc.ID)
+			continue
+		}
+		r := a.runners[sc.ID]
+		r.cancel()
+		stopping = append(stopping, r)
+		delete(a.runners, sc.ID)
+		stopped = append(stopped, sc.ID)
+	}
+	a.mu.Unlock()
+	// Wait outside the lock: a stopping station finishes the scans it has
+	// read (Status stays available meanwhile).
+	for _, r := range stopping {
+		<-r.done
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	keep := a.stations[:0]
+	for _, st := range a.stations {
+		if _, running := a.runners[st.cfg.ID]; running {
+			keep = append(keep, st)
+		}
+	}
+	a.stations = keep
+	for _, sc := range cfg.Stations {
+		if _, running := a.runners[sc.ID]; !running {
+			a.startStation(sc)
+			started = append(started, sc.ID)
+		}
+	}
+	// Keep the config order for status and device topics.
+	order := map[string]int{}
+	for i, sc := range cfg.Stations {
+		order[sc.ID] = i
+	}
+	slices.SortFunc(a.stations, func(x, y *station) int { return order[x.cfg.ID] - order[y.cfg.ID] })
+	next := *old
+	next.Stations = cfg.Stations
+	next.Log.Level = cfg.Log.Level
+	next.Warnings = cfg.Warnings
+	a.cfg = &next
+	if a.level != nil {
+		var l slog.Level
+		if l.UnmarshalText([]byte(cfg.Log.Level)) == nil {
+			a.level.Set(l)
+		}
+	}
+	a.up.deviceChanged()
+	a.log.Info("configuration reloaded", "stations_kept", kept, "stations_stopped", stopped, "stations_started", started,
+		"log_level", cfg.Log.Level, "restart_needed_for", restartNeeded)
+	return restartNeeded, nil
 }
 
 // Status is the agent's state as served on /status.

@@ -402,8 +402,10 @@ func (u *uplink) session(ctx context.Context) error {
 func (u *uplink) side(ctx context.Context, c mqtt.Client) {
 	sent := map[string]string{} // topic -> payload last published
 	publishDevices := func() {
+		current := map[string]bool{}
 		for _, d := range u.devices() {
 			topic := u.prefix + "/devices/" + d.Station + "/" + d.Kind
+			current[topic] = true
 			b, _ := json.Marshal(d.DeviceStatus)
 			if sent[topic] == string(b) {
 				continue
@@ -412,6 +414,15 @@ func (u *uplink) side(ctx context.Context, c mqtt.Client) {
 				return // the session is ending; the next one publishes all
 			}
 			sent[topic] = string(b)
+		}
+		// A device removed by a reload: clear its retained state.
+		for topic := range sent {
+			if !current[topic] {
+				if err := waitToken(ctx, c.Publish(topic, 1, true, []byte{}), u.cfg.ConnectTimeout.D()); err != nil {
+					return
+				}
+				delete(sent, topic)
+			}
 		}
 	}
 	publishHealth := func() {

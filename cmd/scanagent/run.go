@@ -185,6 +185,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
+	watchReload(ctx, *path, a, log)
 	return a.Run(ctx)
 }
 
