@@ -11,6 +11,14 @@ import (
 )
 
 func main() {
+	// Started by the Windows service manager: it stops the agent, not
+	// signals. os.Stderr is read inside the closure: in a service it is
+	// redirected to the log file first.
+	if handled, err := runAsService(func(ctx context.Context) error {
+		return run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	}); handled {
+		os.Exit(exitCode(err, os.Stderr))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	// After the first signal, a second one kills the process as usual.
 	context.AfterFunc(ctx, stop)

@@ -63,6 +63,7 @@ commands:
   check -c FILE   validate a config file; print every error
   buffer stats|export|import -c FILE   inspect, export or re-import the backlog (agent stopped)
   status [-c FILE | --addr A]   ask the running agent for its state (exit 1 unreachable, 3 needs attention)
+  service install|uninstall|start|stop|status   the Windows service (event log, restart on failure)
   ports [--json]  list serial ports with USB VID:PID, serial number, product and by-id alias
   monitor PORT    print what a scanner or scale sends, decoded, live (--probe finds the baud rate)
   demo            run end to end with simulated scanners and an in-process broker
@@ -88,6 +89,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdPorts(args, stdout, stderr)
 	case "status":
 		return cmdStatus(args, stdout, stderr)
+	case "service":
+		return cmdService(ctx, args, stdout, stderr)
 	case "monitor":
 		return cmdMonitor(ctx, args, stdout, stderr)
 	case "version":
@@ -181,11 +184,24 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	for _, w := range cfg.Warnings {
 		log.Warn("config problem: scans are buffered but cannot be delivered until it is fixed", "problem", w.Error())
 	}
-	a, err := agent.New(cfg, agent.Deps{Log: log, Level: level, Version: version})
+	n := serviceNotifier()
+	ready := func(string) {}
+	if n != nil {
+		ready = func(string) {
+			if err := n.notify("READY=1\nSTATUS=running"); err != nil {
+				log.Warn("systemd notify failed", "err", err)
+			}
+		}
+	}
+	a, err := agent.New(cfg, agent.Deps{Log: log, Level: level, Version: version, Ready: ready})
 	if err != nil {
 		return usageError{err}
 	}
 	watchReload(ctx, *path, a, log)
+	if n != nil {
+		go runWatchdog(ctx, n, a, log)
+		context.AfterFunc(ctx, func() { n.notify("STOPPING=1\nSTATUS=stopping: devices first, then in-flight publishes") })
+	}
 	return a.Run(ctx)
 }
 

@@ -1,0 +1,24 @@
+//go:build !windows
+
+package main
+
+import (
+	"context"
+	"io"
+	"testing"
+)
+
+func TestServiceNotOnWindows(t *testing.T) {
+	for _, args := range [][]string{nil, {"install"}, {"status"}} {
+		err := cmdService(context.Background(), args, io.Discard, io.Discard)
+		if code := exitCode(err, io.Discard); code != 2 {
+			t.Errorf("cmdService(%q) = %v, exit code %d; want exit code 2", args, err, code)
+		}
+	}
+	if handled, err := runAsService(func(context.Context) error {
+		t.Error("runAsService ran the function outside a Windows service")
+		return nil
+	}); handled || err != nil {
+		t.Errorf("runAsService = %v, %v; want false, nil", handled, err)
+	}
+}
