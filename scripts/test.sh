@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The full test suite: installs what the tests need (mosquitto, the real
 # broker the end-to-end tests start on a free loopback port), then vets and
-# runs every test with the race detector.
+# runs every test with the race detector, the chaos suite, the release
+# builds and the package tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,3 +26,10 @@ go test -race -count=1 -timeout 10m ./...
 # broker restarts and a 2-minute outage, a proxy that cuts and stalls,
 # scanner unplug, disk full, corrupt store). About 4 minutes.
 go test -tags chaos -run Chaos -count=1 -timeout 15m ./cmd/scanagent
+
+# Release builds: static binaries for linux/amd64, linux/arm64, linux/armv7
+# and windows/amd64 with the version stamped (each checked under 20 MB),
+# then the .deb and .rpm: contents, install, the agent run from /usr/bin as
+# the service user, and systemd-analyze verify of the unit.
+scripts/build.sh
+scripts/test-package.sh
