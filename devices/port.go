@@ -180,10 +180,11 @@ type ScannerOptions struct {
 // RunScanner owns one scanner port until ctx is done (see RunPort).
 func RunScanner(ctx context.Context, o ScannerOptions) error {
 	framer := NewFramer(o.Framer, o.Frame, o.Reject)
+	short := min(framer.cfg.IdleGap, 100*time.Millisecond)
 	return RunPort(ctx, PortOptions{
 		Port:        o.Port,
 		Kind:        "scanner",
-		ReadTimeout: min(framer.cfg.IdleGap, 100*time.Millisecond),
+		ReadTimeout: short,
 		BackoffMin:  o.BackoffMin,
 		BackoffMax:  o.BackoffMax,
 		Log:         o.Log,
@@ -191,9 +192,9 @@ func RunScanner(ctx context.Context, o ScannerOptions) error {
 		Opened:      o.Opened,
 		Session: func(ctx context.Context, port serial.Port) error {
 			framer.Reset()
-			var r io.Reader = port
+			var r io.Reader = &idleTimeout{p: port, pending: framer.Pending, short: short, cur: short}
 			if o.Raw != nil {
-				r = rawReader{port, o.Raw}
+				r = rawReader{r, o.Raw}
 			}
 			r = &coalescingReader{r: r, d: scannerCoalesce}
 			// On cancel, ReadFrames drains what has already arrived.
@@ -295,6 +296,7 @@ func scaleSession(ctx context.Context, port serial.Port, o ScaleOptions, reader 
 	}
 	buf := make([]byte, 256)
 	var nextPoll, deadline time.Time // deadline is zero when no poll is pending
+	timeout := time.Duration(-1)
 	for {
 		now := o.now()
 		if ctx.Err() != nil {
@@ -323,6 +325,23 @@ func scaleSession(ctx context.Context, port serial.Port, o ScaleOptions, reader 
 				nextPoll = now.Add(o.PollInterval)
 			}
 		}
+		// Wake up for the next poll, the pending one's deadline, or a
+		// poll asked for by a waiting scan (within 50ms); a streaming
+		// scale wakes the reader itself.
+		wait := idleReadTimeout
+		if o.Poll {
+			next := nextPoll
+			if !deadline.IsZero() {
+				next = deadline
+			}
+			wait = min(50*time.Millisecond, max(next.Sub(now), 5*time.Millisecond))
+		}
+		if wait != timeout {
+			if err := port.SetReadTimeout(wait); err != nil {
+				return err
+			}
+			timeout = wait
+		}
 		n, err := port.Read(buf)
 		if n > 0 {
 			at := o.now()
@@ -343,6 +362,33 @@ func scaleSession(ctx context.Context, port serial.Port, o ScaleOptions, reader 
 			}
 		}
 	}
+}
+
+// idleReadTimeout is how long a read waits while no partial frame is
+// pending: each expiry is a wake-up of an otherwise idle agent, and only
+// shutdown waits for it.
+const idleReadTimeout = 500 * time.Millisecond
+
+// idleTimeout reads with a short timeout while a frame is pending (the
+// idle gap and stale checks need it) and a long one otherwise.
+type idleTimeout struct {
+	p          serial.Port
+	pending    func() bool
+	short, cur time.Duration
+}
+
+func (t *idleTimeout) Read(b []byte) (int, error) {
+	want := idleReadTimeout
+	if t.pending() {
+		want = t.short
+	}
+	if want != t.cur {
+		if err := t.p.SetReadTimeout(want); err != nil {
+			return 0, err
+		}
+		t.cur = want
+	}
+	return t.p.Read(b)
 }
 
 // coalescingReader reads at once while data comes in isolated bursts (a

@@ -96,6 +96,15 @@ func run(ctx context.Context, o options) (err error) {
 	}
 	go b.sampleMemory(ctx)
 
+	if o.idle > 0 {
+		fmt.Fprintf(os.Stderr, "idle: a fresh agent with %d idle stations for %s\n", o.scanners, o.idle)
+		if err := b.freshIdle(ctx); err != nil {
+			return fmt.Errorf("idle phase: %w", err)
+		}
+		if o.idleOnly {
+			return nil
+		}
+	}
 	fmt.Fprintf(os.Stderr, "live: %d scanners, %d scans/s for %s\n", o.scanners, o.rate, o.live)
 	if err := b.live(ctx); err != nil {
 		return fmt.Errorf("live phase: %w", err)
@@ -757,6 +766,40 @@ func rawPaho(url string, n, window int, payload []byte) (time.Duration, error) {
 		return el, fmt.Errorf("%d publishes failed: %v", f, firstErr.Load())
 	}
 	return el, nil
+}
+
+// freshIdle measures a newly started agent, connected to the broker, with
+// its scanners quiet: the cost of waiting for scans.
+func (b *bench) freshIdle(ctx context.Context) error {
+	f := &b.res.Footprint
+	if err := b.startBroker(ctx); err != nil {
+		return err
+	}
+	defer b.stopBroker()
+	up, err := b.startAgent(ctx)
+	if err != nil {
+		return err
+	}
+	f.FreshIdleStartup = up.Seconds()
+	// Let start-up work (Badger's first flushes, the first health report)
+	// settle.
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(5 * time.Second):
+	}
+	pid := b.agent.pid()
+	cpu := startCPU(pid)
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(b.o.idle):
+	}
+	f.FreshIdleS = b.o.idle.Seconds()
+	f.FreshIdleCPUPct = cpu.percent()
+	f.FreshIdleRSS = memStatus(pid)["VmRSS"]
+	_, err = b.stopAgent()
+	return err
 }
 
 func (b *bench) footprint(ctx context.Context) error {

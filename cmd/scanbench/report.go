@@ -86,13 +86,18 @@ type DrainResult struct {
 }
 
 type Footprint struct {
-	BinaryBytes int64   `json:"binary_bytes"`
-	IdleCPUPct  float64 `json:"idle_cpu_pct"`
-	IdleRSS     int64   `json:"idle_rss_bytes"`
-	IdleRSSAnon int64   `json:"idle_rss_anon_bytes"`
-	IdleRSSFile int64   `json:"idle_rss_file_bytes"`
-	PeakRSS     int64   `json:"peak_rss_bytes"` // whole run, all agent processes
-	PeakRSSAnon int64   `json:"peak_rss_anon_bytes"`
+	BinaryBytes int64 `json:"binary_bytes"`
+	// A fresh agent, connected, its scanners idle, before any load.
+	FreshIdleS       float64 `json:"fresh_idle_s,omitempty"`
+	FreshIdleCPUPct  float64 `json:"fresh_idle_cpu_pct,omitempty"`
+	FreshIdleRSS     int64   `json:"fresh_idle_rss_bytes,omitempty"`
+	FreshIdleStartup float64 `json:"fresh_startup_s,omitempty"`
+	IdleCPUPct       float64 `json:"idle_cpu_pct"`
+	IdleRSS          int64   `json:"idle_rss_bytes"`
+	IdleRSSAnon      int64   `json:"idle_rss_anon_bytes"`
+	IdleRSSFile      int64   `json:"idle_rss_file_bytes"`
+	PeakRSS          int64   `json:"peak_rss_bytes"` // whole run, all agent processes
+	PeakRSSAnon      int64   `json:"peak_rss_anon_bytes"`
 }
 
 func mb(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/mib) }
@@ -142,7 +147,12 @@ func (r *Results) print(w io.Writer) {
 		row("drain", "agent peak RSS feed / drain", mb(d.AgentPeakRSSFeed)+" / "+mb(d.AgentPeakRSSDrain), "")
 	}
 	f := r.Footprint
-	row("footprint", "binary size", mb(f.BinaryBytes), "")
+	row("footprint", "binary size", mb(f.BinaryBytes), "<= 20 MiB: "+verdict(f.BinaryBytes <= 20*mib))
+	if f.FreshIdleS > 0 {
+		row("footprint", fmt.Sprintf("fresh agent, %d stations idle: CPU (%.0f s)", r.Params.Scanners, f.FreshIdleS),
+			fmt.Sprintf("%.2f%% of one core", f.FreshIdleCPUPct), "< 0.5%: "+verdict(f.FreshIdleCPUPct < 0.5))
+		row("footprint", "fresh agent: start-up to /readyz, RSS", fmt.Sprintf("%.3f s, %s", f.FreshIdleStartup, mb(f.FreshIdleRSS)), "")
+	}
 	if f.PeakRSS > 0 {
 		row("footprint", "idle CPU (10 s)", fmt.Sprintf("%.2f%% of one core", f.IdleCPUPct), "")
 		row("footprint", "idle RSS (anon / file)", fmt.Sprintf("%s (%s / %s)", mb(f.IdleRSS), mb(f.IdleRSSAnon), mb(f.IdleRSSFile)), "")
