@@ -339,7 +339,7 @@ func isAlnum(c byte) bool { return isAlpha(c) || c >= '0' && c <= '9' }
 // are not thrown away, then returns nil. It returns the read error
 // otherwise (io.EOF at end of input).
 func ReadFrames(r io.Reader, f *Framer, stop <-chan struct{}, now func() time.Time) error {
-	buf := make([]byte, 512)
+	buf := make([]byte, 4096)
 	var stopAt time.Time
 	for {
 		n, err := r.Read(buf)
