@@ -257,6 +257,9 @@ func (a *Agent) Reload(cfg *config.Config) (restartNeeded []string, err error) {
 		}
 	}
 	a.stations = keep
+	if a.runCtx.Err() != nil {
+		return restartNeeded, errors.New("agent: stopping; reload not applied")
+	}
 	for _, sc := range cfg.Stations {
 		if _, running := a.runners[sc.ID]; !running {
 			a.startStation(sc)
