@@ -109,6 +109,15 @@ func (w *weigher) setOnline(on bool) {
 // scale at once), never longer, and not at all while the scale is
 // offline or ctx is done.
 func (w *weigher) pair(ctx context.Context, scannedAt time.Time) (*Weight, string) {
+	r, ok, status := w.pairReading(ctx, scannedAt)
+	if !ok {
+		return nil, status
+	}
+	return weightOf(r), status
+}
+
+// pairReading is pair returning the reading itself (ok false for none).
+func (w *weigher) pairReading(ctx context.Context, scannedAt time.Time) (devices.Reading, bool, string) {
 	deadline := scannedAt.Add(w.wait)
 	polled := false
 	for {
@@ -118,17 +127,17 @@ func (w *weigher) pair(ctx context.Context, scannedAt time.Time) (*Weight, strin
 			w.usedPlateau = w.plateau
 			r := w.stable
 			w.mu.Unlock()
-			return weightOf(r), WeightOK
+			return r, true, WeightOK
 		}
 		if !w.online {
 			w.mu.Unlock()
-			return nil, WeightScaleOffline
+			return devices.Reading{}, false, WeightScaleOffline
 		}
 		left := deadline.Sub(now)
 		if left <= 0 || ctx.Err() != nil {
 			status := w.status(now)
 			w.mu.Unlock()
-			return nil, status
+			return devices.Reading{}, false, status
 		}
 		changed := w.changed
 		w.mu.Unlock()

@@ -253,22 +253,25 @@ func (s *station) process(ctx context.Context, f devices.Frame) {
 	if s.double(f) {
 		return
 	}
-	ev, enc := s.event(f)
-	if !ev.Valid && s.fb != nil {
-		s.fb.signal(false, "invalid:"+ev.Reason)
+	sc := s.scan(f)
+	if !sc.valid && s.fb != nil {
+		s.fb.signal(false, "invalid:"+sc.reason)
 	}
 	if s.weigher != nil {
-		ev.Weight, ev.WeightStatus = s.weigher.pair(ctx, f.At)
+		sc.weight, sc.hasWeight, sc.weightStatus = s.weigher.pairReading(ctx, f.At)
 		s.mu.Lock()
-		s.weights[ev.WeightStatus]++
+		s.weights[sc.weightStatus]++
 		s.mu.Unlock()
 	}
 	// Submit does not wait for the disk: the worker goes on while the
 	// scan is synced; it counts as accepted in the callback.
-	if err := s.q.Submit(enc, func(seq uint64, err error) { s.accepted(ev, seq, err) }); err != nil {
-		s.accepted(ev, 0, err)
+	if err := s.q.Submit(sc.encode, sc.done); err != nil {
+		s.accepted(sc, 0, err)
 	}
 }
+
+func (sc *scan) encode(seq uint64) ([]byte, error) { return sc.record(seq), nil }
+func (sc *scan) done(seq uint64, err error)        { sc.st.accepted(sc, seq, err) }
 
 // double reports whether f repeats the station's previous read of the same
 // code within dedup_window (counted), and records the read. The window
@@ -297,36 +300,21 @@ func (s *station) double(f devices.Frame) bool {
 	return false
 }
 
-// event builds the scan event of a frame (validated, without weight) and
-// the record encoder that fills in its seq.
-func (s *station) event(f devices.Frame) (*Event, func(uint64) ([]byte, error)) {
+// scan validates a frame into a scan (without weight).
+func (s *station) scan(f devices.Frame) *scan {
 	res := parcel.Classify(f.Data, f.AIM)
 	if s.accept != nil && !s.accept[res.Kind] {
 		res.Valid, res.Reason = false, ReasonUnexpectedKind
-	}
-	ev := &Event{
-		Schema:    Schema,
-		Agent:     s.agent.ID,
-		Site:      s.agent.Site,
-		Station:   s.cfg.ID,
-		Event:     s.cfg.Event,
-		ScannedAt: Timestamp(f.At),
-		Barcode:   f.Data,
-		AIM:       f.AIM,
-		Kind:      string(res.Kind),
-		Valid:     res.Valid,
-		Reason:    res.Reason,
 	}
 	id, err := uuid.NewV7()
 	if err != nil {
 		id = uuid.New() // only when the system's random source fails
 	}
-	ev.ID = id.String()
-	return ev, RecordEncoder(s.cfg.ID, ev)
+	return &scan{st: s, id: id, at: f.At, barcode: f.Data, aim: f.AIM, kind: string(res.Kind), valid: res.Valid, reason: res.Reason}
 }
 
 // accepted runs once a scan is durable (err nil) or has failed.
-func (s *station) accepted(ev *Event, seq uint64, err error) {
+func (s *station) accepted(ev *scan, seq uint64, err error) {
 	if err != nil {
 		reason := "error"
 		switch {
@@ -342,23 +330,25 @@ func (s *station) accepted(ev *Event, seq uint64, err error) {
 		ok, suppressed := s.errLog.allow(reason, s.now())
 		s.mu.Unlock()
 		if ok {
-			s.log.Error("scan NOT accepted", "barcode", ev.Barcode, "reason", reason, "err", err, "similar_suppressed", suppressed)
+			s.log.Error("scan NOT accepted", "barcode", ev.barcode, "reason", reason, "err", err, "similar_suppressed", suppressed)
 		}
-		if s.fb != nil && ev.Valid {
+		if s.fb != nil && ev.valid {
 			s.fb.signal(false, "not_accepted") // the operator must scan again
 		}
 		return
 	}
 	s.scans.Add(1)
-	if !ev.Valid {
+	if !ev.valid {
 		s.invalid.Add(1)
 		s.mu.Lock()
-		s.invalidBy[ev.Reason]++
+		s.invalidBy[ev.reason]++
 		s.mu.Unlock()
 	} else if s.fb != nil {
 		s.fb.signal(true, "good")
 	}
-	s.log.Debug("scan accepted", "seq", seq, "barcode", ev.Barcode, "kind", ev.Kind, "valid", ev.Valid, "reason", ev.Reason)
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug("scan accepted", "seq", seq, "barcode", ev.barcode, "kind", ev.kind, "valid", ev.valid, "reason", ev.reason)
+	}
 }
 
 func (s *station) reject(reason string) {

@@ -28,12 +28,12 @@ func BenchmarkStationProcess(b *testing.B) {
 		if s.double(f) {
 			b.Fatal("double")
 		}
-		ev, enc := s.event(f)
-		ev.Weight, ev.WeightStatus = s.weigher.pair(ctx, at)
-		if ev.WeightStatus != WeightOK {
-			b.Fatal(ev.WeightStatus)
+		sc := s.scan(f)
+		sc.weight, sc.hasWeight, sc.weightStatus = s.weigher.pairReading(ctx, at)
+		if sc.weightStatus != WeightOK {
+			b.Fatal(sc.weightStatus)
 		}
-		if _, err := enc(uint64(i)); err != nil {
+		if _, err := sc.encode(uint64(i)); err != nil {
 			b.Fatal(err)
 		}
 	}

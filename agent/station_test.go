@@ -1,10 +1,14 @@
 package agent
 
 import (
+	"encoding/json"
 	"io"
 	"log/slog"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/scanagent/scanagent/agent/config"
 	"github.com/scanagent/scanagent/devices"
@@ -60,16 +64,12 @@ func TestStationValidation(t *testing.T) {
 	}
 	for _, tc := range tests {
 		s := testStation(t, config.Station{Accept: tc.accept, Event: "EDD"})
-		ev, enc := s.event(devices.Frame{Data: tc.code, AIM: tc.aim, At: time.Now()})
-		if ev.Kind != tc.kind || ev.Valid != tc.valid || ev.Reason != tc.reason {
+		sc := s.scan(devices.Frame{Data: tc.code, AIM: tc.aim, At: time.Now()})
+		if sc.kind != tc.kind || sc.valid != tc.valid || sc.reason != tc.reason {
 			t.Errorf("accept %v, %q %q: kind %s valid %v reason %q; want %s %v %q",
-				tc.accept, tc.aim, tc.code, ev.Kind, ev.Valid, ev.Reason, tc.kind, tc.valid, tc.reason)
+				tc.accept, tc.aim, tc.code, sc.kind, sc.valid, sc.reason, tc.kind, tc.valid, tc.reason)
 		}
-		rec, err := enc(7)
-		if err != nil {
-			t.Fatal(err)
-		}
-		station, back, err := DecodeRecord(rec)
+		station, back, err := DecodeRecord(sc.record(7))
 		if err != nil || station != "induct-1" || back.Seq != 7 || back.Barcode != tc.code || back.Event != "EDD" || back.Reason != tc.reason {
 			t.Errorf("record %s %+v %v", station, back, err)
 		}
@@ -117,4 +117,91 @@ func TestSSIBeep(t *testing.T) {
 	if got := ssiBeep(6); string(got) != "\x05\xe6\x04\x00\x06\xff\x0b" {
 		t.Fatalf("% x", got)
 	}
+}
+
+// TestScanRecordMatchesEvent: the record written field by field decodes to
+// the Event encoding/json makes of the same scan, byte for byte when no
+// character needs escaping differently (encoding/json also escapes < > &).
+func TestScanRecordMatchesEvent(t *testing.T) {
+	s := testStation(t, config.Station{ID: "induct-3", Event: "EDD"})
+	at := time.Date(2026, 11, 22, 1, 31, 44, 781_000_000, time.UTC)
+	w := readingOf(t, "S S      1.234 kg\r\n", at.Add(-131*time.Millisecond))
+	for _, tc := range []struct {
+		code, aim string
+		weight    bool
+		status    string
+	}{
+		{"RR473124829GB", "]C0", true, WeightOK},
+		{"RR473124828GB", "", false, WeightMotion},
+		{"0109506000134352\x1d10AB-123", "]C1", false, ""},
+		{`quote" back\slash tab\t nl\n \x01 \x7f Посылка \u2028`, "", false, ""},
+		{"\xff\xfebad utf-8", "", false, ""},
+	} {
+		sc := s.scan(devices.Frame{Data: tc.code, AIM: tc.aim, At: at})
+		sc.hasWeight, sc.weightStatus = tc.weight, tc.status
+		if tc.weight {
+			sc.weight = w
+		}
+		rec := sc.record(1042)
+		station, payload, err := SplitRecord(rec)
+		if err != nil || station != "induct-3" || !json.Valid(payload) {
+			t.Fatalf("%q: station %q, valid JSON %v, err %v: %s", tc.code, station, json.Valid(payload), err, payload)
+		}
+		want := Event{Schema: Schema, ID: sc.id.String(), Seq: 1042, Agent: "hub", Site: "SITE", Station: "induct-3", Event: "EDD",
+			ScannedAt: Timestamp(at), Barcode: viaJSON(tc.code), AIM: tc.aim, Kind: sc.kind, Valid: sc.valid, Reason: sc.reason,
+			WeightStatus: tc.status}
+		if tc.weight {
+			want.Weight = weightOf(w)
+		}
+		var got Event
+		if err := json.Unmarshal(payload, &got); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("decoded\n%+v\nwant\n%+v", got, want)
+		}
+		if std, _ := json.Marshal(want); !strings.ContainsAny(tc.code, "<>&\x7f\u2028") && utf8.ValidString(tc.code) && string(std) != string(payload) {
+			t.Errorf("bytes differ from encoding/json:\n%s\n%s", payload, std)
+		}
+	}
+}
+
+func readingOf(t *testing.T, frame string, at time.Time) devices.Reading {
+	t.Helper()
+	var r devices.Reading
+	devices.NewScaleReader(devices.LookupProtocol("mt-sics"), func(rd devices.Reading) { r = rd }, nil).Write([]byte(frame), at)
+	if !r.Valid() {
+		t.Fatalf("no reading from %q", frame)
+	}
+	return r
+}
+
+func FuzzScanRecord(f *testing.F) {
+	f.Add("RR473124829GB", "]C0", "EDD")
+	f.Add("a\x1db\"c\\", "", "")
+	f.Add("\xff\xc3\x28", "]d2", "X")
+	f.Fuzz(func(t *testing.T, code, aim, event string) {
+		s := testStation(t, config.Station{ID: "s1", Event: event})
+		sc := s.scan(devices.Frame{Data: code, AIM: aim, At: time.Unix(1700000000, 0)})
+		_, payload, err := SplitRecord(sc.record(7))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got Event
+		if err := json.Unmarshal(payload, &got); err != nil {
+			t.Fatalf("invalid JSON %q: %v", payload, err)
+		}
+		if got.Barcode != viaJSON(code) || got.AIM != viaJSON(aim) || got.Seq != 7 || got.Event != viaJSON(event) {
+			t.Fatalf("round trip: %+v from %q %q %q", got, code, aim, event)
+		}
+	})
+}
+
+// viaJSON is s after an encoding/json round trip (each invalid UTF-8 byte
+// becomes U+FFFD).
+func viaJSON(s string) string {
+	b, _ := json.Marshal(s)
+	var out string
+	json.Unmarshal(b, &out)
+	return out
 }

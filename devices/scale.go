@@ -43,6 +43,9 @@ const maxDecimal = 12
 // String returns the number, e.g. "12.34" or "-0.5"; "" when empty.
 func (d Decimal) String() string { return string(d.b[:d.n]) }
 
+// AppendTo appends the number to b.
+func (d *Decimal) AppendTo(b []byte) []byte { return append(b, d.b[:d.n]...) }
+
 // IsZero reports whether d holds no number.
 func (d Decimal) IsZero() bool { return d.n == 0 }
 
