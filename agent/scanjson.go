@@ -34,7 +34,7 @@ const timestampLayout = "2006-01-02T15:04:05.000Z07:00"
 // omissions of Event's JSON encoding.
 func (s *scan) record(seq uint64) []byte {
 	st := s.st
-	b := make([]byte, 0, 320+len(s.barcode))
+	b := make([]byte, 0, 448+len(s.barcode))
 	b = append(b, byte(len(st.cfg.ID)))
 	b = append(b, st.cfg.ID...)
 	b = append(b, `{"schema":"`+Schema+`","id":"`...)
