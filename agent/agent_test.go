@@ -456,7 +456,14 @@ func TestWeightsEndToEnd(t *testing.T) {
 			// The next parcel is still moving when scanned.
 			r.sub.WaitFor(15*time.Second, "the first scan", countScans(1))
 			scale.Set(sim.Weight{Value: "2.50", Unit: "kg", Stable: false})
-			time.Sleep(300 * time.Millisecond)
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+				if sc := r.a.Status().Stations[0].Scale; sc.Last != nil && sc.Last.Grams == 2500 && !sc.Last.Stable {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the scale never reported motion")
+				}
+			}
 			r.sc.Send("]C0", "RR287043775IN")
 			r.sub.WaitFor(15*time.Second, "the second scan", countScans(2))
 

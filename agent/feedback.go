@@ -74,9 +74,8 @@ func (f *feedback) setPort(p devices.PortHandle) {
 	f.mu.Unlock()
 }
 
-// signal queues a good or bad read signal; it never blocks. why is for
-// the debug log.
-func (f *feedback) signal(good bool, why string) {
+// signal queues a good or bad read signal; it never blocks.
+func (f *feedback) signal(good bool) {
 	if good && f.good == nil {
 		return
 	}

@@ -104,20 +104,12 @@ func (w *weigher) setOnline(on bool) {
 	w.notify()
 }
 
-// pair returns the weight for a scan read at scannedAt and its status. It
+// pair returns the reading to attach to a scan read at scannedAt (ok
+// false for none) and the weight status. It
 // waits for a qualifying reading until scannedAt + wait (asking a poll
 // scale at once), never longer, and not at all while the scale is
 // offline or ctx is done.
-func (w *weigher) pair(ctx context.Context, scannedAt time.Time) (*Weight, string) {
-	r, ok, status := w.pairReading(ctx, scannedAt)
-	if !ok {
-		return nil, status
-	}
-	return weightOf(r), status
-}
-
-// pairReading is pair returning the reading itself (ok false for none).
-func (w *weigher) pairReading(ctx context.Context, scannedAt time.Time) (devices.Reading, bool, string) {
+func (w *weigher) pair(ctx context.Context, scannedAt time.Time) (devices.Reading, bool, string) {
 	deadline := scannedAt.Add(w.wait)
 	polled := false
 	for {

@@ -78,6 +78,15 @@ func reading(at time.Time, grams int64, stable bool) devices.Reading {
 	return r
 }
 
+// pairWeight is pair with the reading as the event's weight (nil for none).
+func pairWeight(w *weigher, ctx context.Context, at time.Time) (*Weight, string) {
+	r, ok, status := w.pair(ctx, at)
+	if !ok {
+		return nil, status
+	}
+	return weightOf(r), status
+}
+
 type pairResult struct {
 	w      *Weight
 	status string
@@ -88,7 +97,7 @@ func startPair(w *weigher, c *fakeClock) chan pairResult {
 	out := make(chan pairResult, 1)
 	at := c.Now()
 	go func() {
-		wt, st := w.pair(context.Background(), at)
+		wt, st := pairWeight(w, context.Background(), at)
 		out <- pairResult{wt, st}
 	}()
 	return out
@@ -267,7 +276,7 @@ func TestPairing(t *testing.T) {
 		w, c, _ := setup(false)
 		scannedAt := c.Now()
 		c.Advance(wait) // it sat behind another scan for the whole wait
-		wt, st := w.pair(context.Background(), scannedAt)
+		wt, st := pairWeight(w, context.Background(), scannedAt)
 		if wt != nil || st != WeightNone {
 			t.Fatalf("%+v %s", wt, st)
 		}
@@ -277,7 +286,7 @@ func TestPairing(t *testing.T) {
 		w, c, _ := setup(false)
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		if wt, st := w.pair(ctx, c.Now()); wt != nil || st != WeightNone {
+		if wt, st := pairWeight(w, ctx, c.Now()); wt != nil || st != WeightNone {
 			t.Fatalf("%+v %s", wt, st)
 		}
 	})

@@ -50,11 +50,12 @@ type station struct {
 	now    func() time.Time
 	accept map[parcel.Kind]bool // nil: every kind
 	// changed is called after a device state change (may be nil).
-	changed func()
-	frames  chan devices.Frame
-	weigher *weigher  // nil without a scale
-	fb      *feedback // nil without feedback
-	dedup   map[string]time.Time
+	changed    func()
+	frames     chan devices.Frame
+	weigher    *weigher             // nil without a scale
+	fb         *feedback            // nil without feedback
+	dedup      map[string]time.Time // code -> its last read
+	dedupSweep int                  // sweep dedup when it grows past this
 
 	scans, invalid, suppressed atomic.Uint64
 
@@ -92,6 +93,7 @@ func newStation(cfg config.Station, agent config.Agent, q *buffer.Queue, log *sl
 		now:         time.Now,
 		frames:      make(chan devices.Frame, 1024),
 		dedup:       map[string]time.Time{},
+		dedupSweep:  256,
 		rejected:    map[string]uint64{},
 		notAccepted: map[string]uint64{},
 		invalidBy:   map[string]uint64{},
@@ -255,10 +257,10 @@ func (s *station) process(ctx context.Context, f devices.Frame) {
 	}
 	sc := s.scan(f)
 	if !sc.valid && s.fb != nil {
-		s.fb.signal(false, "invalid:"+sc.reason)
+		s.fb.signal(false)
 	}
 	if s.weigher != nil {
-		sc.weight, sc.hasWeight, sc.weightStatus = s.weigher.pairReading(ctx, f.At)
+		sc.weight, sc.hasWeight, sc.weightStatus = s.weigher.pair(ctx, f.At)
 		s.mu.Lock()
 		s.weights[sc.weightStatus]++
 		s.mu.Unlock()
@@ -285,12 +287,15 @@ func (s *station) double(f devices.Frame) bool {
 	}
 	last, seen := s.dedup[f.Data]
 	s.dedup[f.Data] = f.At
-	if len(s.dedup) > 256 {
+	// Forget codes outside the window once the map has doubled since the
+	// last sweep: a sweep per scan would cost O(codes in the window).
+	if len(s.dedup) > s.dedupSweep {
 		for code, t := range s.dedup {
 			if f.At.Sub(t) >= window {
 				delete(s.dedup, code)
 			}
 		}
+		s.dedupSweep = max(256, 2*len(s.dedup))
 	}
 	if seen && f.At.Sub(last) < window && !f.At.Before(last) {
 		s.suppressed.Add(1)
@@ -333,7 +338,7 @@ func (s *station) accepted(ev *scan, seq uint64, err error) {
 			s.log.Error("scan NOT accepted", "barcode", ev.barcode, "reason", reason, "err", err, "similar_suppressed", suppressed)
 		}
 		if s.fb != nil && ev.valid {
-			s.fb.signal(false, "not_accepted") // the operator must scan again
+			s.fb.signal(false) // not accepted: the operator must scan again
 		}
 		return
 	}
@@ -344,7 +349,7 @@ func (s *station) accepted(ev *scan, seq uint64, err error) {
 		s.invalidBy[ev.reason]++
 		s.mu.Unlock()
 	} else if s.fb != nil {
-		s.fb.signal(true, "good")
+		s.fb.signal(true)
 	}
 	if s.log.Enabled(context.Background(), slog.LevelDebug) {
 		s.log.Debug("scan accepted", "seq", seq, "barcode", ev.barcode, "kind", ev.kind, "valid", ev.valid, "reason", ev.reason)

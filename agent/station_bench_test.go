@@ -29,7 +29,7 @@ func BenchmarkStationProcess(b *testing.B) {
 			b.Fatal("double")
 		}
 		sc := s.scan(f)
-		sc.weight, sc.hasWeight, sc.weightStatus = s.weigher.pairReading(ctx, at)
+		sc.weight, sc.hasWeight, sc.weightStatus = s.weigher.pair(ctx, at)
 		if sc.weightStatus != WeightOK {
 			b.Fatal(sc.weightStatus)
 		}

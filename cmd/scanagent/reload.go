@@ -42,9 +42,7 @@ func watchReload(ctx context.Context, path string, a *agent.Agent, log *slog.Log
 				}
 				continue
 			}
-			for _, w := range cfg.Warnings {
-				log.Warn("config problem: scans are buffered but cannot be delivered until it is fixed", "problem", w.Error())
-			}
+			logWarnings(log, cfg)
 			restart, err := a.Reload(cfg)
 			if err != nil {
 				log.Error("reload failed", "err", err)

@@ -109,7 +109,7 @@ stations:
 	os.WriteFile(cfg, []byte(head+fmt.Sprintf("  - id: sort-2\n    event: EDE\n    scanner: {port: %q}\n", b.Path())), 0o644)
 	p.cmd.Process.Signal(syscall.SIGHUP)
 	waitLog("configuration reloaded")
-	time.Sleep(300 * time.Millisecond)
+	waitLog(`"msg":"scanner port open","station":"sort-2"`)
 	b.Send("]C0", "RR473124829GB")
 	close(stop)
 	<-feedDone

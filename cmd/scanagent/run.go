@@ -181,9 +181,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}
 	log.Info("scanagent starting", "version", version, "config", *path, "agent", cfg.Agent.ID, "site", cfg.Agent.Site, "memory_limit", memLimit)
-	for _, w := range cfg.Warnings {
-		log.Warn("config problem: scans are buffered but cannot be delivered until it is fixed", "problem", w.Error())
-	}
+	logWarnings(log, cfg)
 	n := serviceNotifier()
 	ready := func(string) {}
 	if n != nil {
@@ -203,6 +201,14 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		context.AfterFunc(ctx, func() { n.notify("STOPPING=1\nSTATUS=stopping: devices first, then in-flight publishes") })
 	}
 	return a.Run(ctx)
+}
+
+// logWarnings logs the config's problems that let the agent run but not
+// deliver (TLS and password files).
+func logWarnings(log *slog.Logger, cfg *config.Config) {
+	for _, w := range cfg.Warnings {
+		log.Warn("config problem: scans are buffered but cannot be delivered until it is fixed", "problem", w.Error())
+	}
 }
 
 // newLogger makes the agent's logger; level is set from the config and

@@ -113,6 +113,21 @@ func connectSCM() (*mgr.Mgr, error) {
 	return m, nil
 }
 
+// withService runs fn with the installed service opened with full access.
+func withService(fn func(s *mgr.Service) error) error {
+	m, err := connectSCM()
+	if err != nil {
+		return err
+	}
+	defer m.Disconnect()
+	s, err := openService(m)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return fn(s)
+}
+
 // openService opens the installed service with full access.
 func openService(m *mgr.Mgr) (*mgr.Service, error) {
 	s, err := m.OpenService(serviceName)
@@ -204,16 +219,12 @@ func serviceInstall(configPath string, stdout io.Writer) error {
 }
 
 func serviceUninstall(ctx context.Context, stdout io.Writer) error {
-	m, err := connectSCM()
-	if err != nil {
-		return err
-	}
-	defer m.Disconnect()
-	s, err := openService(m)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
+	return withService(func(s *mgr.Service) error {
+		return uninstall(ctx, s, stdout)
+	})
+}
+
+func uninstall(ctx context.Context, s *mgr.Service, stdout io.Writer) error {
 	st, err := s.Query()
 	if err != nil {
 		return scmError("query service "+serviceName, err)
@@ -234,16 +245,12 @@ func serviceUninstall(ctx context.Context, stdout io.Writer) error {
 }
 
 func serviceStart(ctx context.Context, stdout io.Writer) error {
-	m, err := connectSCM()
-	if err != nil {
-		return err
-	}
-	defer m.Disconnect()
-	s, err := openService(m)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
+	return withService(func(s *mgr.Service) error {
+		return start(ctx, s, stdout)
+	})
+}
+
+func start(ctx context.Context, s *mgr.Service, stdout io.Writer) error {
 	if err := s.Start(); err != nil {
 		if errors.Is(err, windows.ERROR_SERVICE_ALREADY_RUNNING) {
 			fmt.Fprintf(stdout, "service %s is already running\n", serviceName)
@@ -275,17 +282,9 @@ func serviceStart(ctx context.Context, stdout io.Writer) error {
 }
 
 func serviceStop(ctx context.Context, stdout io.Writer) error {
-	m, err := connectSCM()
-	if err != nil {
-		return err
-	}
-	defer m.Disconnect()
-	s, err := openService(m)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	return stopAndWait(ctx, s, stdout)
+	return withService(func(s *mgr.Service) error {
+		return stopAndWait(ctx, s, stdout)
+	})
 }
 
 func stopAndWait(ctx context.Context, s *mgr.Service, stdout io.Writer) error {
