@@ -2,7 +2,13 @@
 
 package buffer
 
-import "os"
+import (
+	"errors"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
 
 // syncDir makes renames and removals in dir durable.
 func syncDir(dir string) error {
@@ -12,4 +18,22 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// lockDir takes an exclusive lock on dir (a LOCK file in it) for as long
+// as the returned file stays open. Another process holding it gives
+// ErrLocked.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o640)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, ErrLocked
+		}
+		return nil, err
+	}
+	return f, nil
 }

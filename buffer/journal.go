@@ -2,67 +2,62 @@ package buffer
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
+	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // The journal is where an append becomes durable: a group of records is
 // written to a preallocated segment file with one write and one data sync,
 // which is both faster than a synced Badger commit and real on Windows,
 // where Badger's syncs are no-ops (LIBRARY-NOTES.md). Badger then receives
-// the same records without syncing. On open, journal records newer than
-// what Badger holds are replayed into it.
+// the same records without syncing.
 //
-// A segment is retired once every record in it is known to be durable in
-// Badger by other means (flushed to a synced table on Unix) or acknowledged
-// (Windows); see checkpoint in maint.go.
+// The journal is one of two copies of every record until it is
+// acknowledged: a segment is retired only when every record in it was
+// acknowledged (see maintain). So a damaged or lost store is rebuilt from
+// the journal, and a damaged or lost segment is rebuilt from the store
+// (see scrub). The format is in segment.go.
 //
-// Acknowledgements are journalled too (records without a value, written
-// without a sync): after a process crash they tell replay which records
-// were delivered, so nothing acknowledged is sent again.
-//
-// Segment layout: a 24-byte header (magic, version, segment number, and the
-// queue's last sequence when the segment was started, so the sequence never
-// goes backwards even if the store is lost) followed
-// by records [u32 n][u32 crc][u64 seq][value], where n = 8+len(value) and crc
-// is CRC-32C over the segment number, seq and value, so a record can never
-// be taken from another segment. A zero n (the preallocated zeros) or a bad
-// crc ends the segment: a torn write at the tail is simply not there.
+// Acknowledgements (delivered, dropped or parked records) are journalled
+// too, as records without a value written without a sync: after a crash or
+// a store rebuild they tell replay which records are gone, so nothing
+// acknowledged is sent again.
 
-const (
-	journalMagic   = "SAJ1"
-	journalVersion = 1
-	segHeaderLen   = 24
-	recHeaderLen   = 16
-	// DefaultSegmentSize is the preallocated size of a journal segment.
-	DefaultSegmentSize = 4 << 20
-)
-
-var crcTable = crc32.MakeTable(crc32.Castagnoli)
-
-// journalRecord is a record as kept in the journal.
-type journalRecord struct {
-	seq   uint64
-	value []byte
-	ack   bool // an acknowledgement of seq (no value), not an append
-}
+// DefaultSegmentSize is the preallocated size of a journal segment.
+const DefaultSegmentSize = 4 << 20
 
 type segment struct {
-	num     uint64
-	baseSeq uint64
-	path    string
-	maxSeq  uint64 // highest seq written, or baseSeq
+	num  uint64
+	path string
+	hdr  segHeader
+	// headerProblem is why the header cannot be trusted ("" if it can).
+	headerProblem string
+	// maxSeq bounds the appends in the segment from above: the highest
+	// written, or for a segment from before this open that was not
+	// scanned yet, the next segment's base (every append in it came
+	// before that segment started).
+	maxSeq uint64
+	// scan is what reading the whole segment found, once it was read,
+	// and cover the sequences of the appends it holds.
+	scan  *segScan
+	cover rangeSet
 }
 
-// journal is owned by the commit goroutine, except retire and the spare
-// segment preparation, which take mu.
+// damaged reports whether the segment cannot be trusted as a copy.
+func (s *segment) damaged() bool {
+	return s.headerProblem != "" || (s.scan != nil && (len(s.scan.damage) > 0 || s.scan.unreadable != ""))
+}
+
+// journal is owned by the commit goroutine, except retire, the segment
+// list and the spare segment preparation, which take mu.
 type journal struct {
 	dir     string
 	segSize int64
@@ -76,6 +71,7 @@ type journal struct {
 	spare  chan spareSeg // preallocated next segment
 	next   uint64        // number of the next segment
 	buf    []byte
+	marks  atomic.Pointer[[2]uint64] // acked and flushed marks for the next header
 }
 
 type spareSeg struct {
@@ -83,22 +79,22 @@ type spareSeg struct {
 	err  error
 }
 
-// openJournal opens the journal directory, returning its records in order
-// (for replay) and a journal ready to append to a fresh segment.
-//
-// The caller must call start with the queue's last sequence before writing.
-func openJournal(dir string, segSize int64) (*journal, []journalRecord, uint64, error) {
+// openJournal lists the journal's segments and reads their headers. The
+// records are read by the caller (scan). The caller must call start with
+// the queue's last sequence before writing.
+func openJournal(dir string, segSize int64) (*journal, error) {
 	if segSize <= 0 {
 		segSize = DefaultSegmentSize
 	}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, nil, 0, err
+		return nil, err
 	}
 	j := &journal{dir: dir, segSize: segSize, syncFn: dataSync, spare: make(chan spareSeg, 1)}
+	j.marks.Store(&[2]uint64{})
 	entries, err := os.ReadDir(dir)
 	defer func() { go func() { j.spare <- j.prepare() }() }() // after the .tmp cleanup below
 	if err != nil {
-		return nil, nil, 0, err
+		return nil, err
 	}
 	var nums []uint64
 	for _, e := range entries {
@@ -113,79 +109,139 @@ func openJournal(dir string, segSize int64) (*journal, []journalRecord, uint64, 
 		}
 	}
 	slices.Sort(nums)
-	var recs []journalRecord
-	var maxSeq uint64
 	j.next = 1
 	for _, n := range nums {
 		seg := &segment{num: n, path: segPath(dir, n)}
-		base, rs, err := readSegment(seg.path, n)
+		head, err := readHead(seg.path)
 		if err != nil {
-			return nil, nil, 0, fmt.Errorf("journal segment %s: %w", seg.path, err)
+			return nil, fmt.Errorf("journal segment %s: %w", seg.path, err)
 		}
-		seg.baseSeq, seg.maxSeq = base, base
-		for _, r := range rs {
-			if !r.ack {
-				seg.maxSeq = max(seg.maxSeq, r.seq)
-			}
-		}
-		maxSeq = max(maxSeq, seg.maxSeq)
-		recs = append(recs, rs...)
+		var problem string
+		seg.hdr, _, problem = decodeHeader(head, n)
+		seg.headerProblem = problem
 		j.segs = append(j.segs, seg)
 		j.next = n + 1
 	}
-	return j, recs, maxSeq, nil
+	// Upper bounds of the appends in each segment, from the next header
+	// that can be trusted (the last one's is set by start).
+	var bound uint64 = math.MaxUint64
+	for i := len(j.segs) - 1; i >= 0; i-- {
+		j.segs[i].maxSeq = bound
+		if s := j.segs[i]; s.headerProblem == "" && s.hdr.version > 0 {
+			bound = s.hdr.base
+		}
+	}
+	return j, nil
 }
 
+// readHead reads the first bytes of a segment (its header).
+func readHead(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b := make([]byte, segHeaderLen)
+	n, err := io.ReadFull(f, b)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return b[:n], nil
+}
+
+// lastBase is the highest base sequence named by a trusted header: the
+// queue's sequence was at least this when that segment started.
+func (j *journal) lastBase() uint64 {
+	var b uint64
+	for _, s := range j.segs {
+		if s.headerProblem == "" {
+			b = max(b, s.hdr.base)
+		}
+	}
+	return b
+}
+
+// checkpoint returns the newest trusted acked and flushed marks: records
+// at or below the flushed mark were in synced store tables (or
+// acknowledged) before the last stop.
+func (j *journal) checkpoint() (acked, flushed uint64) {
+	for _, s := range j.segs {
+		if s.headerProblem == "" && s.hdr.version >= 2 {
+			acked, flushed = max(acked, s.hdr.acked), max(flushed, s.hdr.flushed)
+		}
+	}
+	return acked, flushed
+}
+
+// setMarks records the marks the next segment header will carry.
+func (j *journal) setMarks(acked, flushed uint64) { j.marks.Store(&[2]uint64{acked, flushed}) }
+
 // start opens a fresh active segment; lastSeq is recorded in its header.
-func (j *journal) start(lastSeq uint64) error { return j.startSegment(j.next, lastSeq) }
+// Segments from before this open get lastSeq as their bound if they had
+// none.
+func (j *journal) start(lastSeq uint64) error {
+	j.mu.Lock()
+	for _, s := range j.segs {
+		s.maxSeq = min(s.maxSeq, lastSeq)
+	}
+	j.mu.Unlock()
+	return j.startSegment(j.next, lastSeq)
+}
 
 func segPath(dir string, n uint64) string { return filepath.Join(dir, fmt.Sprintf("%016x.wal", n)) }
 
-// readSegment returns the intact records of a segment, stopping at the
-// first zero length, bad checksum or short read.
-func readSegment(path string, num uint64) (baseSeq uint64, _ []journalRecord, _ error) {
+// readSegment reads a whole segment and scans it (see scanSegment).
+func readSegment(path string, num uint64, fn func(journalRecord)) (segScan, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return 0, nil, err
+		return segScan{}, err
 	}
-	return parseSegment(data, num)
+	return scanSegment(data, num, fn), nil
 }
 
-// parseSegment is readSegment on the file's bytes.
-func parseSegment(data []byte, num uint64) (baseSeq uint64, _ []journalRecord, _ error) {
-	if len(data) < segHeaderLen || string(data[:4]) != journalMagic {
-		return 0, nil, nil // never finished its header: nothing in it was acknowledged
-	}
-	if binary.BigEndian.Uint64(data[8:16]) != num {
-		return 0, nil, fmt.Errorf("header names segment %d", binary.BigEndian.Uint64(data[8:16]))
-	}
-	baseSeq = binary.BigEndian.Uint64(data[16:24])
-	var out []journalRecord
-	p := data[segHeaderLen:]
-	for len(p) >= recHeaderLen {
-		n := int(binary.BigEndian.Uint32(p))
-		if n < 8 || n > len(p)-8 {
-			break
-		}
-		sum := binary.BigEndian.Uint32(p[4:])
-		body := p[8 : 8+n]
-		if recordCRC(num, body) != sum {
-			break
-		}
-		r := journalRecord{seq: binary.BigEndian.Uint64(body), ack: n == 8}
-		if !r.ack {
-			r.value = bytes.Clone(body[8:])
-		}
-		out = append(out, r)
-		p = p[8+n:]
-	}
-	return baseSeq, out, nil
+// closedSegments returns the closed segments (a copy of the list).
+func (j *journal) closedSegments() []*segment {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return slices.Clone(j.segs)
 }
 
-func recordCRC(num uint64, body []byte) uint32 {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], num)
-	return crc32.Update(crc32.Update(0, crcTable, b[:]), crcTable, body)
+// find returns the journal's copy of the record seq, if an intact one
+// exists: first in the segment it was appended to, then in later ones
+// (records copied back from the store).
+func (j *journal) find(seq uint64) ([]byte, bool) {
+	j.mu.Lock()
+	segs := slices.Clone(j.segs)
+	if j.active != nil {
+		segs = append(segs, j.active)
+	}
+	j.mu.Unlock()
+	// The segment it was appended to is the last one whose base is below it.
+	first := 0
+	for i, s := range segs {
+		if s.headerProblem == "" && s.hdr.version > 0 && s.hdr.base < seq {
+			first = i
+		}
+	}
+	for _, s := range segs[first:] {
+		var val []byte
+		readSegment(s.path, s.num, func(r journalRecord) {
+			if !r.ack && r.seq == seq {
+				val = bytes.Clone(r.value)
+			}
+		})
+		if val != nil {
+			return val, true
+		}
+	}
+	return nil, false
+}
+
+// remove takes a segment out of the journal (retired or quarantined).
+func (j *journal) remove(seg *segment) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.segs = slices.DeleteFunc(j.segs, func(s *segment) bool { return s == seg })
 }
 
 // startSegment makes segment n the active one. Exactly one spare is in
@@ -200,7 +256,8 @@ func (j *journal) startSegment(n, lastSeq uint64) error {
 	if sp.err != nil {
 		return sp.err
 	}
-	f, err := finishSegment(sp, j.dir, n, lastSeq)
+	m := j.marks.Load()
+	f, err := finishSegment(sp, j.dir, segHeader{num: n, base: lastSeq, acked: m[0], flushed: m[1]})
 	if err != nil {
 		return err
 	}
@@ -208,7 +265,7 @@ func (j *journal) startSegment(n, lastSeq uint64) error {
 	if j.active != nil {
 		j.segs = append(j.segs, j.active)
 	}
-	j.active = &segment{num: n, path: segPath(j.dir, n), baseSeq: lastSeq, maxSeq: lastSeq}
+	j.active = &segment{num: n, path: segPath(j.dir, n), hdr: segHeader{version: journalVersion, num: n, base: lastSeq}, maxSeq: lastSeq}
 	j.next = n + 1
 	j.mu.Unlock()
 	if j.f != nil {
@@ -244,7 +301,8 @@ func (j *journal) prepare() spareSeg {
 
 // finishSegment gives a spare its final name and writes its header. The
 // file is renamed while closed (Windows cannot rename an open file).
-func finishSegment(sp spareSeg, dir string, n, lastSeq uint64) (*os.File, error) {
+func finishSegment(sp spareSeg, dir string, h segHeader) (*os.File, error) {
+	n := h.num
 	path := segPath(dir, n)
 	if err := os.Rename(sp.path, path); err != nil {
 		os.Remove(sp.path)
@@ -252,12 +310,7 @@ func finishSegment(sp spareSeg, dir string, n, lastSeq uint64) (*os.File, error)
 	}
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err == nil {
-		var h [segHeaderLen]byte
-		copy(h[:], journalMagic)
-		binary.BigEndian.PutUint32(h[4:], journalVersion)
-		binary.BigEndian.PutUint64(h[8:], n)
-		binary.BigEndian.PutUint64(h[16:], lastSeq)
-		if _, err = f.WriteAt(h[:], 0); err == nil {
+		if _, err = f.WriteAt(encodeHeader(h), 0); err == nil {
 			err = f.Sync()
 		}
 		if err == nil {
@@ -290,12 +343,7 @@ func (j *journal) write(recs []journalRecord) error {
 	}
 	j.buf = j.buf[:0]
 	for _, r := range recs {
-		start := len(j.buf)
-		j.buf = binary.BigEndian.AppendUint32(j.buf, uint32(8+len(r.value)))
-		j.buf = append(j.buf, 0, 0, 0, 0) // crc, filled below
-		j.buf = binary.BigEndian.AppendUint64(j.buf, r.seq)
-		j.buf = append(j.buf, r.value...)
-		binary.BigEndian.PutUint32(j.buf[start+4:], recordCRC(j.active.num, j.buf[start+8:]))
+		j.buf = appendRecord(j.buf, j.active.num, r)
 	}
 	if _, err := j.f.WriteAt(j.buf, j.off); err != nil {
 		return fmt.Errorf("journal write: %w", err)
@@ -314,11 +362,7 @@ func (j *journal) writeAcks(seqs []uint64) error {
 	}
 	buf := make([]byte, 0, size)
 	for _, s := range seqs {
-		start := len(buf)
-		buf = binary.BigEndian.AppendUint32(buf, 8)
-		buf = append(buf, 0, 0, 0, 0)
-		buf = binary.BigEndian.AppendUint64(buf, s)
-		binary.BigEndian.PutUint32(buf[start+4:], recordCRC(j.active.num, buf[start+8:]))
+		buf = appendRecord(buf, j.active.num, journalRecord{seq: s, ack: true})
 	}
 	if _, err := j.f.WriteAt(buf, j.off); err != nil {
 		return fmt.Errorf("journal write: %w", err)
@@ -340,7 +384,7 @@ func (j *journal) sync() error {
 func (j *journal) advance(maxSeq uint64) {
 	j.off += int64(len(j.buf))
 	j.mu.Lock()
-	j.active.maxSeq = maxSeq
+	j.active.maxSeq = max(j.active.maxSeq, maxSeq)
 	j.mu.Unlock()
 }
 

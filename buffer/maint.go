@@ -29,8 +29,8 @@ func (q *Queue) maintLoop() {
 }
 
 // maintain advances the head (first live record), records the
-// acknowledged watermark and retires journal segments whose records no
-// longer need the journal.
+// acknowledged watermark and retires journal segments whose records were
+// all acknowledged.
 func (q *Queue) maintain() {
 	q.maintMu.Lock() // the maintenance goroutine and Reclaim both call it
 	defer q.maintMu.Unlock()
@@ -68,20 +68,26 @@ func (q *Queue) maintain() {
 			q.ackedMark = acked
 		}
 	}
-	cp := acked
-	if flushed := q.flushedSeq(); flushed > cp {
-		// Badger syncs its table files but the directory only at close:
-		// make the new tables' names durable before relying on them.
+	// The next segment header records the checkpoint replay starts from:
+	// records above the acknowledged mark and at or below the flushed one
+	// are in synced store tables. Badger syncs its table files but the
+	// directory only at close: make the new tables' names durable before
+	// relying on them.
+	flushed := acked
+	if f := q.flushedSeq(); f > flushed {
 		if err := syncDir(filepath.Join(q.dir, "store")); err == nil {
-			cp = flushed
+			flushed = f
 		}
 	}
+	q.j.setMarks(q.ackedMark, flushed)
 	if t, ok := q.oldestTime(); ok {
 		q.oldestNs.Store(t.UnixNano())
 	} else {
 		q.oldestNs.Store(0)
 	}
-	if n, err := q.j.retire(cp); err != nil {
+	// A segment is retired only once every record in it was acknowledged:
+	// until then the journal is the second copy of the store.
+	if n, err := q.j.retire(q.ackedMark); err != nil {
 		q.log.Warn("buffer: retiring journal segments failed", "err", err)
 	} else if n > 0 {
 		q.retired.Add(uint64(n))

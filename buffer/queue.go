@@ -20,18 +20,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	"github.com/dgraph-io/badger/v4/options"
 )
 
 // Errors returned by Append and Open.
@@ -59,8 +55,9 @@ const (
 
 const (
 	prefixRecord = 'q'
-	keyLen       = 9 // prefix + uint64
-	timeLen      = 8 // append time stored before each value
+	prefixParked = 'p' // records taken out of the queue: see Park
+	keyLen       = 9   // prefix + uint64
+	timeLen      = 8   // append time stored in each value
 )
 
 // Meta keys: the highest sequence written to the store, and the
@@ -124,10 +121,18 @@ type Record struct {
 	Seq   uint64
 	Time  time.Time // when it was appended
 	Value []byte
+	// stored is the size of the value as stored (0: as this version
+	// stores it).
+	stored int64
 }
 
 // size is what a record counts against MaxBytes and Stats.Bytes.
-func (r Record) size() int64 { return int64(len(r.Value) + timeLen + keyLen) }
+func (r Record) size() int64 {
+	if r.stored > 0 {
+		return r.stored + keyLen
+	}
+	return int64(len(r.Value) + valueHeaderLen + keyLen)
+}
 
 // Encoder builds a record's value once its sequence number is known. It runs
 // on the commit goroutine and must not block.
@@ -137,7 +142,7 @@ type appendReq struct {
 	enc  Encoder
 	cb   func(seq uint64, err error) // Submit's callback, or nil (Append)
 	seq  uint64
-	val  []byte // stored value: time + encoded
+	val  []byte // stored value (encodeValue)
 	err  error
 	done chan struct{}
 }
@@ -145,6 +150,7 @@ type appendReq struct {
 // Queue is the durable FIFO. All methods are safe for concurrent use.
 type Queue struct {
 	dir  string
+	lock *os.File // held while open (lockDir)
 	db   *badger.DB
 	j    *journal
 	log  *slog.Logger
@@ -160,12 +166,15 @@ type Queue struct {
 	notify  chan struct{}
 	reclaim chan chan error
 
+	ops chan func() // run on the commit goroutine (see do)
+
 	ackMu      sync.Mutex
-	acks       []Record            // acknowledged, not yet deleted
+	acks       []ackReq            // acknowledged or parked, not yet deleted
 	inDelete   map[uint64]struct{} // seqs in acks, hidden from readers
 	droppedMax uint64              // highest seq ever dropped by drop_oldest
 
 	lastSeq    uint64        // owned by the commit goroutine after Open
+	openSeq    uint64        // the last sequence when the queue was opened
 	dropCursor uint64        // commit goroutine: seek start for drop_oldest
 	head       atomic.Uint64 // lowest sequence possibly present
 	durable    atomic.Uint64 // highest sequence durable and readable
@@ -182,10 +191,16 @@ type Queue struct {
 	rejected     counters // by reason: appends refused
 	full         atomic.Bool
 	sync         latency
-	quarantined  int
+	quarantined  atomic.Int64
 	quarantine   string
 	replayed     int
 	retired      atomic.Uint64
+	parked       atomic.Int64  // records in the parked area
+	restored     atomic.Uint64 // damaged store records restored from the journal
+	copied       atomic.Uint64 // records copied back into the journal from the store
+	journalDmg   atomic.Uint64 // damaged or missing journal segments found
+	lossMu       sync.Mutex
+	loss         []LossRecord // scans found unrecoverable (both copies damaged), from the loss file
 	deletedSince atomic.Int64 // bytes deleted since the last reclaim
 	maintMu      sync.Mutex
 	ackedMark    uint64       // under maintMu: last acknowledged watermark stored
@@ -225,181 +240,66 @@ func Open(dir string, opts Options) (*Queue, error) {
 		stopped:  make(chan struct{}),
 		notify:   make(chan struct{}, 1),
 		reclaim:  make(chan chan error),
+		ops:      make(chan func()),
 		inDelete: make(map[uint64]struct{}),
 	}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("open buffer %s: %w", dir, err)
 	}
-	db, err := q.openStore()
+	lock, err := lockDir(dir)
 	if err != nil {
+		return nil, fmt.Errorf("open buffer %s: %w", dir, err)
+	}
+	q.lock = lock
+	if err := q.loadLoss(); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("open buffer %s: %w", dir, err)
+	}
+	db, fresh, err := q.openStore()
+	if err != nil {
+		lock.Close()
 		return nil, err
 	}
 	q.db = db
-	if err := q.recover(); err != nil {
+	q.countQuarantined()
+	if err := q.recover(fresh); err != nil {
+		if q.j != nil {
+			q.j.close()
+		}
 		db.Close()
+		lock.Close()
 		return nil, fmt.Errorf("open buffer %s: %w", dir, err)
+	}
+	if err := clearMarker(dir); err != nil {
+		q.log.Warn("buffer: removing the open marker failed", "err", err)
 	}
 	go q.commitLoop()
 	q.wg.Go(q.maintLoop)
+	q.wg.Go(q.scrub)
 	return q, nil
 }
 
-// openStore opens Badger, quarantining a store that cannot be opened.
-func (q *Queue) openStore() (*badger.DB, error) {
-	store := filepath.Join(q.dir, "store")
-	db, err := badger.Open(badgerOptions(store, q.log))
-	if err == nil {
-		q.countQuarantined()
-		return db, nil
+// do runs f on the commit goroutine (which owns the journal) and waits
+// for it. It returns ErrClosed once the queue is closing.
+func (q *Queue) do(f func()) error {
+	done := make(chan struct{})
+	select {
+	case q.ops <- func() { f(); close(done) }:
+	case <-q.quit:
+		return ErrClosed
 	}
-	if msg := err.Error(); strings.Contains(msg, "Cannot acquire directory lock") || strings.Contains(msg, "Another process is using this Badger database") {
-		return nil, fmt.Errorf("open buffer %s: %w", q.dir, ErrLocked)
+	select {
+	case <-done:
+		return nil
+	case <-q.stopped:
+		return ErrClosed
 	}
-	if errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
-		errors.Is(err, syscall.ENOMEM) || errors.Is(err, syscall.ENOSPC) {
-		// The system, not the store: nothing to quarantine.
-		return nil, fmt.Errorf("open buffer %s: %w", store, err)
-	}
-	if _, serr := os.Stat(filepath.Join(store, "MANIFEST")); serr != nil {
-		// Not an existing store that went bad: nothing to quarantine.
-		return nil, fmt.Errorf("open buffer %s: %w", store, err)
-	}
-	aside := filepath.Join(q.dir, "store.corrupt-"+q.now().UTC().Format("20060102T150405Z"))
-	if rerr := os.Rename(store, aside); rerr != nil {
-		return nil, fmt.Errorf("open buffer %s: %v; moving it aside failed: %w", store, err, rerr)
-	}
-	q.log.Error("buffer store could not be opened: moved aside for forensics, starting a fresh store and replaying the journal",
-		"store", store, "moved_to", aside, "err", err)
-	q.quarantine = fmt.Sprintf("%s: %v", aside, err)
-	db, err = badger.Open(badgerOptions(store, q.log))
-	if err != nil {
-		return nil, fmt.Errorf("open fresh buffer store %s: %w", store, err)
-	}
-	q.countQuarantined()
-	return db, nil
 }
 
 func (q *Queue) countQuarantined() {
-	matches, _ := filepath.Glob(filepath.Join(q.dir, "store.corrupt-*"))
-	q.quarantined = len(matches)
-}
-
-// badgerOptions sizes Badger for an edge box (see LIBRARY-NOTES.md): small
-// memtables, no caches (which requires no compression), values inline.
-// Writes are not synced by Badger: the journal makes appends durable.
-func badgerOptions(dir string, log *slog.Logger) badger.Options {
-	return badger.DefaultOptions(dir).
-		WithSyncWrites(false).
-		WithMemTableSize(4 << 20).
-		WithNumMemtables(2).
-		WithNumLevelZeroTables(4).
-		WithNumLevelZeroTablesStall(12).
-		WithBaseTableSize(2 << 20).
-		WithBaseLevelSize(16 << 20).
-		WithBlockCacheSize(0).
-		WithIndexCacheSize(0).
-		WithCompression(options.None).
-		WithValueLogFileSize(16 << 20).
-		WithValueThreshold(512 << 10). // every record (at most ~400 KB) stays inline in the tree
-		WithNumCompactors(2).
-		WithNumGoroutines(2).
-		WithDetectConflicts(false).
-		WithMetricsEnabled(false).
-		WithLogger(badgerLogger{log.With("component", "badger")})
-}
-
-// recover restores the sequence, replays journal records the store lacks,
-// and counts depth and bytes.
-//
-// A journal record is replayed when it was not acknowledged (neither in
-// the journal's acknowledgement records nor below the acknowledged
-// watermark the store keeps) and the store has no trace of its key,
-// neither the record nor a deletion marker.
-// Badger replays each memtable log on its own, so after a power loss the
-// store may lack records below its own sequence marker; checking every
-// record covers that.
-func (q *Queue) recover() error {
-	storeSeq, err := q.metaUint(metaSeqKey)
-	if err != nil {
-		return err
-	}
-	acked, err := q.metaUint(metaAckedKey)
-	if err != nil {
-		return err
-	}
-	j, recs, journalSeq, err := openJournal(filepath.Join(q.dir, "journal"), q.opts.SegmentSize)
-	if err != nil {
-		return err
-	}
-	q.j = j
-	q.ackedMark = acked
-	q.lastSeq = max(storeSeq, journalSeq) // before replaying: the marker must not go back
-	ackedInJournal := map[uint64]bool{}
-	for _, r := range recs {
-		if r.ack {
-			ackedInJournal[r.seq] = true
-		}
-	}
-	var replay []*appendReq
-	err = q.db.View(func(txn *badger.Txn) error {
-		// All versions: a deletion marker means "acknowledged", which
-		// must not come back; only a key with no trace at all was lost.
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}, AllVersions: true})
-		defer it.Close()
-		for _, r := range recs {
-			if r.ack || r.seq <= acked || ackedInJournal[r.seq] {
-				continue
-			}
-			k := key(r.seq)
-			if it.Seek(k); !it.Valid() || !bytes.Equal(it.Item().Key(), k) {
-				replay = append(replay, &appendReq{seq: r.seq, val: r.value})
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("replay journal: %w", err)
-	}
-	if len(replay) > 0 {
-		if err := q.storeRecords(replay); err != nil {
-			return fmt.Errorf("replay journal: %w", err)
-		}
-		q.replayed = len(replay)
-		q.log.Warn("buffer: replayed journal records the store did not have", "records", q.replayed)
-	}
-	// A DropPrefix sentinel (seq 0) left by a crash during Reclaim.
-	if err := q.db.Update(func(txn *badger.Txn) error { return txn.Delete(key(0)) }); err != nil {
-		return err
-	}
-	var depth, size int64
-	first := uint64(0)
-	err = q.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			s := seqOf(item.Key())
-			if s == 0 {
-				continue // the reclaim sentinel, deleted above
-			}
-			if first == 0 {
-				first = s
-			}
-			depth++
-			size += item.ValueSize() + keyLen
-			q.lastSeq = max(q.lastSeq, s)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	q.depth.Store(depth)
-	q.bytes.Store(size)
-	q.seqStat.Store(q.lastSeq)
-	q.durable.Store(q.lastSeq)
-	q.head.Store(first)
-	return q.j.start(q.lastSeq)
+	stores, _ := filepath.Glob(filepath.Join(q.dir, "store.corrupt-*"))
+	segs, _ := filepath.Glob(filepath.Join(q.dir, "journal.corrupt-*"))
+	q.quarantined.Store(int64(len(stores) + len(segs)))
 }
 
 // Append assigns the next sequence number, encodes the record with enc and
@@ -434,18 +334,47 @@ func (q *Queue) Submit(enc Encoder, done func(seq uint64, err error)) error {
 	return nil
 }
 
+// ackReq is an acknowledged record waiting for its delete, or a record
+// being parked (park is the reason, raw the stored value to keep when it
+// cannot be re-encoded).
+type ackReq struct {
+	Record
+	park string
+	raw  []byte
+}
+
 // Ack marks records as delivered; they are deleted in the next commit and
 // no longer returned by Read. Acknowledging is idempotent per record.
 func (q *Queue) Ack(recs ...Record) {
 	q.ackMu.Lock()
 	for _, r := range recs {
-		if _, dup := q.inDelete[r.Seq]; dup {
-			continue
-		}
-		q.inDelete[r.Seq] = struct{}{}
-		q.acks = append(q.acks, r)
+		q.enqueueAckLocked(ackReq{Record: r})
 	}
 	q.ackMu.Unlock()
+	q.kickAcks()
+}
+
+// Park takes a record out of the queue without delivering it, keeping it
+// apart with the reason: a record that cannot be published (the broker
+// ends every session that carries it), or one whose stored copy is damaged
+// and has no intact copy in the journal. Parked records are no longer
+// returned by Read; ReadParked lists them (buffer export --parked).
+func (q *Queue) Park(rec Record, reason string) {
+	q.ackMu.Lock()
+	q.enqueueAckLocked(ackReq{Record: rec, park: reason})
+	q.ackMu.Unlock()
+	q.kickAcks()
+}
+
+func (q *Queue) enqueueAckLocked(a ackReq) {
+	if _, dup := q.inDelete[a.Seq]; dup {
+		return
+	}
+	q.inDelete[a.Seq] = struct{}{}
+	q.acks = append(q.acks, a)
+}
+
+func (q *Queue) kickAcks() {
 	select {
 	case q.ackKick <- struct{}{}:
 	default:
@@ -463,17 +392,59 @@ func (q *Queue) Notify() <-chan struct{} { return q.notify }
 // order, skipping records that were acknowledged but not yet deleted. Pass
 // the last sequence returned as after to continue (a cursor: the store
 // never re-reads deleted records from the start).
+//
+// Every record's checksum is verified. A damaged record is restored from
+// its journal copy (and rewritten in the store); when the journal has no
+// intact copy either, the record is parked (see Park), counted as
+// unrecoverable and logged with its sequence, and not returned.
 func (q *Queue) Read(after uint64, limit int) ([]Record, error) {
+	out, damaged, err := q.read(after, limit)
+	if err != nil || len(damaged) == 0 {
+		return out, err
+	}
+	keep := out[:0]
+	for _, r := range out {
+		if r.stored != 0 {
+			keep = append(keep, r)
+			continue
+		}
+		d := damaged[0]
+		damaged = damaged[1:]
+		if rec, ok := q.restore(d); ok {
+			keep = append(keep, rec)
+		}
+	}
+	return keep, nil
+}
+
+// Damaged is a stored record whose checksum does not match.
+type Damaged struct {
+	Seq uint64
+	Raw []byte // the value as stored
+}
+
+// read returns records after after, in order; a damaged one is a
+// placeholder (zero stored size) in out, and listed in damaged.
+func (q *Queue) read(after uint64, limit int) (out []Record, damaged []Damaged, err error) {
 	if h := q.head.Load(); after+1 < h {
 		after = h - 1
 	}
-	out := make([]Record, 0, min(limit, 1024))
+	out = make([]Record, 0, min(limit, 1024))
 	// Hold ackMu across the snapshot: a delete committed after the
 	// snapshot was taken is still listed in inDelete, so an acknowledged
 	// record is never returned again.
 	q.ackMu.Lock()
 	defer q.ackMu.Unlock()
-	err := q.db.View(func(txn *badger.Txn) error {
+	defer func() {
+		// A damaged table can make Badger's iterator panic here, in our
+		// goroutine. The next start verifies the tables and rebuilds the
+		// store from the journal.
+		if r := recover(); r != nil {
+			out, damaged = nil, nil
+			err = fmt.Errorf("buffer store damaged while reading after seq %d (%s): restart the agent to rebuild the store from the journal", after, firstLine(fmt.Sprint(r)))
+		}
+	}()
+	err = q.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{
 			Prefix:         []byte{prefixRecord},
 			PrefetchValues: true,
@@ -498,22 +469,69 @@ func (q *Queue) Read(after uint64, limit int) ([]Record, error) {
 			if err := item.Value(func(v []byte) error { slab = append(slab, v...); return nil }); err != nil {
 				return fmt.Errorf("read record %d: %w", seq, err)
 			}
-			rec, err := decodeValue(seq, slab[start:len(slab):len(slab)])
+			v := slab[start:len(slab):len(slab)]
+			rec, err := decodeValue(seq, v)
 			if err != nil {
-				return err
+				damaged = append(damaged, Damaged{Seq: seq, Raw: v})
+				out = append(out, Record{Seq: seq})
+				continue
 			}
 			out = append(out, rec)
 		}
 		return nil
 	})
-	return out, err
+	return out, damaged, err
 }
 
-func decodeValue(seq uint64, v []byte) (Record, error) {
-	if len(v) < timeLen {
-		return Record{}, fmt.Errorf("record %d: value of %d bytes is too short", seq, len(v))
+// JournalCopy returns the journal's intact copy of record seq, if any.
+func (q *Queue) JournalCopy(seq uint64) (Record, bool) {
+	v, ok := q.j.find(seq)
+	if !ok {
+		return Record{}, false
 	}
-	return Record{Seq: seq, Time: time.Unix(0, int64(binary.BigEndian.Uint64(v))), Value: v[timeLen:]}, nil
+	rec, err := decodeValue(seq, v)
+	return rec, err == nil
+}
+
+// restore replaces a damaged stored record with its journal copy, or
+// parks it when there is none.
+func (q *Queue) restore(d Damaged) (Record, bool) {
+	if rec, ok := q.JournalCopy(d.Seq); ok {
+		v := encodeValue(d.Seq, rec.Time, rec.Value)
+		err := q.db.Update(func(txn *badger.Txn) error { return txn.Set(key(d.Seq), v) })
+		if err == nil {
+			err = q.db.Sync() // an older sequence than what may be flushed: make it durable now
+		}
+		q.restored.Add(1)
+		q.log.Warn("buffer: a record was damaged in the store; restored from its journal copy", "seq", d.Seq, "rewrite_err", err)
+		rec.stored = int64(len(v))
+		return rec, true
+	}
+	q.log.Error("buffer: a record is damaged in the store and has no intact journal copy: parked, not published", "seq", d.Seq)
+	if err := q.recordLoss([]seqRange{{d.Seq, d.Seq}}, "record damaged in the store and no intact journal copy (parked)"); err != nil {
+		q.log.Error("buffer: recording the loss failed", "err", err)
+	}
+	q.ackMu.Lock()
+	q.enqueueAckLocked(ackReq{Record: Record{Seq: d.Seq, stored: int64(len(d.Raw))}, park: ParkDamaged, raw: bytes.Clone(d.Raw)})
+	q.ackMu.Unlock()
+	q.kickAcks()
+	return Record{}, false
+}
+
+// ReadVerified is Read without repairs, for inspection (buffer export):
+// damaged records are listed apart, and nothing is written.
+func (q *Queue) ReadVerified(after uint64, limit int) ([]Record, []Damaged, error) {
+	out, damaged, err := q.read(after, limit)
+	if len(damaged) > 0 {
+		keep := out[:0]
+		for _, r := range out {
+			if r.stored != 0 {
+				keep = append(keep, r)
+			}
+		}
+		out = keep
+	}
+	return out, damaged, err
 }
 
 // Close commits what is pending, stops maintenance and closes the store.
@@ -530,7 +548,9 @@ func (q *Queue) Close() error {
 	<-q.stopped
 	q.wg.Wait()
 	jerr := q.j.close()
-	if err := q.db.Close(); err != nil {
+	err := q.db.Close()
+	q.lock.Close()
+	if err != nil {
 		return err
 	}
 	return jerr
@@ -551,6 +571,9 @@ func (q *Queue) commitLoop() {
 		case done := <-q.reclaim:
 			q.commit(nil, q.takeAcks())
 			done <- q.reclaimNow()
+			continue
+		case f := <-q.ops:
+			f()
 			continue
 		case <-q.quit:
 			// Close holds closed=true, so no new sends: drain and finish.
@@ -596,7 +619,7 @@ func (q *Queue) commitLoop() {
 	}
 }
 
-func (q *Queue) takeAcks() []Record {
+func (q *Queue) takeAcks() []ackReq {
 	q.ackMu.Lock()
 	defer q.ackMu.Unlock()
 	a := q.acks
@@ -613,7 +636,7 @@ const (
 
 // commit handles one group: admission (disk space, capacity), encoding,
 // the journal write and sync, the store write, then the deletes.
-func (q *Queue) commit(batch []*appendReq, dels []Record) {
+func (q *Queue) commit(batch []*appendReq, dels []ackReq) {
 	defer func() {
 		for _, r := range batch {
 			if r.cb != nil {
@@ -646,9 +669,7 @@ func (q *Queue) commit(batch []*appendReq, dels []Record) {
 			q.rejected.add(ReasonError, 1)
 			continue
 		}
-		val := make([]byte, timeLen+len(v))
-		binary.BigEndian.PutUint64(val, uint64(now.UnixNano()))
-		copy(val[timeLen:], v)
+		val := encodeValue(seq+1, now, v)
 		size := int64(len(val) + keyLen)
 		if q.opts.MaxBytes > 0 && q.opts.WhenFull == RejectNew && q.bytes.Load()+incoming+size > q.opts.MaxBytes {
 			r.err = ErrFull
@@ -842,6 +863,15 @@ func (q *Queue) oldest(need int64) []dropRec {
 // drop deletes the oldest records to make room (when_full: drop_oldest),
 // in transactions within Badger's limits; only what was committed counts.
 func (q *Queue) drop(recs []dropRec) {
+	// Journalled like acknowledgements: a store rebuilt from the journal
+	// must not bring them back.
+	seqs := make([]uint64, len(recs))
+	for i, r := range recs {
+		seqs[i] = r.seq
+	}
+	if err := q.j.writeAcks(seqs); err != nil {
+		q.log.Warn("buffer: journalling dropped records failed", "err", err)
+	}
 	var dropped []dropRec
 	for len(recs) > 0 {
 		n := min(len(recs), maxTxnEntries)
@@ -887,9 +917,11 @@ func (q *Queue) drop(recs []dropRec) {
 	}
 }
 
-// deleteAcked deletes acknowledged records in one transaction. On failure
-// they go back to the pending list; they stay hidden from readers.
-func (q *Queue) deleteAcked(dels []Record) {
+// deleteAcked deletes acknowledged records in one transaction, and moves
+// parked ones to the parked area (one transaction each: a parked value
+// may be large). Both are journalled as acknowledgements. On failure they
+// go back to the pending list; they stay hidden from readers.
+func (q *Queue) deleteAcked(dels []ackReq) {
 	q.ackMu.Lock()
 	droppedMax := q.droppedMax
 	q.ackMu.Unlock()
@@ -901,15 +933,20 @@ func (q *Queue) deleteAcked(dels []Record) {
 		// Only costs duplicates after a crash: go on with the delete.
 		q.log.Warn("buffer: journalling acknowledgements failed", "err", err)
 	}
+	var parks []ackReq
 	txn := q.db.NewTransaction(true)
 	var err error
-	var gone []Record // dropped before their ack arrived: not counted twice
+	gone := map[uint64]bool{} // dropped before their ack arrived: not counted twice
 	for _, d := range dels {
 		if d.Seq <= droppedMax {
 			if _, gerr := txn.Get(key(d.Seq)); errors.Is(gerr, badger.ErrKeyNotFound) {
-				gone = append(gone, d)
+				gone[d.Seq] = true
 				continue
 			}
+		}
+		if d.park != "" {
+			parks = append(parks, d)
+			continue
 		}
 		if err = txn.Delete(key(d.Seq)); err != nil {
 			break
@@ -920,29 +957,74 @@ func (q *Queue) deleteAcked(dels []Record) {
 	} else {
 		txn.Discard()
 	}
-	q.ackMu.Lock()
-	defer q.ackMu.Unlock()
+	var failed []ackReq
+	failedSeq := map[uint64]bool{}
 	if err != nil {
 		q.log.Error("buffer delete failed; will retry", "records", len(dels), "err", err)
-		q.acks = append(q.acks, dels...)
+		failed = dels
+		parks = nil
+	}
+	for _, p := range parks {
+		if perr := q.parkNow(p); perr != nil {
+			q.log.Error("buffer: parking a record failed; will retry", "seq", p.Seq, "err", perr)
+			failed = append(failed, p)
+			failedSeq[p.Seq] = true
+		}
+	}
+	q.ackMu.Lock()
+	defer q.ackMu.Unlock()
+	if len(failed) > 0 {
+		q.acks = append(q.acks, failed...)
+	}
+	if err != nil {
 		return
 	}
 	var size int64
+	var n, parked int64
 	for _, d := range dels {
+		if failedSeq[d.Seq] {
+			continue
+		}
 		delete(q.inDelete, d.Seq)
+		if gone[d.Seq] {
+			continue
+		}
 		size += d.size()
+		if d.park != "" {
+			parked++
+		} else {
+			n++
+		}
 	}
-	for _, d := range gone {
-		size -= d.size()
-	}
-	n := int64(len(dels) - len(gone))
-	q.depth.Add(-n)
+	q.depth.Add(-(n + parked))
 	q.bytes.Add(-size)
 	q.acked.Add(uint64(n))
+	q.parked.Add(parked)
 	q.deletedSince.Add(size)
 	if q.opts.WhenFull == DropOldest && q.opts.MaxBytes > 0 && q.bytes.Load() < q.opts.MaxBytes*9/10 {
 		q.full.Store(false)
 	}
+}
+
+// parkNow moves one record to the parked area.
+func (q *Queue) parkNow(p ackReq) error {
+	raw := p.raw
+	if raw == nil {
+		raw = encodeValue(p.Seq, p.Time, p.Value)
+	}
+	pv := make([]byte, 0, 1+len(p.park)+timeLen+len(raw))
+	pv = append(pv, byte(min(len(p.park), 255)))
+	pv = append(pv, p.park[:min(len(p.park), 255)]...)
+	pv = binary.BigEndian.AppendUint64(pv, uint64(q.now().UnixNano()))
+	pv = append(pv, raw...)
+	pk := key(p.Seq)
+	pk[0] = prefixParked
+	return q.db.Update(func(txn *badger.Txn) error {
+		if err := txn.Set(pk, pv); err != nil {
+			return err
+		}
+		return txn.Delete(key(p.Seq))
+	})
 }
 
 func key(seq uint64) []byte {
@@ -958,14 +1040,3 @@ func seqOf(k []byte) uint64 {
 	}
 	return binary.BigEndian.Uint64(k[1:])
 }
-
-// badgerLogger routes Badger's log through slog; its chatty info level goes
-// to debug.
-type badgerLogger struct{ log *slog.Logger }
-
-func (l badgerLogger) Errorf(f string, a ...any)   { l.log.Error(trimNL(fmt.Sprintf(f, a...))) }
-func (l badgerLogger) Warningf(f string, a ...any) { l.log.Warn(trimNL(fmt.Sprintf(f, a...))) }
-func (l badgerLogger) Infof(f string, a ...any)    { l.log.Debug(trimNL(fmt.Sprintf(f, a...))) }
-func (l badgerLogger) Debugf(f string, a ...any)   { l.log.Debug(trimNL(fmt.Sprintf(f, a...))) }
-
-func trimNL(s string) string { return strings.TrimRight(s, "\r\n") }

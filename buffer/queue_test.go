@@ -83,7 +83,7 @@ func TestReopenKeepsBacklogAndSeq(t *testing.T) {
 	if seqs(got) != "3,4,5" {
 		t.Fatalf("backlog after reopen: %s", seqs(got))
 	}
-	if st := q.Stats(); st.Depth != 3 || st.Bytes != int64(3*(len("3:x")+timeLen+keyLen)) || st.LastSeq != 5 {
+	if st := q.Stats(); st.Depth != 3 || st.Bytes != int64(3*(len("3:x")+valueHeaderLen+keyLen)) || st.LastSeq != 5 {
 		t.Fatalf("stats after reopen: %+v", st)
 	}
 	// Drain completely: the sequence must still continue after a reopen.

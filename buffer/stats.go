@@ -27,9 +27,22 @@ type Stats struct {
 
 	JournalSegments int    `json:"journal_segments"`
 	SegmentsRetired uint64 `json:"segments_retired"`
-	Replayed        int    `json:"replayed"`             // journal records replayed at open
-	Quarantined     int    `json:"quarantined"`          // stores moved aside (store.corrupt-*)
-	Quarantine      string `json:"quarantine,omitempty"` // the one moved aside at this open, and why
+	Replayed        int    `json:"replayed"`             // journal records replayed into the store at open
+	Quarantined     int    `json:"quarantined"`          // stores and journal segments moved aside (store.corrupt-*, journal.corrupt-*)
+	Quarantine      string `json:"quarantine,omitempty"` // the store moved aside at this open, and why
+
+	// Integrity: every record has two copies (journal and store) until it
+	// is acknowledged.
+	Parked         int64  `json:"parked"`          // records taken out of the queue (buffer export --parked)
+	Restored       uint64 `json:"restored"`        // damaged store records restored from the journal
+	CopiedBack     uint64 `json:"copied_back"`     // records copied back into the journal from the store
+	JournalDamaged uint64 `json:"journal_damaged"` // damaged or missing journal segments found
+	// Unrecoverable counts scans of which both copies were damaged or
+	// missing; Loss lists each finding with its sequence ranges. They stay
+	// reported until unrecoverable.jsonl is removed from the buffer
+	// directory.
+	Unrecoverable uint64       `json:"unrecoverable"`
+	Loss          []LossRecord `json:"loss,omitempty"`
 }
 
 // Stats returns the current state. The oldest pending age is refreshed by
@@ -49,9 +62,14 @@ func (q *Queue) Stats() Stats {
 		JournalSegments: q.j.segments(),
 		SegmentsRetired: q.retired.Load(),
 		Replayed:        q.replayed,
-		Quarantined:     q.quarantined,
+		Quarantined:     int(q.quarantined.Load()),
 		Quarantine:      q.quarantine,
+		Parked:          q.parked.Load(),
+		Restored:        q.restored.Load(),
+		CopiedBack:      q.copied.Load(),
+		JournalDamaged:  q.journalDmg.Load(),
 	}
+	s.Unrecoverable, s.Loss = q.lossSnapshot()
 	if t := q.oldestNs.Load(); s.Depth > 0 && t != 0 {
 		s.OldestAge = max(0, q.now().Sub(time.Unix(0, t)).Seconds())
 	}
