@@ -2,6 +2,7 @@ package buffer
 
 import (
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -30,3 +31,7 @@ func lockDir(dir string) (*os.File, error) {
 	}
 	return f, nil
 }
+
+// allocated is the file's size (allocation is not reported here; NTFS
+// allocates what a file's size says).
+func allocated(fi fs.FileInfo) int64 { return fi.Size() }

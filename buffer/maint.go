@@ -19,7 +19,7 @@ func (q *Queue) maintLoop() {
 			return
 		case <-t.C:
 			q.maintain()
-			if q.depth.Load() == 0 && q.deletedSince.Load() >= reclaimAfter {
+			if q.depth.Load() == 0 && q.deletedSince.Load() >= reclaimAfter && !q.paused.Load() {
 				if err := q.Reclaim(); err != nil && !errors.Is(err, ErrClosed) {
 					q.log.Warn("buffer: reclaiming disk space failed", "err", err)
 				}
@@ -61,7 +61,7 @@ func (q *Queue) maintain() {
 	if first > 0 {
 		acked = min(first-1, last)
 	}
-	if acked > q.ackedMark {
+	if acked > q.ackedMark && !q.paused.Load() {
 		var b [8]byte
 		binary.BigEndian.PutUint64(b[:], acked)
 		if err := q.db.Update(func(txn *badger.Txn) error { return txn.Set(metaAckedKey, b[:]) }); err == nil {

@@ -173,14 +173,19 @@ type Queue struct {
 	inDelete   map[uint64]struct{} // seqs in acks, hidden from readers
 	droppedMax uint64              // highest seq ever dropped by drop_oldest
 
-	lastSeq    uint64        // owned by the commit goroutine after Open
-	openSeq    uint64        // the last sequence when the queue was opened
-	dropCursor uint64        // commit goroutine: seek start for drop_oldest
-	head       atomic.Uint64 // lowest sequence possibly present
-	durable    atomic.Uint64 // highest sequence durable and readable
-	diskCheck  time.Time
-	dropLogAt  time.Time
-	diskLow    bool
+	lastSeq       uint64        // owned by the commit goroutine after Open
+	openSeq       uint64        // the last sequence when the queue was opened
+	dropCursor    uint64        // commit goroutine: seek start for drop_oldest
+	head          atomic.Uint64 // lowest sequence possibly present
+	durable       atomic.Uint64 // highest sequence durable and readable
+	dropLogAt     time.Time
+	guard         *diskGuard
+	diskLow       atomic.Bool  // new appends refused (diskGuard.check)
+	paused        atomic.Bool  // store writes paused: the disk is nearly exhausted
+	deferred      []ackReq     // commit goroutine: acknowledgements waiting for the pause to end
+	diskErrLogged bool         // disk goroutine
+	reserveBytes  atomic.Int64 // the reserve file's size
+	freeBytes     atomic.Int64 // free space on the buffer's filesystem, last seen
 
 	depth, bytes atomic.Int64
 	seqStat      atomic.Uint64
@@ -255,6 +260,13 @@ func Open(dir string, opts Options) (*Queue, error) {
 		lock.Close()
 		return nil, fmt.Errorf("open buffer %s: %w", dir, err)
 	}
+	q.guard = newDiskGuard(dir, opts.MinFreeDisk)
+	if released, err := q.guard.prepare(filepath.Join(dir, "store")); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("open buffer %s: %w", dir, err)
+	} else if released > 0 {
+		q.log.Error("buffer: disk nearly full at start: released the disk reserve so the store can open and drain", "dir", dir, "reserve_bytes", released)
+	}
 	db, fresh, err := q.openStore()
 	if err != nil {
 		lock.Close()
@@ -273,8 +285,10 @@ func Open(dir string, opts Options) (*Queue, error) {
 	if err := clearMarker(dir); err != nil {
 		q.log.Warn("buffer: removing the open marker failed", "err", err)
 	}
+	q.checkDisk()
 	go q.commitLoop()
 	q.wg.Go(q.maintLoop)
+	q.wg.Go(q.diskLoop)
 	q.wg.Go(q.scrub)
 	return q, nil
 }
@@ -498,9 +512,12 @@ func (q *Queue) JournalCopy(seq uint64) (Record, bool) {
 func (q *Queue) restore(d Damaged) (Record, bool) {
 	if rec, ok := q.JournalCopy(d.Seq); ok {
 		v := encodeValue(d.Seq, rec.Time, rec.Value)
-		err := q.db.Update(func(txn *badger.Txn) error { return txn.Set(key(d.Seq), v) })
-		if err == nil {
-			err = q.db.Sync() // an older sequence than what may be flushed: make it durable now
+		var err error
+		if !q.paused.Load() { // else rewritten on a later read
+			err = q.db.Update(func(txn *badger.Txn) error { return txn.Set(key(d.Seq), v) })
+			if err == nil {
+				err = q.db.Sync() // an older sequence than what may be flushed: make it durable now
+			}
 		}
 		q.restored.Add(1)
 		q.log.Warn("buffer: a record was damaged in the store; restored from its journal copy", "seq", d.Seq, "rewrite_err", err)
@@ -646,6 +663,13 @@ func (q *Queue) commit(batch []*appendReq, dels []ackReq) {
 			}
 		}
 	}()
+	if q.paused.Load() {
+		q.deferred = append(q.deferred, dels...) // still hidden from readers
+		dels = nil
+	} else if len(q.deferred) > 0 {
+		dels = append(q.deferred, dels...)
+		q.deferred = nil
+	}
 	for len(dels) > 0 {
 		n := min(len(dels), maxTxnEntries)
 		q.deleteAcked(dels[:n])
@@ -654,7 +678,8 @@ func (q *Queue) commit(batch []*appendReq, dels []ackReq) {
 	if len(batch) == 0 {
 		return
 	}
-	if q.diskFull() {
+	if q.guard.fast(time.Now(), q.bytes.Load()) {
+		q.diskState()
 		q.fail(batch, ErrDiskFull, ReasonDiskFull)
 		return
 	}
@@ -798,32 +823,6 @@ func (q *Queue) unstore(recs []*appendReq) {
 	if err := txn.Commit(); err != nil {
 		q.log.Error("buffer: removing records whose sync failed", "err", err)
 	}
-}
-
-// diskFull checks the free space at most every 100ms.
-func (q *Queue) diskFull() bool {
-	if q.opts.MinFreeDisk < 0 {
-		return false
-	}
-	now := time.Now()
-	if now.Sub(q.diskCheck) < 100*time.Millisecond {
-		return q.diskLow
-	}
-	q.diskCheck = now
-	free, err := freeBytes(q.dir)
-	if err != nil {
-		return q.diskLow
-	}
-	low := free < uint64(q.opts.MinFreeDisk)
-	if low != q.diskLow {
-		if low {
-			q.log.Error("buffer: disk nearly full, refusing new scans until space is freed", "dir", q.dir, "free_bytes", free, "min_free_disk", q.opts.MinFreeDisk)
-		} else {
-			q.log.Info("buffer: disk space available again, accepting scans", "dir", q.dir, "free_bytes", free)
-		}
-	}
-	q.diskLow = low
-	return low
 }
 
 // dropRec is a record chosen to be dropped, with its stored size.

@@ -1,7 +1,9 @@
 package buffer
 
 import (
+	"io/fs"
 	"maps"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +45,13 @@ type Stats struct {
 	// directory.
 	Unrecoverable uint64       `json:"unrecoverable"`
 	Loss          []LossRecord `json:"loss,omitempty"`
+
+	// Disk: the free space on the buffer's filesystem, whether new scans
+	// are refused for lack of it, and the reserve kept for the store's
+	// flushes and compactions (see reserve.go).
+	FreeBytes    int64 `json:"free_bytes"`
+	DiskLow      bool  `json:"disk_low"`
+	ReserveBytes int64 `json:"reserve_bytes"`
 }
 
 // Stats returns the current state. The oldest pending age is refreshed by
@@ -68,6 +77,9 @@ func (q *Queue) Stats() Stats {
 		Restored:        q.restored.Load(),
 		CopiedBack:      q.copied.Load(),
 		JournalDamaged:  q.journalDmg.Load(),
+		FreeBytes:       q.freeBytes.Load(),
+		DiskLow:         q.diskLow.Load(),
+		ReserveBytes:    q.reserveBytes.Load(),
 	}
 	s.Unrecoverable, s.Loss = q.lossSnapshot()
 	if t := q.oldestNs.Load(); s.Depth > 0 && t != 0 {
@@ -175,4 +187,19 @@ func (l *latency) snapshot() LatencyStats {
 		s.Buckets[i] = cum
 	}
 	return s
+}
+
+// DiskBytes is the disk space the files under dir take (sparse files
+// count for what they use).
+func DiskBytes(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if fi, err := d.Info(); err == nil {
+				n += allocated(fi)
+			}
+		}
+		return nil
+	})
+	return n
 }

@@ -72,7 +72,7 @@ func (q *Queue) openStore() (*badger.DB, bool, error) {
 			q.log.Debug("buffer: store tables verified", "took", time.Since(start).Round(time.Millisecond))
 		}
 	}
-	db, err := openBadger(store, q.log)
+	db, err := openBadger(store, q.log, false)
 	if err == nil {
 		return db, !existed, nil
 	}
@@ -90,7 +90,7 @@ func (q *Queue) openStore() (*badger.DB, bool, error) {
 	if err := q.quarantineStore(store, err); err != nil {
 		return nil, false, err
 	}
-	db, err = openBadger(store, q.log)
+	db, err = openBadger(store, q.log, false)
 	if err != nil {
 		return nil, false, fmt.Errorf("open fresh buffer store %s: %w", store, err)
 	}
@@ -98,13 +98,13 @@ func (q *Queue) openStore() (*badger.DB, bool, error) {
 }
 
 // openBadger opens Badger; a panic in this goroutine becomes an error.
-func openBadger(dir string, log *slog.Logger) (db *badger.DB, err error) {
+func openBadger(dir string, log *slog.Logger, readOnly bool) (db *badger.DB, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			db, err = nil, fmt.Errorf("badger panicked while opening the store: %s", firstLine(fmt.Sprint(r)))
 		}
 	}()
-	return badger.Open(badgerOptions(dir, log))
+	return badger.Open(badgerOptions(dir, log).WithReadOnly(readOnly))
 }
 
 // quarantineStore moves a store aside (never deleting it) and logs why.

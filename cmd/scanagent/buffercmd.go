@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -93,7 +91,7 @@ func bufferStats(q *buffer.Queue, dir string, asJSON bool, w io.Writer) error {
 	if recs, err := q.Read(0, 1); err == nil && len(recs) == 1 {
 		st.OldestAge = time.Since(recs[0].Time).Seconds()
 	}
-	disk := dirSize(dir)
+	disk := buffer.DiskBytes(dir)
 	if asJSON {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
@@ -207,19 +205,6 @@ func bufferImport(q *buffer.Queue, in string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "imported %d scan(s); they keep their id (the de-duplication key) and get new seq numbers\n", n)
 	return nil
-}
-
-func dirSize(dir string) int64 {
-	var n int64
-	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			if fi, err := d.Info(); err == nil {
-				n += allocated(fi)
-			}
-		}
-		return nil
-	})
-	return n
 }
 
 func humanBytes(n int64) string {
