@@ -278,8 +278,7 @@ func (a *Agent) Reload(cfg *config.Config) (restartNeeded []string, err error) {
 	next.Warnings = cfg.Warnings
 	a.cfg = &next
 	if a.level != nil {
-		var l slog.Level
-		if l.UnmarshalText([]byte(cfg.Log.Level)) == nil {
+		if l, err := config.ParseLevel(cfg.Log.Level); err == nil {
 			a.level.Set(l)
 		}
 	}
@@ -409,8 +408,8 @@ func (a *Agent) Handler() http.Handler {
 			return
 		}
 		body, _ := io.ReadAll(io.LimitReader(r.Body, 64))
-		var l slog.Level
-		if err := l.UnmarshalText(bytes.TrimSpace(body)); err != nil {
+		l, err := config.ParseLevel(string(bytes.TrimSpace(body)))
+		if err != nil {
 			http.Error(w, "level must be debug, info, warn or error", http.StatusBadRequest)
 			return
 		}

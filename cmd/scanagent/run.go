@@ -214,8 +214,7 @@ func logWarnings(log *slog.Logger, cfg *config.Config) {
 // newLogger makes the agent's logger; level is set from the config and
 // can be changed later (HTTP, reload).
 func newLogger(c config.Log, level *slog.LevelVar, w io.Writer) *slog.Logger {
-	var l slog.Level
-	l.UnmarshalText([]byte(c.Level))
+	l, _ := config.ParseLevel(c.Level) // validated by config.Parse; info otherwise
 	level.Set(l)
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
