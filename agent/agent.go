@@ -27,6 +27,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 
 	"github.com/scanagent/scanagent/agent/config"
 	"github.com/scanagent/scanagent/buffer"
@@ -61,6 +62,46 @@ type Agent struct {
 	runners    map[string]*runner
 	up         *uplink
 	runCtx     context.Context
+	http       httpLimits
+}
+
+// httpLimits bound what clients can hold of the status server, which
+// otherwise keeps every idle or half-sent connection (and its file
+// descriptor and goroutine) for ever.
+type httpLimits struct {
+	readHeader time.Duration // request line and headers
+	read       time.Duration // the whole request, body included
+	// write runs from the end of the request headers to the end of the
+	// response. A streaming endpoint (server-sent events) must lift it
+	// for its own request: http.NewResponseController(w).SetWriteDeadline(time.Time{}).
+	write          time.Duration
+	idle           time.Duration // a kept-alive connection between requests
+	maxHeaderBytes int           // request line and headers (net/http allows 4 KiB more)
+	// maxConns caps open connections; more wait in the kernel's accept
+	// queue, holding no descriptor of the agent's. 64 is ample for
+	// Prometheus, health probes and technicians' status commands (a few
+	// at a time), and bounds the worst case at 64 descriptors, goroutines
+	// and buffers (about 1.5 MiB) out of the agent's 128 MiB memory limit.
+	maxConns int
+}
+
+func defaultHTTPLimits() httpLimits {
+	return httpLimits{readHeader: 5 * time.Second, read: 10 * time.Second, write: 30 * time.Second, idle: 60 * time.Second,
+		maxHeaderBytes: 16 << 10, maxConns: 64}
+}
+
+// httpServer serves the agent's Handler on ln within the limits.
+func (a *Agent) httpServer() *http.Server {
+	l := a.http
+	return &http.Server{
+		Handler:           a.Handler(),
+		ReadHeaderTimeout: l.readHeader,
+		ReadTimeout:       l.read,
+		WriteTimeout:      l.write,
+		IdleTimeout:       l.idle,
+		MaxHeaderBytes:    l.maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(a.log.With("component", "http").Handler(), slog.LevelDebug),
+	}
 }
 
 // runner is one running station.
@@ -79,7 +120,8 @@ func New(cfg *config.Config, deps Deps) (*Agent, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &Agent{cfg: cfg, log: log, level: deps.Level, version: deps.Version, ready: deps.Ready, ackLatency: newAckLatency()}
+	a := &Agent{cfg: cfg, log: log, level: deps.Level, version: deps.Version, ready: deps.Ready, ackLatency: newAckLatency(),
+		http: defaultHTTPLimits()}
 	a.registry = a.newRegistry()
 	return a, nil
 }
@@ -139,8 +181,8 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log.Error("http status listener not started", "listen", a.cfg.HTTP.Listen, "err", err)
 		} else {
 			httpAddr = ln.Addr().String()
-			httpSrv = &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second}
-			go httpSrv.Serve(ln)
+			httpSrv = a.httpServer()
+			go httpSrv.Serve(netutil.LimitListener(ln, a.http.maxConns))
 			a.log.Info("http status listening", "addr", httpAddr)
 		}
 	}
