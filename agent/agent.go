@@ -9,6 +9,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -81,7 +82,7 @@ type httpLimits struct {
 	// queue, holding no descriptor of the agent's. 64 is ample for
 	// Prometheus, health probes and technicians' status commands (a few
 	// at a time), and bounds the worst case at 64 descriptors, goroutines
-	// and buffers (about 1.5 MiB) out of the agent's 128 MiB memory limit.
+	// and buffers (a few MiB with full headers) of the 128 MiB memory limit.
 	maxConns int
 }
 
@@ -470,13 +471,27 @@ func (a *Agent) authorize(next http.Handler) http.Handler {
 	if token == "" {
 		return next
 	}
-	want := []byte("Bearer " + token)
+	want := sha256.Sum256([]byte(token))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/healthz" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+		if r.URL.Path != "/healthz" && !bearer(r.Header.Get("Authorization"), want) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="scanagent"`)
 			http.Error(w, "missing or wrong bearer token", http.StatusUnauthorized)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// bearer reports whether an Authorization header value carries the bearer
+// token whose SHA-256 is want. The scheme is case-insensitive (RFC 7235,
+// section 2.1: "bearer", "BEARER") and one or more spaces may follow it.
+// The token is compared in constant time, through its hash so that its
+// length does not show either.
+func bearer(header string, want [sha256.Size]byte) bool {
+	scheme, token, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	got := sha256.Sum256([]byte(strings.TrimLeft(token, " ")))
+	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
 }
