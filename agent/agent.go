@@ -61,6 +61,7 @@ type Agent struct {
 	q          *buffer.Queue
 	stations   []*station // running, in config order
 	runners    map[string]*runner
+	counts     map[string]*stationCounts // by station id, kept across reloads
 	up         *uplink
 	runCtx     context.Context
 	http       httpLimits
@@ -122,7 +123,7 @@ func New(cfg *config.Config, deps Deps) (*Agent, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	a := &Agent{cfg: cfg, log: log, level: deps.Level, version: deps.Version, ready: deps.Ready, ackLatency: newAckLatency(),
-		http: defaultHTTPLimits()}
+		http: defaultHTTPLimits(), counts: map[string]*stationCounts{}}
 	a.registry = a.newRegistry()
 	return a, nil
 }
@@ -229,7 +230,12 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // startStation starts one station under the run context. a.mu is held.
 func (a *Agent) startStation(sc config.Station) {
-	st := newStation(sc, a.cfg.Agent, a.q, a.log)
+	n := a.counts[sc.ID]
+	if n == nil {
+		n = newStationCounts()
+		a.counts[sc.ID] = n
+	}
+	st := newStation(sc, a.cfg.Agent, a.q, a.log, n)
 	st.changed = a.up.deviceChanged
 	ctx, cancel := context.WithCancel(a.runCtx)
 	r := &runner{st: st, cancel: cancel, done: make(chan struct{})}
@@ -244,7 +250,8 @@ func (a *Agent) startStation(sc config.Station) {
 // Reload applies a new configuration to the running agent. Stations that
 // are added, removed or changed are started or stopped (a stopped station
 // first processes every scan it has read); unchanged stations keep
-// running untouched. The log level follows log.level. Changes to agent,
+// running untouched. A restarted station keeps its counters, and so does
+// one removed and added again later. The log level follows log.level. Changes to agent,
 // mqtt, buffer, http and log.format need a restart: they are reported in
 // the returned list and the running values are kept.
 func (a *Agent) Reload(cfg *config.Config) (restartNeeded []string, err error) {
