@@ -80,12 +80,15 @@ type station struct {
 	now    func() time.Time
 	accept map[parcel.Kind]bool // nil: every kind
 	// changed is called after a device state change (may be nil).
-	changed    func()
-	frames     chan devices.Frame
-	weigher    *weigher             // nil without a scale
-	fb         *feedback            // nil without feedback
-	dedup      map[string]time.Time // code -> its last read
-	dedupSweep int                  // sweep dedup when it grows past this
+	changed func()
+	frames  chan devices.Frame
+	weigher *weigher  // nil without a scale
+	fb      *feedback // nil without feedback
+	// The double-read filter. double runs on the worker, forget on the
+	// buffer's commit goroutine (a refused scan): dedupMu guards both.
+	dedupMu    sync.Mutex
+	dedup      map[string]dedupEntry // by code
+	dedupSweep int                   // sweep dedup when it grows past this
 	n          *stationCounts
 
 	mu      sync.Mutex
@@ -120,7 +123,7 @@ func newStation(cfg config.Station, agent config.Agent, q *buffer.Queue, log *sl
 		log:        log.With("station", cfg.ID),
 		now:        time.Now,
 		frames:     make(chan devices.Frame, 1024),
-		dedup:      map[string]time.Time{},
+		dedup:      map[string]dedupEntry{},
 		dedupSweep: 256,
 		n:          n,
 		errLog:     rateLog{every: 10 * time.Second},
@@ -297,34 +300,61 @@ func (s *station) process(ctx context.Context, f devices.Frame) {
 func (sc *scan) encode(seq uint64) ([]byte, error) { return sc.record(seq), nil }
 func (sc *scan) done(seq uint64, err error)        { sc.st.accepted(sc, seq, err) }
 
+// dedupEntry is a code in the double-read filter.
+type dedupEntry struct {
+	last  time.Time // its last read
+	owner time.Time // the read that was made a scan (not suppressed)
+}
+
 // double reports whether f repeats the station's previous read of the same
 // code within dedup_window (counted), and records the read. The window
 // slides: a code read again and again (a parcel left under a scanner in
 // presentation mode) stays suppressed until it has not been read for the
-// whole window.
+// whole window. A scan the buffer refuses takes its code out again
+// (forget), so that the operator's rescan is not suppressed.
 func (s *station) double(f devices.Frame) bool {
 	window := s.cfg.DedupWindow.D()
 	if window <= 0 {
 		return false
 	}
-	last, seen := s.dedup[f.Data]
-	s.dedup[f.Data] = f.At
+	s.dedupMu.Lock()
+	defer s.dedupMu.Unlock()
+	e, seen := s.dedup[f.Data]
+	prev := e.last
+	suppress := seen && f.At.Sub(prev) < window && !f.At.Before(prev)
+	if suppress {
+		e.last = f.At
+	} else {
+		e = dedupEntry{last: f.At, owner: f.At}
+	}
+	s.dedup[f.Data] = e
 	// Forget codes outside the window once the map has doubled since the
 	// last sweep: a sweep per scan would cost O(codes in the window).
 	if len(s.dedup) > s.dedupSweep {
-		for code, t := range s.dedup {
-			if f.At.Sub(t) >= window {
+		for code, e := range s.dedup {
+			if f.At.Sub(e.last) >= window {
 				delete(s.dedup, code)
 			}
 		}
 		s.dedupSweep = max(256, 2*len(s.dedup))
 	}
-	if seen && f.At.Sub(last) < window && !f.At.Before(last) {
+	if suppress {
 		s.n.suppressed.Add(1)
-		s.log.Debug("double read suppressed", "barcode", f.Data, "after", f.At.Sub(last))
-		return true
+		s.log.Debug("double read suppressed", "barcode", f.Data, "after", f.At.Sub(prev))
 	}
-	return false
+	return suppress
+}
+
+// forget takes the code of a scan the buffer refused out of the double-read
+// filter: the operator is told to scan again (bad-read signal, "scan NOT
+// accepted"), and that rescan must become a scan, not a suppressed double
+// read. A newer scan of the same code keeps its entry.
+func (s *station) forget(code string, read time.Time) {
+	s.dedupMu.Lock()
+	if e, ok := s.dedup[code]; ok && e.owner.Equal(read) {
+		delete(s.dedup, code)
+	}
+	s.dedupMu.Unlock()
 }
 
 // scan validates a frame into a scan (without weight).
@@ -352,6 +382,7 @@ func (s *station) accepted(ev *scan, seq uint64, err error) {
 		case errors.Is(err, buffer.ErrClosed):
 			reason = "stopping"
 		}
+		s.forget(ev.barcode, ev.at)
 		s.n.add(s.n.notAccepted, reason)
 		s.mu.Lock()
 		ok, suppressed := s.errLog.allow(reason, s.now())
