@@ -14,7 +14,8 @@ import (
 )
 
 // mergeBomb is a "billion laughs" of merge keys: each level merges the
-// previous one ten times, so levels levels expand to 10^levels entries.
+// previous one ten times, so the last of levels levels expands to
+// 10^(levels-1) entries.
 // use is the scanner's value, referring to the last level, a%d.
 func mergeBomb(levels int, use string) string {
 	var b strings.Builder
