@@ -102,7 +102,9 @@ func (a *Agent) httpServer() *http.Server {
 		WriteTimeout:      l.write,
 		IdleTimeout:       l.idle,
 		MaxHeaderBytes:    l.maxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(a.log.With("component", "http").Handler(), slog.LevelDebug),
+		// net/http's own messages are mostly about what clients sent:
+		// at debug, so a client cannot fill the log.
+		ErrorLog: slog.NewLogLogger(a.log.With("component", "http").Handler(), slog.LevelDebug),
 	}
 }
 
