@@ -9,6 +9,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 
 	"github.com/scanagent/scanagent/agent/config"
 	"github.com/scanagent/scanagent/buffer"
@@ -59,8 +61,51 @@ type Agent struct {
 	q          *buffer.Queue
 	stations   []*station // running, in config order
 	runners    map[string]*runner
+	counts     map[string]*stationCounts // by station id, kept across reloads
 	up         *uplink
 	runCtx     context.Context
+	http       httpLimits
+}
+
+// httpLimits bound what clients can hold of the status server, which
+// otherwise keeps every idle or half-sent connection (and its file
+// descriptor and goroutine) for ever.
+type httpLimits struct {
+	readHeader time.Duration // request line and headers
+	read       time.Duration // the whole request, body included
+	// write runs from the end of the request headers to the end of the
+	// response. A streaming endpoint (server-sent events) must lift it
+	// for its own request: http.NewResponseController(w).SetWriteDeadline(time.Time{}).
+	write          time.Duration
+	idle           time.Duration // a kept-alive connection between requests
+	maxHeaderBytes int           // request line and headers (net/http allows 4 KiB more)
+	// maxConns caps open connections; more wait in the kernel's accept
+	// queue, holding no descriptor of the agent's. 64 is ample for
+	// Prometheus, health probes and technicians' status commands (a few
+	// at a time), and bounds the worst case at 64 descriptors, goroutines
+	// and buffers (a few MiB with full headers) of the 128 MiB memory limit.
+	maxConns int
+}
+
+func defaultHTTPLimits() httpLimits {
+	return httpLimits{readHeader: 5 * time.Second, read: 10 * time.Second, write: 30 * time.Second, idle: 60 * time.Second,
+		maxHeaderBytes: 16 << 10, maxConns: 64}
+}
+
+// httpServer serves the agent's Handler on ln within the limits.
+func (a *Agent) httpServer() *http.Server {
+	l := a.http
+	return &http.Server{
+		Handler:           a.Handler(),
+		ReadHeaderTimeout: l.readHeader,
+		ReadTimeout:       l.read,
+		WriteTimeout:      l.write,
+		IdleTimeout:       l.idle,
+		MaxHeaderBytes:    l.maxHeaderBytes,
+		// net/http's own messages are mostly about what clients sent:
+		// at debug, so a client cannot fill the log.
+		ErrorLog: slog.NewLogLogger(a.log.With("component", "http").Handler(), slog.LevelDebug),
+	}
 }
 
 // runner is one running station.
@@ -79,7 +124,8 @@ func New(cfg *config.Config, deps Deps) (*Agent, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &Agent{cfg: cfg, log: log, level: deps.Level, version: deps.Version, ready: deps.Ready, ackLatency: newAckLatency()}
+	a := &Agent{cfg: cfg, log: log, level: deps.Level, version: deps.Version, ready: deps.Ready, ackLatency: newAckLatency(),
+		http: defaultHTTPLimits(), counts: map[string]*stationCounts{}}
 	a.registry = a.newRegistry()
 	return a, nil
 }
@@ -139,8 +185,8 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log.Error("http status listener not started", "listen", a.cfg.HTTP.Listen, "err", err)
 		} else {
 			httpAddr = ln.Addr().String()
-			httpSrv = &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second}
-			go httpSrv.Serve(ln)
+			httpSrv = a.httpServer()
+			go httpSrv.Serve(netutil.LimitListener(ln, a.http.maxConns))
 			a.log.Info("http status listening", "addr", httpAddr)
 		}
 	}
@@ -186,7 +232,12 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // startStation starts one station under the run context. a.mu is held.
 func (a *Agent) startStation(sc config.Station) {
-	st := newStation(sc, a.cfg.Agent, a.q, a.log)
+	n := a.counts[sc.ID]
+	if n == nil {
+		n = newStationCounts()
+		a.counts[sc.ID] = n
+	}
+	st := newStation(sc, a.cfg.Agent, a.q, a.log, n)
 	st.changed = a.up.deviceChanged
 	ctx, cancel := context.WithCancel(a.runCtx)
 	r := &runner{st: st, cancel: cancel, done: make(chan struct{})}
@@ -201,7 +252,8 @@ func (a *Agent) startStation(sc config.Station) {
 // Reload applies a new configuration to the running agent. Stations that
 // are added, removed or changed are started or stopped (a stopped station
 // first processes every scan it has read); unchanged stations keep
-// running untouched. The log level follows log.level. Changes to agent,
+// running untouched. A restarted station keeps its counters, and so does
+// one removed and added again later. The log level follows log.level. Changes to agent,
 // mqtt, buffer, http and log.format need a restart: they are reported in
 // the returned list and the running values are kept.
 func (a *Agent) Reload(cfg *config.Config) (restartNeeded []string, err error) {
@@ -278,8 +330,7 @@ func (a *Agent) Reload(cfg *config.Config) (restartNeeded []string, err error) {
 	next.Warnings = cfg.Warnings
 	a.cfg = &next
 	if a.level != nil {
-		var l slog.Level
-		if l.UnmarshalText([]byte(cfg.Log.Level)) == nil {
+		if l, err := config.ParseLevel(cfg.Log.Level); err == nil {
 			a.level.Set(l)
 		}
 	}
@@ -409,8 +460,8 @@ func (a *Agent) Handler() http.Handler {
 			return
 		}
 		body, _ := io.ReadAll(io.LimitReader(r.Body, 64))
-		var l slog.Level
-		if err := l.UnmarshalText(bytes.TrimSpace(body)); err != nil {
+		l, err := config.ParseLevel(string(bytes.TrimSpace(body)))
+		if err != nil {
 			http.Error(w, "level must be debug, info, warn or error", http.StatusBadRequest)
 			return
 		}
@@ -429,13 +480,27 @@ func (a *Agent) authorize(next http.Handler) http.Handler {
 	if token == "" {
 		return next
 	}
-	want := []byte("Bearer " + token)
+	want := sha256.Sum256([]byte(token))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/healthz" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+		if r.URL.Path != "/healthz" && !bearer(r.Header.Get("Authorization"), want) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="scanagent"`)
 			http.Error(w, "missing or wrong bearer token", http.StatusUnauthorized)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// bearer reports whether an Authorization header value carries the bearer
+// token whose SHA-256 is want. The scheme is case-insensitive (RFC 7235,
+// section 2.1: "bearer", "BEARER") and one or more spaces may follow it.
+// The token is compared in constant time, through its hash so that its
+// length does not show either.
+func bearer(header string, want [sha256.Size]byte) bool {
+	scheme, token, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	got := sha256.Sum256([]byte(strings.TrimLeft(token, " ")))
+	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"maps"
 	"sync"
 	"time"
 
@@ -23,15 +22,16 @@ type feedback struct {
 	log  *slog.Logger
 	ch   chan bool // true: good read
 
+	n *stationCounts // counts signals: good, bad, dropped, no_port, error
+
 	mu     sync.Mutex
 	port   devices.PortHandle
-	sent   map[string]uint64 // good, bad, dropped, no_port, error
 	errLog rateLog
 }
 
-func newFeedback(cfg config.Feedback, log *slog.Logger) *feedback {
+func newFeedback(cfg config.Feedback, log *slog.Logger, n *stationCounts) *feedback {
 	f := &feedback{cfg: cfg, log: log.With("device", "scanner"), ch: make(chan bool, 64),
-		sent: map[string]uint64{}, errLog: rateLog{every: 30 * time.Second}}
+		n: n, errLog: rateLog{every: 30 * time.Second}}
 	switch cfg.Protocol {
 	case "honeywell":
 		// Host ACK: application work group, ESC, command, comma.
@@ -86,17 +86,7 @@ func (f *feedback) signal(good bool) {
 	}
 }
 
-func (f *feedback) count(k string) {
-	f.mu.Lock()
-	f.sent[k]++
-	f.mu.Unlock()
-}
-
-func (f *feedback) counts() map[string]uint64 {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return maps.Clone(f.sent)
-}
+func (f *feedback) count(k string) { f.n.add(f.n.feedback, k) }
 
 // run writes queued signals until ctx is done.
 func (f *feedback) run(ctx context.Context) {

@@ -145,3 +145,113 @@ func TestReloadStations(t *testing.T) {
 		t.Errorf("restart needed %v, err %v", restart, err)
 	}
 }
+
+// TestReloadKeepsStationCounters: a station restarted by a reload (its
+// event code changed), then removed and added again, keeps every counter
+// (scans, invalid, double reads, rejected frames, weights, feedback,
+// scale frames): they are Prometheus counters and must never go back
+// while the process lives.
+func TestReloadKeepsStationCounters(t *testing.T) {
+	dir := t.TempDir()
+	scA, err := sim.NewScanner("\r\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { scA.Close() })
+	scB, err := sim.NewScanner("\r\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { scB.Close() })
+	scale, err := sim.NewScale("toledo", sim.Line{Baud: 9600}, sim.Weight{Value: "1.234", Unit: "kg", Stable: true}, 20*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { scale.Close() })
+	head := fmt.Sprintf("agent: {id: hub-1, site: LAB, data_dir: %q}\nmqtt: {brokers: [\"tcp://127.0.0.1:1\"]}\nhttp: {listen: \"\"}\nstations:\n"+
+		"  - {id: a, scanner: {port: %q}}\n", filepath.Join(dir, "data"), scA.Path())
+	b := func(event string) string {
+		return fmt.Sprintf("  - id: b\n    event: %s\n    dedup_window: 1m\n    feedback: {protocol: custom, bad: \"!\"}\n"+
+			"    scanner: {port: %q}\n    scale: {port: %q, protocol: toledo, wait_stable: 0s, share_reading: true}\n", event, scB.Path(), scale.Path())
+	}
+	parse := func(text string) *config.Config {
+		cfg, err := config.Parse("test.yaml", []byte(text), func(string) (string, bool) { return "", false })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	a, err := agent.New(parse(head+b("EDD")), agent.Deps{Log: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runAgent(t, a)
+	stationB := func() (agent.StationStatus, bool) {
+		for _, st := range a.Status().Stations {
+			if st.ID == "b" {
+				return st, true
+			}
+		}
+		return agent.StationStatus{}, false
+	}
+	waitB := func(what string, ok func(agent.StationStatus) bool) agent.StationStatus {
+		t.Helper()
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if st, found := stationB(); found && ok(st) {
+				return st
+			}
+			if time.Now().After(deadline) {
+				st, _ := stationB()
+				t.Fatalf("station b: %s: %+v %+v", what, st.Counters, st.Scale)
+			}
+		}
+	}
+	connected := func(st agent.StationStatus) bool {
+		return st.Scanner.State == "connected" && st.Scale != nil && st.Scale.State == "connected" && st.Scale.Frames["ok"] > 0
+	}
+	waitB("connected with a weight", connected)
+	scB.Send("]C0", "RR473124829GB")
+	scB.Send("]C0", "RR473124829GB")              // a double read
+	scB.Send("]C0", "RR473124828GB")              // wrong check digit: invalid, bad-read feedback
+	scB.Write([]byte("]C0RR\x01473124829GB\r\n")) // a control character: rejected
+	before := waitB("counted", func(st agent.StationStatus) bool {
+		c := st.Counters
+		return c.Scans == 2 && c.Invalid == 1 && c.Suppressed == 1 && c.Rejected["control"] == 1 && c.Weights["ok"] == 2 && c.Feedback["bad"] == 1
+	})
+
+	notBehind := func(when string, st agent.StationStatus) {
+		t.Helper()
+		c, w := st.Counters, before.Counters
+		if c.Scans < w.Scans || c.Invalid < w.Invalid || c.Suppressed < w.Suppressed || c.InvalidByReason["check_digit"] < 1 ||
+			c.Rejected["control"] < 1 || c.Weights["ok"] < 2 || c.Feedback["bad"] < 1 || st.Scale == nil || st.Scale.Frames["ok"] < before.Scale.Frames["ok"] {
+			t.Fatalf("%s: counters went back\nbefore %+v %v\nafter  %+v %v", when, w, before.Scale.Frames, c, st.Scale)
+		}
+	}
+
+	// Restarted by a reload.
+	if _, err := a.Reload(parse(head + b("EDE"))); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := stationB()
+	notBehind("right after the restart", st)
+	waitB("reconnected", connected)
+	scB.Send("]C0", "RR287043775IN")
+	st = waitB("one more scan", func(st agent.StationStatus) bool { return st.Counters.Scans == before.Counters.Scans+1 })
+	notBehind("after one more scan", st)
+
+	// Removed, then added again.
+	if _, err := a.Reload(parse(head)); err != nil {
+		t.Fatal(err)
+	}
+	if _, found := stationB(); found {
+		t.Fatal("station b still there after its removal")
+	}
+	if _, err := a.Reload(parse(head + b("EDD"))); err != nil {
+		t.Fatal(err)
+	}
+	st, _ = stationB()
+	notBehind("after removal and re-adding", st)
+	if st.Counters.Scans != before.Counters.Scans+1 {
+		t.Fatalf("scans %d after re-adding, want %d", st.Counters.Scans, before.Counters.Scans+1)
+	}
+}

@@ -17,7 +17,8 @@ import (
 	"github.com/scanagent/scanagent/devices"
 )
 
-// StationCounters are one station's totals since start.
+// StationCounters are one station's totals since the agent started; a
+// reload that restarts the station keeps them.
 type StationCounters struct {
 	Scans           uint64            `json:"scans"`             // accepted (durable)
 	Invalid         uint64            `json:"invalid"`           // accepted with valid=false
@@ -27,6 +28,35 @@ type StationCounters struct {
 	NotAccepted     map[string]uint64 `json:"not_accepted"`      // read but not made durable, by reason
 	Rejected        map[string]uint64 `json:"rejected"`          // frames discarded, by reason
 	Feedback        map[string]uint64 `json:"feedback,omitempty"`
+}
+
+// stationCounts are the counters of one station id. The agent keeps them
+// for the life of the process and hands them to every instance of that
+// station: a reload that restarts a station, or removes it and adds it
+// again, never sets them back (they are Prometheus counters), and a scan
+// of a stopped instance whose sync completes late is still counted.
+type stationCounts struct {
+	scans, invalid, suppressed atomic.Uint64
+
+	mu          sync.Mutex
+	rejected    map[string]uint64 // frames discarded, by reason
+	notAccepted map[string]uint64 // scans not made durable, by reason
+	invalidBy   map[string]uint64 // accepted invalid scans, by reason
+	weights     map[string]uint64 // scans by weight status
+	scaleFrames map[string]uint64 // scale frames by result
+	feedback    map[string]uint64 // feedback signals by result
+}
+
+func newStationCounts() *stationCounts {
+	return &stationCounts{rejected: map[string]uint64{}, notAccepted: map[string]uint64{}, invalidBy: map[string]uint64{},
+		weights: map[string]uint64{}, scaleFrames: map[string]uint64{}, feedback: map[string]uint64{}}
+}
+
+// add counts one under key in m, one of c's maps.
+func (c *stationCounts) add(m map[string]uint64, key string) {
+	c.mu.Lock()
+	m[key]++
+	c.mu.Unlock()
 }
 
 // DeviceStatus is a device's last known state.
@@ -50,26 +80,23 @@ type station struct {
 	now    func() time.Time
 	accept map[parcel.Kind]bool // nil: every kind
 	// changed is called after a device state change (may be nil).
-	changed    func()
-	frames     chan devices.Frame
-	weigher    *weigher             // nil without a scale
-	fb         *feedback            // nil without feedback
-	dedup      map[string]time.Time // code -> its last read
-	dedupSweep int                  // sweep dedup when it grows past this
+	changed func()
+	frames  chan devices.Frame
+	weigher *weigher  // nil without a scale
+	fb      *feedback // nil without feedback
+	// The double-read filter. double runs on the worker, forget on the
+	// buffer's commit goroutine (a refused scan): dedupMu guards both.
+	dedupMu    sync.Mutex
+	dedup      map[string]dedupEntry // by code
+	dedupSweep int                   // sweep dedup when it grows past this
+	n          *stationCounts
 
-	scans, invalid, suppressed atomic.Uint64
-
-	mu          sync.Mutex
-	rejected    map[string]uint64
-	notAccepted map[string]uint64
-	invalidBy   map[string]uint64
-	weights     map[string]uint64
-	scanner     DeviceStatus
-	errLog      rateLog
+	mu      sync.Mutex
+	scanner DeviceStatus
+	errLog  rateLog
 
 	// The scale, when the station has one.
 	scale       DeviceStatus
-	scaleFrames map[string]uint64 // frames by result: ok or the reason it gave no reading
 	lastReading devices.Reading
 	pollNow     chan struct{}
 }
@@ -84,25 +111,25 @@ type ScaleStatus struct {
 // ReasonUnexpectedKind marks a code of a kind the station does not accept.
 const ReasonUnexpectedKind = "unexpected_kind"
 
-func newStation(cfg config.Station, agent config.Agent, q *buffer.Queue, log *slog.Logger) *station {
+// newStation makes a station counting into n (new counters when nil).
+func newStation(cfg config.Station, agent config.Agent, q *buffer.Queue, log *slog.Logger, n *stationCounts) *station {
+	if n == nil {
+		n = newStationCounts()
+	}
 	s := &station{
-		cfg:         cfg,
-		agent:       agent,
-		q:           q,
-		log:         log.With("station", cfg.ID),
-		now:         time.Now,
-		frames:      make(chan devices.Frame, 1024),
-		dedup:       map[string]time.Time{},
-		dedupSweep:  256,
-		rejected:    map[string]uint64{},
-		notAccepted: map[string]uint64{},
-		invalidBy:   map[string]uint64{},
-		weights:     map[string]uint64{},
-		errLog:      rateLog{every: 10 * time.Second},
-		scanner:     DeviceStatus{Port: cfg.Scanner.Port, State: string(devices.StateDisconnected), Since: Timestamp(time.Now())},
-		scale:       DeviceStatus{State: string(devices.StateDisconnected), Since: Timestamp(time.Now())},
-		scaleFrames: map[string]uint64{},
-		pollNow:     make(chan struct{}, 1),
+		cfg:        cfg,
+		agent:      agent,
+		q:          q,
+		log:        log.With("station", cfg.ID),
+		now:        time.Now,
+		frames:     make(chan devices.Frame, 1024),
+		dedup:      map[string]dedupEntry{},
+		dedupSweep: 256,
+		n:          n,
+		errLog:     rateLog{every: 10 * time.Second},
+		scanner:    DeviceStatus{Port: cfg.Scanner.Port, State: string(devices.StateDisconnected), Since: Timestamp(time.Now())},
+		scale:      DeviceStatus{State: string(devices.StateDisconnected), Since: Timestamp(time.Now())},
+		pollNow:    make(chan struct{}, 1),
 	}
 	if len(cfg.Accept) > 0 {
 		s.accept = map[parcel.Kind]bool{}
@@ -119,7 +146,7 @@ func newStation(cfg config.Station, agent config.Agent, q *buffer.Queue, log *sl
 		})
 	}
 	if cfg.Feedback != nil {
-		s.fb = newFeedback(*cfg.Feedback, s.log)
+		s.fb = newFeedback(*cfg.Feedback, s.log, n)
 	}
 	return s
 }
@@ -202,8 +229,8 @@ func (s *station) runScale(ctx context.Context) error {
 			s.weigher.reading(r)
 		},
 		Result: func(result string) {
+			s.n.add(s.n.scaleFrames, result)
 			s.mu.Lock()
-			s.scaleFrames[result]++
 			ok, suppressed := false, 0
 			if result != devices.ResultOK && result != devices.ErrNoWeight.Reason {
 				ok, suppressed = s.errLog.allow("scale:"+result, s.now())
@@ -261,9 +288,7 @@ func (s *station) process(ctx context.Context, f devices.Frame) {
 	}
 	if s.weigher != nil {
 		sc.weight, sc.hasWeight, sc.weightStatus = s.weigher.pair(ctx, f.At)
-		s.mu.Lock()
-		s.weights[sc.weightStatus]++
-		s.mu.Unlock()
+		s.n.add(s.n.weights, sc.weightStatus)
 	}
 	// Submit does not wait for the disk: the worker goes on while the
 	// scan is synced; it counts as accepted in the callback.
@@ -275,34 +300,61 @@ func (s *station) process(ctx context.Context, f devices.Frame) {
 func (sc *scan) encode(seq uint64) ([]byte, error) { return sc.record(seq), nil }
 func (sc *scan) done(seq uint64, err error)        { sc.st.accepted(sc, seq, err) }
 
+// dedupEntry is a code in the double-read filter.
+type dedupEntry struct {
+	last  time.Time // its last read
+	owner time.Time // the read that was made a scan (not suppressed)
+}
+
 // double reports whether f repeats the station's previous read of the same
 // code within dedup_window (counted), and records the read. The window
 // slides: a code read again and again (a parcel left under a scanner in
 // presentation mode) stays suppressed until it has not been read for the
-// whole window.
+// whole window. A scan the buffer refuses takes its code out again
+// (forget), so that the operator's rescan is not suppressed.
 func (s *station) double(f devices.Frame) bool {
 	window := s.cfg.DedupWindow.D()
 	if window <= 0 {
 		return false
 	}
-	last, seen := s.dedup[f.Data]
-	s.dedup[f.Data] = f.At
+	s.dedupMu.Lock()
+	defer s.dedupMu.Unlock()
+	e, seen := s.dedup[f.Data]
+	prev := e.last
+	suppress := seen && f.At.Sub(prev) < window && !f.At.Before(prev)
+	if suppress {
+		e.last = f.At
+	} else {
+		e = dedupEntry{last: f.At, owner: f.At}
+	}
+	s.dedup[f.Data] = e
 	// Forget codes outside the window once the map has doubled since the
 	// last sweep: a sweep per scan would cost O(codes in the window).
 	if len(s.dedup) > s.dedupSweep {
-		for code, t := range s.dedup {
-			if f.At.Sub(t) >= window {
+		for code, e := range s.dedup {
+			if f.At.Sub(e.last) >= window {
 				delete(s.dedup, code)
 			}
 		}
 		s.dedupSweep = max(256, 2*len(s.dedup))
 	}
-	if seen && f.At.Sub(last) < window && !f.At.Before(last) {
-		s.suppressed.Add(1)
-		s.log.Debug("double read suppressed", "barcode", f.Data, "after", f.At.Sub(last))
-		return true
+	if suppress {
+		s.n.suppressed.Add(1)
+		s.log.Debug("double read suppressed", "barcode", f.Data, "after", f.At.Sub(prev))
 	}
-	return false
+	return suppress
+}
+
+// forget takes the code of a scan the buffer refused out of the double-read
+// filter: the operator is told to scan again (bad-read signal, "scan NOT
+// accepted"), and that rescan must become a scan, not a suppressed double
+// read. A newer scan of the same code keeps its entry.
+func (s *station) forget(code string, read time.Time) {
+	s.dedupMu.Lock()
+	if e, ok := s.dedup[code]; ok && e.owner.Equal(read) {
+		delete(s.dedup, code)
+	}
+	s.dedupMu.Unlock()
 }
 
 // scan validates a frame into a scan (without weight).
@@ -330,8 +382,9 @@ func (s *station) accepted(ev *scan, seq uint64, err error) {
 		case errors.Is(err, buffer.ErrClosed):
 			reason = "stopping"
 		}
+		s.forget(ev.barcode, ev.at)
+		s.n.add(s.n.notAccepted, reason)
 		s.mu.Lock()
-		s.notAccepted[reason]++
 		ok, suppressed := s.errLog.allow(reason, s.now())
 		s.mu.Unlock()
 		if ok {
@@ -342,12 +395,10 @@ func (s *station) accepted(ev *scan, seq uint64, err error) {
 		}
 		return
 	}
-	s.scans.Add(1)
+	s.n.scans.Add(1)
 	if !ev.valid {
-		s.invalid.Add(1)
-		s.mu.Lock()
-		s.invalidBy[ev.reason]++
-		s.mu.Unlock()
+		s.n.invalid.Add(1)
+		s.n.add(s.n.invalidBy, ev.reason)
 	} else if s.fb != nil {
 		s.fb.signal(true)
 	}
@@ -357,8 +408,8 @@ func (s *station) accepted(ev *scan, seq uint64, err error) {
 }
 
 func (s *station) reject(reason string) {
+	s.n.add(s.n.rejected, reason)
 	s.mu.Lock()
-	s.rejected[reason]++
 	ok, suppressed := s.errLog.allow("reject:"+reason, s.now())
 	s.mu.Unlock()
 	if ok {
@@ -394,28 +445,34 @@ func (s *station) scaleStatus() *ScaleStatus {
 	if s.cfg.Scale == nil {
 		return nil
 	}
+	s.n.mu.Lock()
+	frames := maps.Clone(s.n.scaleFrames)
+	s.n.mu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return &ScaleStatus{DeviceStatus: s.scale, Frames: maps.Clone(s.scaleFrames), Last: weightOf(s.lastReading)}
+	return &ScaleStatus{DeviceStatus: s.scale, Frames: frames, Last: weightOf(s.lastReading)}
 }
 
 func (s *station) counters() (StationCounters, DeviceStatus) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	n := s.n
+	n.mu.Lock()
 	c := StationCounters{
-		Scans:           s.scans.Load(),
-		Invalid:         s.invalid.Load(),
-		InvalidByReason: maps.Clone(s.invalidBy),
-		Suppressed:      s.suppressed.Load(),
-		NotAccepted:     maps.Clone(s.notAccepted),
-		Rejected:        maps.Clone(s.rejected),
+		Scans:           n.scans.Load(),
+		Invalid:         n.invalid.Load(),
+		InvalidByReason: maps.Clone(n.invalidBy),
+		Suppressed:      n.suppressed.Load(),
+		NotAccepted:     maps.Clone(n.notAccepted),
+		Rejected:        maps.Clone(n.rejected),
 	}
 	if s.weigher != nil {
-		c.Weights = maps.Clone(s.weights)
+		c.Weights = maps.Clone(n.weights)
 	}
 	if s.fb != nil {
-		c.Feedback = s.fb.counts()
+		c.Feedback = maps.Clone(n.feedback)
 	}
+	n.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return c, s.scanner
 }
 

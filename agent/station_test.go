@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/scanagent/scanagent/agent/config"
+	"github.com/scanagent/scanagent/buffer"
 	"github.com/scanagent/scanagent/devices"
 )
 
@@ -19,7 +21,7 @@ func testStation(t *testing.T, cfg config.Station) *station {
 	if cfg.ID == "" {
 		cfg.ID = "induct-1"
 	}
-	return newStation(cfg, config.Agent{ID: "hub", Site: "SITE"}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return newStation(cfg, config.Agent{ID: "hub", Site: "SITE"}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 }
 
 // TestStationValidation: identifier rules per kind and the station's
@@ -99,12 +101,14 @@ func TestDoubleReads(t *testing.T) {
 			t.Fatalf("step %d %s at %s: double %v", i, st.code, st.at, got)
 		}
 	}
-	if n := s.suppressed.Load(); n != 2 {
+	if n := s.n.suppressed.Load(); n != 2 {
 		t.Fatalf("suppressed %d", n)
 	}
 	off := testStation(t, config.Station{DedupWindow: 0})
-	if off.double(devices.Frame{Data: "A", At: t0}) || off.double(devices.Frame{Data: "A", At: t0}) {
-		t.Fatal("dedup_window 0 suppressed a read")
+	for range 2 {
+		if off.double(devices.Frame{Data: "A", At: t0}) {
+			t.Fatal("dedup_window 0 suppressed a read")
+		}
 	}
 }
 
@@ -204,4 +208,89 @@ func viaJSON(s string) string {
 	var out string
 	json.Unmarshal(b, &out)
 	return out
+}
+
+// TestRefusedScanLeavesDoubleReadFilter: a scan the buffer refuses (full,
+// reject_new) does not make the operator's rescan a suppressed double
+// read: once space is back the rescan is an accepted scan. A real Badger
+// buffer refuses; the station's callbacks run on its commit goroutine.
+func TestRefusedScanLeavesDoubleReadFilter(t *testing.T) {
+	s := testStation(t, config.Station{DedupWindow: config.Duration(time.Minute)})
+	t0 := time.Now()
+	first := devices.Frame{Data: "RR473124829GB", AIM: "]C0", At: t0}
+	// Room for one scan, not two.
+	size := int64(len(s.scan(first).record(1)))
+	q, err := buffer.Open(t.TempDir(), buffer.Options{MaxBytes: size + 64, WhenFull: buffer.RejectNew, MinFreeDisk: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close() })
+	s.q = q
+	ctx := context.Background()
+	waitFor := func(what string, ok func(StationCounters) bool) StationCounters {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+			c, _ := s.counters()
+			if ok(c) {
+				return c
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: counters %+v, buffer %+v", what, c, q.Stats())
+			}
+		}
+	}
+
+	s.process(ctx, first)
+	waitFor("the first scan accepted", func(c StationCounters) bool { return c.Scans == 1 })
+	code := "RR287043775IN"
+	s.process(ctx, devices.Frame{Data: code, AIM: "]C0", At: t0.Add(time.Second)})
+	waitFor("the second scan refused", func(c StationCounters) bool { return c.NotAccepted[buffer.ReasonFull] == 1 })
+
+	// The first scan is delivered: space is back.
+	recs, err := q.Read(0, 10)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("read %d records, %v", len(recs), err)
+	}
+	q.Ack(recs...)
+	for deadline := time.Now().Add(10 * time.Second); q.Stats().Bytes > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("acknowledged record not deleted: %+v", q.Stats())
+		}
+	}
+
+	// The operator scans the refused parcel again, well within the window.
+	s.process(ctx, devices.Frame{Data: code, AIM: "]C0", At: t0.Add(3 * time.Second)})
+	c := waitFor("the rescan", func(c StationCounters) bool { return c.Scans == 2 || c.Suppressed > 0 })
+	if c.Scans != 2 || c.Suppressed != 0 {
+		t.Fatalf("the rescan of a refused scan was suppressed: %+v", c)
+	}
+	recs, _ = q.Read(0, 10)
+	if len(recs) != 1 || !strings.Contains(string(recs[0].Value), code) {
+		t.Fatalf("buffer holds %d records, want the rescan", len(recs))
+	}
+
+	// An accepted scan still suppresses its double read.
+	s.process(ctx, devices.Frame{Data: code, AIM: "]C0", At: t0.Add(4 * time.Second)})
+	if c, _ := s.counters(); c.Suppressed != 1 || c.Scans != 2 {
+		t.Fatalf("double read of an accepted scan: %+v", c)
+	}
+}
+
+// TestForgetKeepsNewerRead: a refusal takes out only its own read, not a
+// newer scan of the same code.
+func TestForgetKeepsNewerRead(t *testing.T) {
+	s := testStation(t, config.Station{DedupWindow: config.Duration(time.Second)})
+	t0 := time.Now()
+	read := func(after time.Duration) bool { return s.double(devices.Frame{Data: "A", At: t0.Add(after)}) }
+	if read(0) || !read(100*time.Millisecond) {
+		t.Fatal("first read suppressed, or double read not")
+	}
+	s.forget("A", t0) // the first scan was refused
+	if read(200 * time.Millisecond) {
+		t.Fatal("rescan after a refusal suppressed")
+	}
+	s.forget("A", t0) // a stale refusal: the rescan's entry stays
+	if !read(300 * time.Millisecond) {
+		t.Fatal("double read of the rescan not suppressed")
+	}
 }

@@ -154,6 +154,10 @@ func loadTLS(c config.TLS) (*tls.Config, error) {
 // being set up.
 var errTLSClosed = errors.New("connection closed during the TLS handshake")
 
+// errStalled marks a session that the acker ended because PUBACKs stopped
+// coming while the connection looked up; classify reports it as stalled.
+var errStalled = errors.New("connected, but the broker stopped acknowledging publishes")
+
 // classify turns a connection error into a state and a hint that names the
 // cause and the fix.
 func classify(err error) (state, hint string) {
@@ -164,6 +168,9 @@ func classify(err error) (state, hint string) {
 	var netErr net.Error
 	msg := err.Error()
 	switch {
+	case errors.Is(err, errStalled):
+		return UplinkStalled, "the broker took the publishes but sent no PUBACK within 2 × mqtt.keepalive + mqtt.connect_timeout: " +
+			"an overloaded or stuck broker, or a network path that lets traffic through one way only; the agent reconnects and re-sends from the oldest unacknowledged scan"
 	case errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword):
 		return UplinkAuthRefused, "the broker refused the user name or password: check mqtt.username and mqtt.password_file / SCANAGENT_MQTT_PASSWORD"
 	case errors.Is(err, packets.ErrorRefusedNotAuthorised):
@@ -608,8 +615,7 @@ func (u *uplink) acker(window <-chan inflight, lost *lostSignal) error {
 					return lost.error()
 				}
 			case <-timer.C:
-				u.setState(UplinkStalled, nil, "connected, but the broker stopped acknowledging")
-				return fmt.Errorf("no PUBACK for seq %d within %v", p.rec.Seq, timeout)
+				return fmt.Errorf("%w: no PUBACK for seq %d within %v", errStalled, p.rec.Seq, timeout)
 			}
 		}
 		if err := p.tok.Error(); err != nil {

@@ -404,3 +404,50 @@ func TestLiveFirstRecoversFromCutWithoutLiveScans(t *testing.T) {
 	px.Cut()
 	sub.WaitFor(20*time.Second, "the whole backlog after the cut", func(m []testmqtt.Message) bool { return len(barcodes(m)) == backlog })
 }
+
+// TestStalledState: the broker's replies are held back (PUBACKs stop while
+// the connection looks up): the session ends and the uplink reports
+// stalled, with its hint, in /status and in the log, not unreachable.
+// Once the link works again the scan is delivered.
+func TestStalledState(t *testing.T) {
+	b := testmqtt.Start(t)
+	px := testmqtt.NewProxy(t, b.Addr())
+	sub := testmqtt.Subscribe(t, b, "central", "scanagent/LAB/hub-1/scans/#")
+	r := startAgent(t, fmt.Sprintf("brokers: [%q], keepalive: 1s", px.URL()), nil) // no PUBACK within 1s×2 + 2s: stalled
+	r.waitState(t, agent.UplinkConnected)
+	px.Hold()
+	r.sc.Send("]C0", "RR473124829GB")
+	r.waitAccepted(t, 1)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		st := r.a.Status().MQTT
+		if st.State != agent.UplinkConnected {
+			if st.State != agent.UplinkStalled || !strings.Contains(st.Hint, "no PUBACK") || !strings.Contains(st.LastError, "no PUBACK for seq 1") {
+				t.Fatalf("after PUBACKs stopped: %+v", st)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still %+v 30s after PUBACKs stopped", st)
+		}
+	}
+	// The session's end is logged as stalled once classified.
+	stalledLogged := func() bool {
+		for _, l := range strings.Split(r.logs.String(), "\n") {
+			if strings.Contains(l, "mqtt not connected; scans stay buffered") && strings.Contains(l, "state=stalled") {
+				return true
+			}
+		}
+		return false
+	}
+	for deadline := time.Now().Add(10 * time.Second); !stalledLogged(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no stalled log line:\n%s", r.logs.String())
+		}
+	}
+	if st := r.a.Status().MQTT; st.State != agent.UplinkStalled && st.State != agent.UplinkUnreachable {
+		t.Fatalf("state %+v", st) // later attempts through the held proxy time out: unreachable
+	}
+	px.Cut() // drops the held bytes and the hold
+	r.waitState(t, agent.UplinkConnected)
+	r.sub(t, sub, 1)
+}

@@ -20,10 +20,13 @@ package config
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"strings"
 	"time"
 )
 
@@ -199,14 +202,50 @@ type Log struct {
 	Format string `yaml:"format"` // text (default) | json
 }
 
+// MaxFileSize caps a configuration file. A real one is a few KiB; the cap
+// keeps a wrong path (a log, a disk image, /dev/zero) from being read into
+// memory whole.
+const MaxFileSize = 1 << 20
+
 // Load reads the file at path and parses it with Parse, taking the MQTT
-// password from the process environment if no password file is set.
+// password from the process environment if no password file is set. A file
+// over MaxFileSize is refused without being read whole: a regular file by
+// its size, anything else (a pipe) after MaxFileSize+1 bytes.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
+	defer f.Close()
+	tooBig := func(what string) error {
+		return Errors{{File: path, Line: 1, Col: 1, Msg: fmt.Sprintf(
+			"%s the %s limit for a configuration file: is this the right file?", what, Size(MaxFileSize))}}
+	}
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && fi.Size() > MaxFileSize {
+		return nil, tooBig("the file is " + humanSize(fi.Size()) + ", over")
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if len(data) > MaxFileSize {
+		return nil, tooBig("the file is longer than")
+	}
 	return Parse(path, data, os.LookupEnv)
+}
+
+// humanSize writes n bytes with one decimal in the largest binary unit.
+func humanSize(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // Parse decodes and validates a configuration file's contents; name is used
@@ -227,12 +266,35 @@ func Parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 	if root != nil {
 		c.decode(root, reflect.ValueOf(cfg).Elem(), "")
 	}
+	if c.exhausted {
+		return nil, c.finish() // what was decoded is partial: no validation
+	}
 	c.validate(cfg, lookupEnv)
 	if err := c.finish(); err != nil {
 		return nil, err
 	}
 	cfg.Warnings = c.warns
 	return cfg, nil
+}
+
+// LogLevels are the names log.level, PUT /loglevel and a reload accept.
+var LogLevels = []string{"debug", "info", "warn", "error"}
+
+// ParseLevel maps one of LogLevels to its slog level. Anything else is an
+// error: slog's own parser also takes offsets such as "error+100", which
+// would silence every line the agent logs, "scan NOT accepted" included.
+func ParseLevel(s string) (slog.Level, error) {
+	switch s {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("log level must be one of %s, got %q", strings.Join(LogLevels, ", "), s)
 }
 
 // StationByID returns the station with the given id, or nil.

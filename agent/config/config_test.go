@@ -183,7 +183,7 @@ func TestParseErrors(t *testing.T) {
 		{"no brokers", head + "mqtt:\n  brokers: []\n",
 			[]string{`9:12: mqtt.brokers: at least one broker is required`}},
 		{"topic prefix wildcard", head + "mqtt:\n  topic_prefix: site/#\n",
-			[]string{`9:17: mqtt.topic_prefix: must not contain '+', '#' or NUL, got "site/#"`}},
+			[]string{`9:17: mqtt.topic_prefix: must not contain the MQTT wildcards '+' or '#', got "site/#"`}},
 		{"topic prefix slash", head + "mqtt:\n  topic_prefix: /site\n",
 			[]string{`9:17: mqtt.topic_prefix: must not start or end with '/'`}},
 		{"commit window too long", head + "buffer:\n  commit_window: 50ms\n",

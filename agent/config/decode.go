@@ -60,7 +60,22 @@ type checker struct {
 	keys    map[string]*yaml.Node // key of each path present in the file
 	bad     map[string]bool       // paths whose value failed to decode
 	merging map[*yaml.Node]bool   // mappings being expanded by a merge key, to stop cycles
+
+	// Aliases and merge keys are expanded as the document is decoded. A
+	// few hundred bytes of nested merges ("billion laughs") would expand
+	// to billions of entries, so what is reached through them is counted
+	// against maxExpanded; past it decoding stops with one error at the
+	// alias or merge key that started the expansion.
+	expanding int        // depth of aliases and merge keys being followed
+	expandAt  *yaml.Node // the outermost one
+	expanded  int        // nodes and entries reached through them
+	exhausted bool       // maxExpanded was passed: decoding stopped
 }
+
+// maxExpanded bounds the nodes and mapping entries reached through aliases
+// and merge keys. A site with hundreds of stations sharing a merged
+// scanner block stays far below it; it takes well under a second to reach.
+const maxExpanded = 100_000
 
 func newChecker(file string) *checker {
 	return &checker{
@@ -145,10 +160,42 @@ func setDefaults(v reflect.Value) {
 	}
 }
 
+// expand enters an alias or merge key at n; the returned function leaves it.
+func (c *checker) expand(n *yaml.Node) func() {
+	if c.expanding == 0 {
+		c.expandAt = n
+	}
+	c.expanding++
+	return func() { c.expanding-- }
+}
+
+// charge counts n nodes or entries reached through an alias or merge key
+// and reports false once the budget is spent (the error is recorded once).
+func (c *checker) charge(n int, path string) bool {
+	if c.exhausted {
+		return false
+	}
+	if c.expanding == 0 {
+		return true
+	}
+	c.expanded += n
+	if c.expanded <= maxExpanded {
+		return true
+	}
+	c.exhausted = true
+	c.add(c.expandAt, "%s: aliases and merge keys (<<) here expand to more than %d entries (nested merges that multiply, "+
+		"a \"billion laughs\" document); write the values out, or refer to each block once", label(path), maxExpanded)
+	return false
+}
+
 // decode stores n into v, recording positions and problems under path.
 func (c *checker) decode(n *yaml.Node, v reflect.Value, path string) {
+	if !c.charge(1, path) {
+		return
+	}
 	c.nodes[path] = n
 	if n.Kind == yaml.AliasNode {
+		defer c.expand(n)()
 		n = n.Alias
 	}
 	if u, ok := v.Addr().Interface().(yaml.Unmarshaler); ok {
@@ -246,6 +293,9 @@ func (c *checker) pairs(m *yaml.Node, path string) [][2]*yaml.Node {
 		c.add(m, "%s: merge key refers to the mapping that contains it", label(path))
 		return nil
 	}
+	if !c.charge(len(m.Content)/2, path) {
+		return nil
+	}
 	c.merging[m] = true
 	defer delete(c.merging, m)
 
@@ -255,7 +305,7 @@ func (c *checker) pairs(m *yaml.Node, path string) [][2]*yaml.Node {
 		k, v := m.Content[i], m.Content[i+1]
 		switch {
 		case k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge":
-			merged = append(merged, c.mergePairs(v, path)...)
+			merged = append(merged, c.mergePairs(k, v, path)...)
 		case k.Kind != yaml.ScalarNode:
 			c.add(k, "%s: mapping keys must be strings, got %s", label(path), describe(k))
 		case seen[k.Value] != nil:
@@ -274,7 +324,8 @@ func (c *checker) pairs(m *yaml.Node, path string) [][2]*yaml.Node {
 	return out
 }
 
-func (c *checker) mergePairs(v *yaml.Node, path string) [][2]*yaml.Node {
+func (c *checker) mergePairs(key, v *yaml.Node, path string) [][2]*yaml.Node {
+	defer c.expand(key)()
 	srcs := []*yaml.Node{v}
 	if v.Kind == yaml.SequenceNode {
 		srcs = v.Content

@@ -17,6 +17,14 @@ func FuzzParse(f *testing.F) {
 	f.Add("agent: {id: a, site: b}\nstations: [{id: s, scanner: {port: p, terminator: \"\\x03\"}}]\n")
 	f.Add("agent: &a {id: x}\nmqtt: {<<: *a}\n")
 	f.Add(":\n- [")
+	// Merge keys that multiply: refused at once, not expanded.
+	f.Add("agent: {id: a, site: b}\nstations:\n  - id: s\n    x0: &a {baud: 9600}\n" +
+		"    x1: &b {<<: [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]}\n" +
+		"    x2: &c {<<: [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]}\n" +
+		"    x3: &d {<<: [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]}\n" +
+		"    x4: &e {<<: [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]}\n" +
+		"    x5: &f {<<: [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]}\n" +
+		"    scanner: {<<: [*f, *f], port: p}\n")
 	f.Fuzz(func(t *testing.T, text string) {
 		cfg, err := config.Parse("fuzz.yaml", []byte(text), func(string) (string, bool) { return "", false })
 		if err != nil {

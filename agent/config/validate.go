@@ -8,10 +8,13 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 
@@ -44,7 +47,7 @@ func (c *checker) validate(cfg *Config, lookupEnv func(string) (string, bool)) {
 	if cfg.HTTP.Listen != "" {
 		c.listen("http.listen", cfg.HTTP.Listen)
 	}
-	c.oneOf("log.level", cfg.Log.Level, "debug", "info", "warn", "error")
+	c.oneOf("log.level", cfg.Log.Level, LogLevels...)
 	c.oneOf("log.format", cfg.Log.Format, "text", "json")
 }
 
@@ -163,15 +166,51 @@ func (c *checker) broker(path, b string) {
 	}
 }
 
+// MaxTopicSuffix is the longest topic level suffix the agent publishes
+// under mqtt.topic_prefix: "/devices/<station>/scanner" with a station id
+// of the longest allowed length (64). The others are shorter:
+// "/scans/<station>", "/devices/<station>/scale", "/status", "/health".
+const MaxTopicSuffix = len("/devices/") + 64 + len("/scanner")
+
+// maxTopicLen is MQTT's limit on a topic name: a UTF-8 string of at most
+// 65,535 bytes (MQTT 3.1.1, section 1.5.3).
+const maxTopicLen = 65535
+
 func (c *checker) topicPrefix(path, p string) {
+	i, r, invalid := badTopicRune(p)
 	switch {
-	case strings.ContainsAny(p, "+#\x00"):
-		c.errorf(path, "must not contain '+', '#' or NUL, got %q", p)
+	case invalid:
+		c.errorf(path, "must be valid UTF-8 (MQTT topics are UTF-8 strings), got %q with an invalid byte at offset %d", p, i)
+	case i >= 0:
+		c.errorf(path, "must not contain whitespace or control characters, got %q (%U at byte %d): a broker refuses the connection or the topic", p, r, i)
+	case strings.ContainsAny(p, "+#"):
+		c.errorf(path, "must not contain the MQTT wildcards '+' or '#', got %q", p)
 	case strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/"):
 		c.errorf(path, "must not start or end with '/', got %q", p)
 	case strings.HasPrefix(p, "$"):
 		c.errorf(path, "must not start with '$' (reserved for broker topics), got %q", p)
+	case len(p)+MaxTopicSuffix > maxTopicLen:
+		c.errorf(path, "is %d bytes, too long: the longest topic the agent publishes adds %d bytes to it "+
+			"(/devices/<station id of up to 64>/scanner) and MQTT topics are at most %d bytes, so the prefix can have %d",
+			len(p), MaxTopicSuffix, maxTopicLen, maxTopicLen-MaxTopicSuffix)
 	}
+}
+
+// badTopicRune finds the first character of s that a topic must not hold:
+// an invalid UTF-8 byte (invalid true), a control character (NUL
+// included) or whitespace. i is -1 when there is none.
+func badTopicRune(s string) (i int, r rune, invalid bool) {
+	for i, r := range s {
+		switch {
+		case r == utf8.RuneError:
+			if _, size := utf8.DecodeRuneInString(s[i:]); size == 1 {
+				return i, r, true // not a U+FFFD written as such
+			}
+		case unicode.IsControl(r) || unicode.IsSpace(r):
+			return i, r, false
+		}
+	}
+	return -1, 0, false
 }
 
 func (c *checker) stations(ss []Station) {
@@ -183,8 +222,8 @@ func (c *checker) stations(ss []Station) {
 		}
 		return
 	}
-	ids := map[string]string{}   // station id -> path of its first use
-	ports := map[string]string{} // serial port -> path of its first use
+	ids := map[string]string{}    // station id -> path of its first use
+	ports := map[string]portUse{} // device (portKey) -> its first use
 	for i := range ss {
 		s := &ss[i]
 		p := fmt.Sprintf("stations[%d]", i)
@@ -260,21 +299,47 @@ func (c *checker) stations(ss []Station) {
 	}
 }
 
-func (c *checker) serial(path string, s *Serial, ports map[string]string) {
+// portUse is where a serial device is first used in the config.
+type portUse struct{ path, port string }
+
+func (c *checker) serial(path string, s *Serial, ports map[string]portUse) {
 	port := path + ".port"
-	switch first, dup := ports[s.Port]; {
+	dev := portKey(runtime.GOOS, s.Port)
+	switch first, dup := ports[dev]; {
 	case !c.present(port):
 		c.missing(port)
 	case s.Port == "":
 		c.errorf(port, "must not be empty")
+	case dup && first.port == s.Port:
+		c.errorf(port, "port %q is already used by %s at line %d", s.Port, parent(first.path), c.pos(first.path, false).Line)
 	case dup:
-		c.errorf(port, "port %q is already used by %s at line %d", s.Port, parent(first), c.pos(first, false).Line)
+		c.errorf(port, "port %q is the device %s, already used by %s at line %d as %q: one device can serve one scanner or scale",
+			s.Port, dev, parent(first.path), c.pos(first.path, false).Line, first.port)
 	default:
-		ports[s.Port] = port
+		ports[dev] = portUse{port, s.Port}
 	}
 	between(c, path+".baud", s.Baud, 50, 4000000)
 	between(c, path+".data_bits", s.DataBits, 5, 8)
 	c.oneOf(path+".parity", s.Parity, "none", "odd", "even", "mark", "space")
+}
+
+// portKey names the device behind a serial port path, so that two names
+// of one device (a /dev/serial/by-id link and its /dev/ttyUSB0 target, or
+// a relative path) compare equal: the path with symbolic links resolved
+// when it exists (the device may be unplugged while the config is
+// checked), else the cleaned path. Windows port names (COM3, \\.\COM3)
+// are case-insensitive.
+func portKey(goos, p string) string {
+	if goos == "windows" {
+		return strings.ToUpper(strings.TrimPrefix(strings.TrimPrefix(p, `\\.\`), `\\?\`))
+	}
+	if real, err := filepath.EvalSymlinks(p); err == nil {
+		p = real
+	}
+	if abs, err := filepath.Abs(p); err == nil {
+		return abs
+	}
+	return filepath.Clean(p)
 }
 
 func (c *checker) feedback(path string, f *Feedback) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,7 +34,7 @@ type exportLine struct {
 	Event      json.RawMessage `json:"event"`
 }
 
-func cmdBuffer(args []string, stdout, stderr io.Writer) error {
+func cmdBuffer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		fmt.Fprint(stderr, bufferUsage)
 		return usagef("buffer needs a subcommand")
@@ -80,9 +81,9 @@ func cmdBuffer(args []string, stdout, stderr io.Writer) error {
 	case "stats":
 		return bufferStats(q, dir, *asJSON, stdout)
 	case "export":
-		return bufferExport(q, *out, stdout)
+		return bufferExport(ctx, q, *out, stdout)
 	default:
-		return bufferImport(q, *in, stdout)
+		return bufferImport(ctx, q, *in, stdout)
 	}
 }
 
@@ -119,7 +120,9 @@ func bufferStats(q *buffer.Queue, dir string, asJSON bool, w io.Writer) error {
 	return nil
 }
 
-func bufferExport(q *buffer.Queue, out string, stdout io.Writer) error {
+// bufferExport writes the backlog as JSON lines; a cancelled ctx stops it
+// between pages, with the lines written so far complete.
+func bufferExport(ctx context.Context, q *buffer.Queue, out string, stdout io.Writer) error {
 	w := stdout
 	if out != "" {
 		f, err := os.Create(out)
@@ -134,6 +137,10 @@ func bufferExport(q *buffer.Queue, out string, stdout io.Writer) error {
 	var cursor uint64
 	n := 0
 	for {
+		if ctx.Err() != nil {
+			bw.Flush()
+			return fmt.Errorf("export interrupted by a signal after %d scan(s); the buffer is unchanged", n)
+		}
 		recs, err := q.Read(cursor, 1000)
 		if err != nil {
 			return err
@@ -162,7 +169,9 @@ func bufferExport(q *buffer.Queue, out string, stdout io.Writer) error {
 	return nil
 }
 
-func bufferImport(q *buffer.Queue, in string, stdout io.Writer) error {
+// bufferImport appends an export's events; a cancelled ctx stops it between
+// lines, saying how many were imported.
+func bufferImport(ctx context.Context, q *buffer.Queue, in string, stdout io.Writer) error {
 	if in == "" {
 		return usagef("import needs --in FILE")
 	}
@@ -179,6 +188,10 @@ func bufferImport(q *buffer.Queue, in string, stdout io.Writer) error {
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	n := 0
 	for line := 1; sc.Scan(); line++ {
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s:%d: import interrupted by a signal; %d scan(s) imported before this line "+
+				"(importing the file again would add them twice: split it at this line)", in, line, n)
+		}
 		if len(strings.TrimSpace(sc.Text())) == 0 {
 			continue
 		}

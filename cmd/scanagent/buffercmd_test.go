@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -107,5 +109,32 @@ func TestBufferUsage(t *testing.T) {
 		if code, _, _ := runCmd(t, args...); code != 2 {
 			t.Errorf("%v: exit %d, want 2", args, code)
 		}
+	}
+}
+
+// TestBufferImportStopsOnSignal: an import interrupted by a signal stops
+// between lines, closes the buffer, and says how many scans it imported
+// (importing the file again would add them twice).
+func TestBufferImportStopsOnSignal(t *testing.T) {
+	cfgPath, _ := writeConfig(t)
+	in := filepath.Join(t.TempDir(), "backlog.jsonl")
+	var lines []string
+	for i := range 3 {
+		ev, _ := json.Marshal(agent.Event{Schema: agent.Schema, ID: fmt.Sprintf("id-%d", i), Agent: "hub-1", Site: "LAB", Station: "induct-1",
+			ScannedAt: "2026-11-22T01:31:44.781Z", Barcode: "RR473124829GB", Kind: "s10", Valid: true})
+		l, _ := json.Marshal(exportLine{Seq: uint64(i + 1), Station: "induct-1", Event: ev})
+		lines = append(lines, string(l))
+	}
+	os.WriteFile(in, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the signal came before the first line
+	var out, errb bytes.Buffer
+	code := exitCode(run(ctx, []string{"buffer", "import", "-c", cfgPath, "--in", in}, &out, &errb), &errb)
+	if code != 1 || !strings.Contains(errb.String(), in+":1: import interrupted by a signal; 0 scan(s) imported before this line") {
+		t.Fatalf("exit %d\n%s%s", code, out.String(), errb.String())
+	}
+	// The buffer was closed (not left locked) and holds nothing.
+	if code, out, errs := runCmd(t, "buffer", "stats", "-c", cfgPath); code != 0 || !strings.Contains(out, "pending scans    0") {
+		t.Fatalf("stats after the interrupted import: exit %d\n%s%s", code, out, errs)
 	}
 }

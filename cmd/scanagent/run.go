@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"time"
 
 	"github.com/scanagent/scanagent/agent"
 	"github.com/scanagent/scanagent/agent/config"
@@ -80,15 +81,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "run":
 		return cmdRun(ctx, args, stderr)
 	case "check":
-		return cmdCheck(args, stdout, stderr)
+		return interruptible(ctx, cmd, 0, func() error { return cmdCheck(args, stdout, stderr) })
 	case "demo":
 		return cmdDemo(ctx, args, stdout, stderr)
 	case "buffer":
-		return cmdBuffer(args, stdout, stderr)
+		// It watches ctx too, to close the buffer and say how far it got.
+		name := cmd
+		if len(args) > 0 {
+			name += " " + args[0]
+		}
+		return interruptible(ctx, name, 2*time.Second, func() error { return cmdBuffer(ctx, args, stdout, stderr) })
 	case "ports":
-		return cmdPorts(args, stdout, stderr)
+		return interruptible(ctx, cmd, 0, func() error { return cmdPorts(args, stdout, stderr) })
 	case "status":
-		return cmdStatus(args, stdout, stderr)
+		return interruptible(ctx, cmd, 0, func() error { return cmdStatus(ctx, args, stdout, stderr) })
 	case "service":
 		return cmdService(ctx, args, stdout, stderr)
 	case "monitor":
@@ -102,6 +108,35 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprint(stderr, usageText)
 	return usagef("unknown command %q", cmd)
+}
+
+// interruptible runs a command's work and returns as soon as ctx is
+// cancelled (the first SIGINT or SIGTERM: main's signal.NotifyContext
+// takes the signal's default action away, so a command that ignored ctx
+// would swallow it). Work that watches ctx itself gets grace to stop
+// cleanly; work blocked elsewhere (a pipe nobody reads, a FIFO nobody
+// writes, a port or a peer that does not answer) is left behind, and the
+// process exits right after with code 1.
+func interruptible(ctx context.Context, name string, grace time.Duration, work func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- work() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	if grace > 0 {
+		t := time.NewTimer(grace)
+		defer t.Stop()
+		select {
+		case err := <-done:
+			if err != nil {
+				return err
+			}
+		case <-t.C:
+		}
+	}
+	return fmt.Errorf("%s interrupted by a signal; stopped before it finished", name)
 }
 
 func newFlags(name string, stderr io.Writer) *flag.FlagSet {
@@ -166,8 +201,13 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(*path, stderr)
-	if err != nil {
+	// Reading the config may block (a FIFO, a stuck network mount): the
+	// agent is not started yet, so a signal ends it at once.
+	var cfg *config.Config
+	if err := interruptible(ctx, "run", 0, func() (err error) {
+		cfg, err = loadConfig(*path, stderr)
+		return err
+	}); err != nil {
 		return err
 	}
 	level := new(slog.LevelVar)
@@ -214,8 +254,7 @@ func logWarnings(log *slog.Logger, cfg *config.Config) {
 // newLogger makes the agent's logger; level is set from the config and
 // can be changed later (HTTP, reload).
 func newLogger(c config.Log, level *slog.LevelVar, w io.Writer) *slog.Logger {
-	var l slog.Level
-	l.UnmarshalText([]byte(c.Level))
+	l, _ := config.ParseLevel(c.Level) // validated by config.Parse; info otherwise
 	level.Set(l)
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {

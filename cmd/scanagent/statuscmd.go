@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,7 +19,7 @@ import (
 // something needs attention.
 const exitUnhealthy = 3
 
-func cmdStatus(args []string, stdout, stderr io.Writer) error {
+func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("status", stderr)
 	path := fs.String("c", "", "config `FILE` (for http.listen and the token)")
 	addr := fs.String("addr", "", "the agent's HTTP `address` (default: from -c, else 127.0.0.1:9180)")
@@ -51,7 +52,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	}
 	target = dialable(target)
 
-	req, err := http.NewRequest("GET", "http://"+target+"/status", nil)
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+target+"/status", nil)
 	if err != nil {
 		return usagef("address %q: %v", target, err)
 	}
