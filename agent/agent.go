@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -32,6 +33,7 @@ import (
 
 	"github.com/scanagent/scanagent/agent/config"
 	"github.com/scanagent/scanagent/buffer"
+	"github.com/scanagent/scanagent/devices"
 )
 
 // Deps are what the agent takes from its caller.
@@ -44,6 +46,9 @@ type Deps struct {
 	// Ready, if set, is called once the buffer is open, the stations and
 	// the uplink are started and the HTTP listener (if any) is bound.
 	Ready func(httpAddr string)
+	// Waiting, if set, is called when the buffer cannot open yet (the
+	// agent retries); the HTTP listener, if any, is bound.
+	Waiting func(httpAddr, reason string)
 }
 
 // Agent is one configured daemon. New validates and starts nothing; Run
@@ -54,6 +59,8 @@ type Agent struct {
 	level      *slog.LevelVar
 	version    string
 	ready      func(string)
+	waiting    func(string, string)
+	bufferErr  string // why the buffer is not open yet ("" once open)
 	ackLatency prometheus.Histogram
 	registry   *prometheus.Registry
 	started    time.Time
@@ -124,7 +131,7 @@ func New(cfg *config.Config, deps Deps) (*Agent, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &Agent{cfg: cfg, log: log, level: deps.Level, version: deps.Version, ready: deps.Ready, ackLatency: newAckLatency(),
+	a := &Agent{cfg: cfg, log: log, level: deps.Level, version: deps.Version, ready: deps.Ready, waiting: deps.Waiting, ackLatency: newAckLatency(),
 		http: defaultHTTPLimits(), counts: map[string]*stationCounts{}}
 	a.registry = a.newRegistry()
 	return a, nil
@@ -162,19 +169,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.started = time.Now()
 	a.mu.Unlock()
-	q, err := buffer.Open(BufferDir(a.cfg), BufferOptions(a.cfg, a.log.With("component", "buffer")))
-	if err != nil {
-		return err
-	}
-	st := q.Stats()
-	a.log.Info("buffer open", "dir", BufferDir(a.cfg), "backlog", st.Depth, "last_seq", st.LastSeq)
-	up := newUplink(a.cfg.MQTT, a.cfg.Agent, a.version, q, a.log)
-	up.ackLatency = a.ackLatency
-	up.health = func() any { return a.Status() }
-	up.devices = a.deviceReports
-	a.mu.Lock()
-	a.q, a.up = q, up
-	a.mu.Unlock()
 
 	var httpSrv *http.Server
 	httpAddr := ""
@@ -190,6 +184,27 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log.Info("http status listening", "addr", httpAddr)
 		}
 	}
+	defer func() {
+		if httpSrv != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			httpSrv.Shutdown(sctx)
+			cancel()
+		}
+	}()
+
+	q := a.openBuffer(ctx, httpAddr)
+	if q == nil {
+		return nil // stopped while waiting for the buffer
+	}
+	st := q.Stats()
+	a.log.Info("buffer open", "dir", BufferDir(a.cfg), "backlog", st.Depth, "last_seq", st.LastSeq)
+	up := newUplink(a.cfg.MQTT, a.cfg.Agent, a.version, q, a.log)
+	up.ackLatency = a.ackLatency
+	up.health = func() any { return a.Status() }
+	up.devices = a.deviceReports
+	a.mu.Lock()
+	a.q, a.up = q, up
+	a.mu.Unlock()
 
 	upCtx, stopUplink := context.WithCancel(context.Background())
 	upDone := make(chan struct{})
@@ -218,16 +233,68 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	stopUplink()
 	<-upDone
-	if httpSrv != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		httpSrv.Shutdown(sctx)
-		cancel()
-	}
 	if err := q.Close(); err != nil {
 		return fmt.Errorf("close buffer: %w", err)
 	}
 	a.log.Info("stopped", "backlog", q.Stats().Depth)
 	return nil
+}
+
+// openBuffer opens the buffer, retrying until it opens or ctx is done (nil
+// then). A buffer that cannot open (a full disk, a data directory it may
+// not write, another agent holding it) is a state to report and wait out,
+// not an exit: a restart would meet the same disk. Stations start only
+// once it is open; meanwhile /status and /readyz say why, and the logs
+// repeat the reason when it changes and every 5 minutes.
+func (a *Agent) openBuffer(ctx context.Context, httpAddr string) *buffer.Queue {
+	dir := BufferDir(a.cfg)
+	bo := devices.Backoff{Min: time.Second, Max: 30 * time.Second}
+	var last string
+	var lastLog time.Time
+	for {
+		q, err := buffer.Open(dir, BufferOptions(a.cfg, a.log.With("component", "buffer")))
+		if err == nil {
+			a.mu.Lock()
+			a.bufferErr = ""
+			a.mu.Unlock()
+			if last != "" {
+				a.log.Info("buffer open after waiting", "dir", dir)
+			}
+			return q
+		}
+		msg := err.Error()
+		a.mu.Lock()
+		a.bufferErr = msg
+		a.mu.Unlock()
+		if msg != last || time.Since(lastLog) >= 5*time.Minute {
+			a.log.Error("buffer cannot open: scans are not accepted until it does; retrying", "dir", dir, "err", err, "hint", bufferHint(err))
+			lastLog = time.Now()
+			if last == "" && a.waiting != nil {
+				a.waiting(httpAddr, msg)
+			}
+		}
+		last = msg
+		t := time.NewTimer(bo.Next())
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// bufferHint names the fix for a buffer that cannot open.
+func bufferHint(err error) string {
+	switch {
+	case errors.Is(err, buffer.ErrDiskFull):
+		return "free space on the filesystem of agent.data_dir; the agent opens the buffer as soon as there is room"
+	case errors.Is(err, buffer.ErrLocked):
+		return "another scanagent uses this agent.data_dir: stop it, or give each agent its own data_dir"
+	case errors.Is(err, fs.ErrPermission):
+		return "the agent's user cannot write agent.data_dir: fix its owner (chown scanagent: DIR) or permissions"
+	}
+	return ""
 }
 
 // startStation starts one station under the run context. a.mu is held.
@@ -237,7 +304,7 @@ func (a *Agent) startStation(sc config.Station) {
 		n = newStationCounts()
 		a.counts[sc.ID] = n
 	}
-	st := newStation(sc, a.cfg.Agent, a.q, a.log, n)
+	st := newStation(sc, a.cfg.Agent, int(a.cfg.MQTT.MaxEventBytes), a.q, a.log, n)
 	st.changed = a.up.deviceChanged
 	ctx, cancel := context.WithCancel(a.runCtx)
 	r := &runner{st: st, cancel: cancel, done: make(chan struct{})}
@@ -342,15 +409,18 @@ func (a *Agent) Reload(cfg *config.Config) (restartNeeded []string, err error) {
 
 // Status is the agent's state as served on /status.
 type Status struct {
-	Agent    string          `json:"agent"`
-	Site     string          `json:"site"`
-	Version  string          `json:"version"`
-	Time     string          `json:"time"`
-	Uptime   string          `json:"uptime"`
-	Process  ProcessStatus   `json:"process"`
-	Buffer   buffer.Stats    `json:"buffer"`
-	MQTT     UplinkStats     `json:"mqtt"`
-	Stations []StationStatus `json:"stations"`
+	Agent   string        `json:"agent"`
+	Site    string        `json:"site"`
+	Version string        `json:"version"`
+	Time    string        `json:"time"`
+	Uptime  string        `json:"uptime"`
+	Process ProcessStatus `json:"process"`
+	Buffer  buffer.Stats  `json:"buffer"`
+	// BufferError says why the buffer is not open yet (scans are not
+	// accepted meanwhile; the agent retries).
+	BufferError string          `json:"buffer_error,omitempty"`
+	MQTT        UplinkStats     `json:"mqtt"`
+	Stations    []StationStatus `json:"stations"`
 }
 
 // ProcessStatus is the agent process's memory.
@@ -392,6 +462,7 @@ func (a *Agent) Status() Status {
 	if a.q != nil {
 		s.Buffer = a.q.Stats()
 	}
+	s.BufferError = a.bufferErr
 	if a.up != nil {
 		s.MQTT = a.up.stats()
 	}
@@ -428,10 +499,13 @@ func (a *Agent) Handler() http.Handler {
 		// Ready means scans are being accepted; a broker outage does not
 		// make the agent unready (it buffers), it is only reported.
 		a.mu.Lock()
-		open, up := a.q != nil, a.up
+		open, up, why := a.q != nil, a.up, a.bufferErr
 		a.mu.Unlock()
 		if !open {
-			http.Error(w, "buffer not open", http.StatusServiceUnavailable)
+			if why == "" {
+				why = "opening"
+			}
+			http.Error(w, "buffer not open: "+why, http.StatusServiceUnavailable)
 			return
 		}
 		broker := "disconnected"

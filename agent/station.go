@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"sync"
@@ -79,6 +80,8 @@ type station struct {
 	log    *slog.Logger
 	now    func() time.Time
 	accept map[parcel.Kind]bool // nil: every kind
+	// maxEvent caps an event's JSON bytes (mqtt.max_event_bytes; 0: none).
+	maxEvent int
 	// changed is called after a device state change (may be nil).
 	changed func()
 	frames  chan devices.Frame
@@ -111,14 +114,16 @@ type ScaleStatus struct {
 // ReasonUnexpectedKind marks a code of a kind the station does not accept.
 const ReasonUnexpectedKind = "unexpected_kind"
 
-// newStation makes a station counting into n (new counters when nil).
-func newStation(cfg config.Station, agent config.Agent, q *buffer.Queue, log *slog.Logger, n *stationCounts) *station {
+// newStation makes a station counting into n (new counters when nil);
+// maxEvent caps an event's JSON bytes (0: no cap).
+func newStation(cfg config.Station, agent config.Agent, maxEvent int, q *buffer.Queue, log *slog.Logger, n *stationCounts) *station {
 	if n == nil {
 		n = newStationCounts()
 	}
 	s := &station{
 		cfg:        cfg,
 		agent:      agent,
+		maxEvent:   maxEvent,
 		q:          q,
 		log:        log.With("station", cfg.ID),
 		now:        time.Now,
@@ -297,8 +302,21 @@ func (s *station) process(ctx context.Context, f devices.Frame) {
 	}
 }
 
-func (sc *scan) encode(seq uint64) ([]byte, error) { return sc.record(seq), nil }
-func (sc *scan) done(seq uint64, err error)        { sc.st.accepted(sc, seq, err) }
+// ReasonTooLarge marks a scan whose event exceeds mqtt.max_event_bytes.
+const ReasonTooLarge = "too_large"
+
+// errTooLarge refuses an event over mqtt.max_event_bytes: buffered, it
+// would end every broker session that carries it.
+var errTooLarge = fmt.Errorf("%w: the scan event is larger than mqtt.max_event_bytes", buffer.ErrRefused)
+
+func (sc *scan) encode(seq uint64) ([]byte, error) {
+	rec := sc.record(seq)
+	if max := sc.st.maxEvent; max > 0 && len(rec)-1-len(sc.st.cfg.ID) > max {
+		return nil, fmt.Errorf("%w (%d bytes, the limit is %d)", errTooLarge, len(rec)-1-len(sc.st.cfg.ID), max)
+	}
+	return rec, nil
+}
+func (sc *scan) done(seq uint64, err error) { sc.st.accepted(sc, seq, err) }
 
 // dedupEntry is a code in the double-read filter.
 type dedupEntry struct {
@@ -381,6 +399,8 @@ func (s *station) accepted(ev *scan, seq uint64, err error) {
 			reason = buffer.ReasonDiskFull
 		case errors.Is(err, buffer.ErrClosed):
 			reason = "stopping"
+		case errors.Is(err, errTooLarge):
+			reason = ReasonTooLarge
 		}
 		s.forget(ev.barcode, ev.at)
 		s.n.add(s.n.notAccepted, reason)

@@ -42,7 +42,7 @@ func BenchmarkStationProcess(b *testing.B) {
 func testStationB(b *testing.B) *station {
 	cfg := config.Station{ID: "induct-3", Event: "EDD", Accept: []string{"s10", "ru14"}, DedupWindow: config.Duration(time.Second),
 		Scale: &config.Scale{MaxAge: config.Duration(time.Hour), WaitStable: config.Duration(500 * time.Millisecond), ShareReading: true}}
-	return newStation(cfg, config.Agent{ID: "hub-msk-01", Site: "MSK-VNUKOVO"}, nil, discardLog(), nil)
+	return newStation(cfg, config.Agent{ID: "hub-msk-01", Site: "MSK-VNUKOVO"}, 0, nil, discardLog(), nil)
 }
 
 func readingB(at time.Time) devices.Reading {

@@ -21,7 +21,7 @@ func testStation(t *testing.T, cfg config.Station) *station {
 	if cfg.ID == "" {
 		cfg.ID = "induct-1"
 	}
-	return newStation(cfg, config.Agent{ID: "hub", Site: "SITE"}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	return newStation(cfg, config.Agent{ID: "hub", Site: "SITE"}, 0, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 }
 
 // TestStationValidation: identifier rules per kind and the station's

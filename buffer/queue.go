@@ -36,6 +36,9 @@ var (
 	ErrFull     = errors.New("buffer full (buffer.max_bytes reached, when_full: reject_new)")
 	ErrDiskFull = errors.New("disk full: free space below buffer.min_free_disk")
 	ErrLocked   = errors.New("buffer is in use by another process (is the agent running? stop it first)")
+	// ErrRefused is for an Encoder to wrap when it refuses its record
+	// (counted under ReasonRefused, not as an error).
+	ErrRefused = errors.New("record refused by its encoder")
 )
 
 // WhenFull is the policy applied when MaxBytes is reached.
@@ -50,6 +53,7 @@ const (
 const (
 	ReasonFull     = "buffer_full"
 	ReasonDiskFull = "disk_full"
+	ReasonRefused  = "refused"
 	ReasonError    = "error"
 )
 
@@ -691,7 +695,11 @@ func (q *Queue) commit(batch []*appendReq, dels []ackReq) {
 		v, err := r.enc(seq + 1)
 		if err != nil {
 			r.err = fmt.Errorf("encode record: %w", err)
-			q.rejected.add(ReasonError, 1)
+			if errors.Is(err, ErrRefused) {
+				q.rejected.add(ReasonRefused, 1)
+			} else {
+				q.rejected.add(ReasonError, 1)
+			}
 			continue
 		}
 		val := encodeValue(seq+1, now, v)

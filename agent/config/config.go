@@ -82,6 +82,10 @@ type MQTT struct {
 	HealthInterval Duration `yaml:"health_interval"` // default 30s, >= 1s: period of P/health
 	MaxRate        int      `yaml:"max_rate"`        // scans/s published at most, 0 = as fast as the broker allows
 	Order          string   `yaml:"order"`           // seq (default) | live_first
+	// MaxEventBytes caps a scan event's JSON: a larger one is refused at
+	// the station (reason too_large) instead of being buffered to be
+	// refused by the broker. Default 16KiB, 512B..256KiB.
+	MaxEventBytes Size `yaml:"max_event_bytes"`
 }
 
 // TLS holds optional client TLS files; each set file exists and is readable.
@@ -330,6 +334,7 @@ func (c *Config) setDefaults() {
 	c.MQTT = MQTT{
 		Brokers:        []string{"tcp://127.0.0.1:1883"},
 		Window:         256,
+		MaxEventBytes:  16 * KiB,
 		KeepAlive:      Duration(30 * time.Second),
 		ConnectTimeout: Duration(10 * time.Second),
 		ReconnectMin:   Duration(500 * time.Millisecond),

@@ -73,6 +73,7 @@ func (c *checker) mqtt(cfg *Config, lookupEnv func(string) (string, bool)) {
 	positive(c, "mqtt.reconnect_min", m.ReconnectMin)
 	atLeast(c, "mqtt.health_interval", m.HealthInterval, Duration(time.Second))
 	between(c, "mqtt.max_rate", m.MaxRate, 0, 1_000_000)
+	between(c, "mqtt.max_event_bytes", m.MaxEventBytes, 512, 256*KiB) // buffer values stay inline in Badger
 	c.oneOf("mqtt.order", m.Order, "seq", "live_first")
 	if m.ReconnectMax < m.ReconnectMin {
 		c.errorf("mqtt.reconnect_max", "must not be less than reconnect_min (%s), got %s", m.ReconnectMin, m.ReconnectMax)

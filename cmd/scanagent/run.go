@@ -224,14 +224,23 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	logWarnings(log, cfg)
 	n := serviceNotifier()
 	ready := func(string) {}
+	waiting := func(string, string) {}
 	if n != nil {
 		ready = func(string) {
 			if err := n.notify("READY=1\nSTATUS=running"); err != nil {
 				log.Warn("systemd notify failed", "err", err)
 			}
 		}
+		// Started, though not scanning yet: systemd must not kill it for
+		// a start that takes longer than its timeout (the buffer waits for
+		// disk space, or for another agent to let go of it).
+		waiting = func(_, reason string) {
+			if err := n.notify("READY=1\nSTATUS=waiting for the buffer: " + firstLine(reason)); err != nil {
+				log.Warn("systemd notify failed", "err", err)
+			}
+		}
 	}
-	a, err := agent.New(cfg, agent.Deps{Log: log, Level: level, Version: version, Ready: ready})
+	a, err := agent.New(cfg, agent.Deps{Log: log, Level: level, Version: version, Ready: ready, Waiting: waiting})
 	if err != nil {
 		return usageError{err}
 	}
@@ -282,4 +291,11 @@ func versionString() string {
 		date = buildDate
 	}
 	return fmt.Sprintf("scanagent %s (commit %s, built %s, %s %s/%s)", version, c, date, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
 }

@@ -1,0 +1,116 @@
+//go:build unix
+
+package agent_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scanagent/scanagent/agent"
+	"github.com/scanagent/scanagent/agent/config"
+	"github.com/scanagent/scanagent/agent/testmqtt"
+	"github.com/scanagent/scanagent/buffer"
+	"github.com/scanagent/scanagent/devices/sim"
+)
+
+// TestBufferThatCannotOpenIsWaitedFor: a buffer that cannot open (here,
+// held by another process; in the field, a full disk) does not make the
+// agent exit, which would only start a restart loop: it serves its status
+// saying why, retries, and starts scanning once the buffer opens.
+func TestBufferThatCannotOpenIsWaitedFor(t *testing.T) {
+	broker := testmqtt.Start(t)
+	dir := t.TempDir()
+	sc, err := sim.NewScanner("\r\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sc.Close() })
+	cfg, err := config.Parse("test.yaml", fmt.Appendf(nil, `
+agent: {id: hub-test-01, site: TEST-HUB, data_dir: %q}
+mqtt: {brokers: [%q], reconnect_min: 50ms, reconnect_max: 300ms}
+http: {listen: "127.0.0.1:0"}
+stations: [{id: induct-3, scanner: {port: %q, baud: 115200}}]
+`, filepath.Join(dir, "data"), broker.URL(), sc.Path()), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder, err := buffer.Open(agent.BufferDir(cfg), buffer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := testmqtt.Subscribe(t, broker, "central", cfg.MQTT.TopicPrefix+"/scans/#")
+	waiting, ready := make(chan string, 1), make(chan string, 1)
+	a, err := agent.New(cfg, agent.Deps{Log: slog.New(slog.NewTextHandler(t.Output(), nil)), Version: "test",
+		Waiting: func(addr, reason string) { waiting <- addr },
+		Ready:   func(addr string) { ready <- addr }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	var addr string
+	select {
+	case addr = <-waiting:
+	case err := <-done:
+		t.Fatalf("Run returned while the buffer was held: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("not waiting")
+	}
+	code, body := httpGet(t, "http://"+addr+"/readyz", "")
+	if code != 503 || !strings.Contains(body, "in use by another process") {
+		t.Fatalf("/readyz while waiting: %d %q", code, body)
+	}
+	if st := a.Status(); !strings.Contains(st.BufferError, "in use") || len(st.Stations) != 0 {
+		t.Fatalf("status while waiting: %+v", st)
+	}
+	holder.Close()
+	select {
+	case <-ready:
+	case <-time.After(40 * time.Second):
+		t.Fatal("buffer not opened after it was let go")
+	}
+	if err := sc.Send("]C0", "RR473124829GB"); err != nil {
+		t.Fatal(err)
+	}
+	sub.WaitFor(10*time.Second, "the scan", countScans(1))
+	if code, _ := httpGet(t, "http://"+addr+"/readyz", ""); code != 200 {
+		t.Fatalf("/readyz once open: %d", code)
+	}
+}
+
+// TestOversizedEventRefusedAtStation: a code whose event would exceed
+// mqtt.max_event_bytes (16KiB by default) is refused at the station with
+// reason too_large and the bad-read signal, and is never buffered; the
+// scans around it go through.
+func TestOversizedEventRefusedAtStation(t *testing.T) {
+	r := newRigStation(t, ", max_length: 65536", "    feedback: {protocol: honeywell, group: 0}\n")
+	r.sc.Send("]C0", "RR473124829GB")
+	r.sc.Send("", strings.Repeat("A", 20000))
+	if !r.sc.WaitReceived([]byte("0\x1b8,"), 10*time.Second) {
+		t.Fatalf("no bad-read command; scanner received %q", r.sc.Received())
+	}
+	r.sc.Send("]C0", "RR473124832GB")
+	evs := scans(r.sub.WaitFor(15*time.Second, "two scans", countScans(2)))
+	if evs[0].Barcode != "RR473124829GB" || evs[1].Barcode != "RR473124832GB" {
+		t.Fatalf("events %+v", evs)
+	}
+	st := r.a.Status()
+	if c := st.Stations[0].Counters; c.NotAccepted[agent.ReasonTooLarge] != 1 || c.Scans != 2 || c.Feedback["bad"] != 1 {
+		t.Fatalf("counters %+v", c)
+	}
+	if st.Buffer.Rejected[buffer.ReasonRefused] != 1 || st.Buffer.Rejected[buffer.ReasonError] != 0 {
+		t.Fatalf("buffer rejected %+v", st.Buffer.Rejected)
+	}
+}
