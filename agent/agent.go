@@ -473,6 +473,13 @@ func (a *Agent) Status() Status {
 	return s
 }
 
+// bufferOpen reports whether the buffer is open.
+func (a *Agent) bufferOpen() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.q != nil
+}
+
 // deviceReports lists every device's current state.
 func (a *Agent) deviceReports() []DeviceReport {
 	a.mu.Lock()

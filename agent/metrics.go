@@ -60,7 +60,17 @@ var (
 	mDropped        = desc("buffer_dropped_total", "Records removed without delivery, by reason.", "reason")
 	mRejectedBuf    = desc("buffer_rejected_total", "Appends refused, by reason.", "reason")
 	mSync           = desc("buffer_sync_seconds", "Journal write and sync per group commit.")
-	mQuarantined    = desc("buffer_quarantined", "Stores moved aside as corrupt.")
+	mQuarantined    = desc("buffer_quarantined", "Stores and journal segments moved aside as damaged.")
+	mParked         = desc("buffer_parked", "Scans taken out of the queue without delivery (buffer export --parked).")
+	mRestored       = desc("buffer_restored_total", "Damaged store records restored from their journal copy since start.")
+	mCopiedBack     = desc("buffer_copied_back_total", "Records copied back into the journal from the store since start (a journal segment was damaged or missing).")
+	mJournalDamaged = desc("buffer_journal_damaged_total", "Damaged or missing journal segments found since start.")
+	mUnrecoverable  = desc("buffer_unrecoverable", "Scans of which both copies were damaged or missing (reported until unrecoverable.jsonl is removed).")
+	mBufferOpen     = desc("buffer_open", "1 when the buffer is open (scans are accepted), 0 while it cannot open.")
+	mFreeBytes      = desc("buffer_disk_free_bytes", "Free space on the buffer's filesystem.")
+	mDiskLow        = desc("buffer_disk_low", "1 while new scans are refused for lack of disk space.")
+	mReserve        = desc("buffer_disk_reserve_bytes", "Disk space held in reserve for the store's flushes and compactions.")
+	mPoison         = desc("mqtt_parked_total", "Scans parked because the broker ended every session that carried them.")
 	mConnected      = desc("mqtt_connected", "1 when connected to a broker.")
 	mUplinkState    = desc("mqtt_state", "The uplink's state (1 for the current one).", "state")
 	mPublished      = desc("mqtt_published_total", "Scan publishes sent.")
@@ -125,6 +135,15 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	byLabel(mDropped, b.Dropped)
 	byLabel(mRejectedBuf, b.Rejected)
 	gauge(mQuarantined, float64(b.Quarantined))
+	gauge(mParked, float64(b.Parked))
+	counter(mRestored, b.Restored)
+	counter(mCopiedBack, b.CopiedBack)
+	counter(mJournalDamaged, b.JournalDamaged)
+	gauge(mUnrecoverable, float64(b.Unrecoverable))
+	gauge(mBufferOpen, boolFloat(s.BufferError == "" && c.a.bufferOpen()))
+	gauge(mFreeBytes, float64(b.FreeBytes))
+	gauge(mDiskLow, boolFloat(b.DiskLow))
+	gauge(mReserve, float64(b.ReserveBytes))
 	if b.Sync.Buckets != nil {
 		buckets := map[float64]uint64{}
 		for i, bound := range buffer.LatencyBounds {
@@ -141,6 +160,7 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(mAcked, m.Acked)
 	counter(mSessions, m.Sessions)
 	counter(mMalformed, m.Malformed)
+	counter(mPoison, m.Parked)
 	if s.Process.PeakRSSBytes > 0 {
 		gauge(mRSS, float64(s.Process.PeakRSSBytes))
 	}

@@ -114,3 +114,52 @@ func TestOversizedEventRefusedAtStation(t *testing.T) {
 		t.Fatalf("buffer rejected %+v", st.Buffer.Rejected)
 	}
 }
+
+// TestPoisonEventParked: a broker that closes the session whenever it
+// receives the event (here it is larger than the broker's
+// max_packet_size, and mqtt.max_event_bytes was left above that). Each
+// session leaves it unacknowledged; after three, it is parked and the
+// scans behind it flow on. It is reported, and kept for export.
+func TestPoisonEventParked(t *testing.T) {
+	broker := testmqtt.Start(t, testmqtt.WithConfig("max_packet_size 8192"))
+	dir := t.TempDir()
+	sc, err := sim.NewScanner("\r\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sc.Close() })
+	cfg, err := config.Parse("test.yaml", fmt.Appendf(nil, `
+agent: {id: hub-test-01, site: TEST-HUB, data_dir: %q}
+mqtt: {brokers: [%q], reconnect_min: 50ms, reconnect_max: 200ms, window: 4, connect_timeout: 2s}
+http: {listen: "127.0.0.1:0"}
+stations: [{id: induct-3, scanner: {port: %q, baud: 115200, max_length: 65536}}]
+`, filepath.Join(dir, "data"), broker.URL(), sc.Path()), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := testmqtt.Subscribe(t, broker, "central", cfg.MQTT.TopicPrefix+"/scans/#")
+	a, err := agent.New(cfg, agent.Deps{Log: slog.New(slog.NewTextHandler(t.Output(), nil)), Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	codes := []string{"RR473124829GB", strings.Repeat("B", 10000), "RR473124832GB", "RR473124846GB"}
+	for _, c := range codes {
+		if err := sc.Send("", c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	evs := scans(sub.WaitFor(30*time.Second, "the three scans around the poison", countScans(3)))
+	for i, want := range []string{codes[0], codes[2], codes[3]} {
+		if evs[i].Barcode != want {
+			t.Fatalf("event %d: %s, want %s", i, evs[i].Barcode, want)
+		}
+	}
+	st := a.Status()
+	if st.MQTT.Parked != 1 || !strings.Contains(st.MQTT.LastParked, "seq 2,") || st.Buffer.Parked != 1 || st.Buffer.Depth != 0 {
+		t.Fatalf("mqtt %+v buffer parked %d depth %d", st.MQTT, st.Buffer.Parked, st.Buffer.Depth)
+	}
+}

@@ -54,6 +54,10 @@ type UplinkStats struct {
 	Acked     uint64 `json:"acked"`
 	Sessions  uint64 `json:"sessions"`
 	Malformed uint64 `json:"malformed"`
+	// Parked counts scans parked because the broker ended every session
+	// that carried them (buffer export --parked lists them).
+	Parked     uint64 `json:"parked"`
+	LastParked string `json:"last_parked,omitempty"`
 }
 
 // DeviceReport is one device's state for P/devices/<station>/<kind>.
@@ -89,7 +93,9 @@ type uplink struct {
 	published, acked    atomic.Uint64
 	ackLatency          prometheus.Histogram // nil: not measured
 	sessions, malformed atomic.Uint64
-	backlogInflight     atomic.Int64 // live_first: backlog publishes not yet acked
+	poisoned            atomic.Uint64 // records parked because the broker would not take them
+	lastPoison          atomic.Value  // string: the last one parked
+	backlogInflight     atomic.Int64  // live_first: backlog publishes not yet acked
 }
 
 func newUplink(cfg config.MQTT, agent config.Agent, version string, q *buffer.Queue, log *slog.Logger) *uplink {
@@ -209,7 +215,7 @@ func classify(err error) (state, hint string) {
 
 func (u *uplink) stats() UplinkStats {
 	s := u.st.Load()
-	return UplinkStats{
+	st := UplinkStats{
 		State:     s.state,
 		Since:     s.since,
 		Connected: u.connected.Load(),
@@ -220,7 +226,12 @@ func (u *uplink) stats() UplinkStats {
 		Acked:     u.acked.Load(),
 		Sessions:  u.sessions.Load(),
 		Malformed: u.malformed.Load(),
+		Parked:    u.poisoned.Load(),
 	}
+	if v, ok := u.lastPoison.Load().(string); ok {
+		st.LastParked = v
+	}
+	return st
 }
 
 // run keeps sessions going until ctx is cancelled; then the current session
@@ -231,6 +242,7 @@ func (u *uplink) stats() UplinkStats {
 func (u *uplink) run(ctx context.Context) error {
 	bo := devices.Backoff{Min: u.cfg.ReconnectMin.D(), Max: u.cfg.ReconnectMax.D(), FullJitter: true}
 	var lastLogged string
+	var poison poisonWatch
 	for ctx.Err() == nil {
 		start := time.Now()
 		err := u.session(ctx)
@@ -240,6 +252,9 @@ func (u *uplink) run(ctx context.Context) error {
 		}
 		if err != nil {
 			state, hint := classify(err)
+			if h := u.sessionEnded(&poison, err); h != "" {
+				hint = h
+			}
 			u.setState(state, err, hint)
 			// The same failure again and again is logged once (the
 			// state in /status and P/health stays current).
@@ -398,10 +413,71 @@ func (u *uplink) session(ctx context.Context) error {
 		return nil
 	}
 	<-ackerExit
-	if aerr := <-ackErr; err == nil {
+	aerr := <-ackErr
+	var ue *unackedError
+	switch {
+	case err == nil:
 		err = aerr
+	case errors.As(aerr, &ue) && !errors.As(err, new(*unackedError)):
+		err = &unackedError{rec: ue.rec, err: err} // the session's end, and the record it left unacknowledged
 	}
 	return err
+}
+
+// unackedError ends a session that had connected (the broker acknowledged
+// the online status) while rec was the oldest publish waiting for its
+// PUBACK.
+type unackedError struct {
+	rec buffer.Record
+	err error
+}
+
+func (e *unackedError) Error() string { return e.err.Error() }
+func (e *unackedError) Unwrap() error { return e.err }
+
+// poisonSessions is how many sessions in a row may end with the same
+// record waiting for its PUBACK before it is parked.
+const poisonSessions = 3
+
+// poisonWatch follows the record each failed session left unacknowledged.
+type poisonWatch struct {
+	seq uint64
+	n   int
+}
+
+// sessionEnded looks at how a connected session ended. A record that
+// several sessions in a row leave unacknowledged, each closed by the broker
+// right after it, while the broker took the online status in each, is one
+// the broker will not take (larger than its max_packet_size, say): it is
+// parked (buffer.Park), reported and exported with buffer export --parked,
+// and the queue flows on. It returns the hint for the state.
+func (u *uplink) sessionEnded(w *poisonWatch, err error) string {
+	var ue *unackedError
+	if !errors.As(err, &ue) || errors.Is(err, errStalled) {
+		return ""
+	}
+	if ue.rec.Seq == w.seq {
+		w.n++
+	} else {
+		*w = poisonWatch{seq: ue.rec.Seq, n: 1}
+	}
+	size := len(ue.rec.Value)
+	station, _, derr := decodeRecord(ue.rec.Value)
+	if derr == nil {
+		size -= 1 + len(station)
+	}
+	if w.n < poisonSessions {
+		return fmt.Sprintf("the broker closed the session while seq %d (station %s, %d bytes) waited for its PUBACK (%d time(s) in a row); if it happens again with the same seq, the broker refuses that event (its max_packet_size?); it is parked after %d",
+			ue.rec.Seq, station, size, w.n, poisonSessions)
+	}
+	u.q.Park(ue.rec, buffer.ParkPoison)
+	u.poisoned.Add(1)
+	u.lastPoison.Store(fmt.Sprintf("seq %d, station %s, %d bytes", ue.rec.Seq, station, size))
+	u.log.Error("scan parked: the broker ended every session that carried it; the scans after it flow on",
+		"seq", ue.rec.Seq, "station", station, "bytes", size, "sessions", w.n,
+		"hint", "check the broker's maximum packet size against mqtt.max_event_bytes; export it with: scanagent buffer export --parked")
+	*w = poisonWatch{}
+	return fmt.Sprintf("seq %d (%d bytes) was parked: the broker closed %d sessions in a row over it (its max_packet_size?)", ue.rec.Seq, size, poisonSessions)
 }
 
 // side publishes the retained device states (all at connect, then each
@@ -612,14 +688,14 @@ func (u *uplink) acker(window <-chan inflight, lost *lostSignal) error {
 			case <-p.tok.Done():
 			case <-lost.ch:
 				if !isDone(p.tok) {
-					return lost.error()
+					return &unackedError{rec: p.rec, err: lost.error()}
 				}
 			case <-timer.C:
-				return fmt.Errorf("%w: no PUBACK for seq %d within %v", errStalled, p.rec.Seq, timeout)
+				return &unackedError{rec: p.rec, err: fmt.Errorf("%w: no PUBACK for seq %d within %v", errStalled, p.rec.Seq, timeout)}
 			}
 		}
 		if err := p.tok.Error(); err != nil {
-			return fmt.Errorf("publish seq %d: %w", p.rec.Seq, err)
+			return &unackedError{rec: p.rec, err: fmt.Errorf("publish seq %d: %w", p.rec.Seq, err)}
 		}
 		u.observeAck(p.sent)
 		if p.backlog {

@@ -63,6 +63,7 @@ func Start(t testing.TB, opts ...Option) *Broker {
 		conf += fmt.Sprintf("listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\nrequire_certificate %v\ntls_version tlsv1.2\n",
 			b.TLSPort, o.tls.CAFile, o.tls.CertFile, o.tls.KeyFile, o.tls.RequireClientCert)
 	}
+	conf += o.extra
 	if os.Geteuid() == 0 {
 		// Otherwise mosquitto drops to its own user, which cannot write the
 		// persistence file into the test's temporary directory.
@@ -83,7 +84,12 @@ type Option func(*options)
 type options struct {
 	tls          *TLSFiles
 	passwordFile string
+	extra        string
 }
+
+// WithConfig adds lines to the broker's configuration (such as
+// "max_packet_size 600").
+func WithConfig(lines string) Option { return func(o *options) { o.extra += lines + "\n" } }
 
 // TLSFiles are the broker's TLS listener files.
 type TLSFiles struct {

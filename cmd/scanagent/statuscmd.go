@@ -115,8 +115,20 @@ func statusProblems(st agent.Status) []string {
 		}
 		out = append(out, p+" (scans are buffered)")
 	}
+	if st.BufferError != "" {
+		out = append(out, "buffer cannot open, scans are NOT accepted: "+st.BufferError)
+	}
 	if st.Buffer.Full {
 		out = append(out, "buffer full (buffer.max_bytes)")
+	}
+	if st.Buffer.DiskLow {
+		out = append(out, fmt.Sprintf("disk nearly full (%s free): new scans are refused (buffer.min_free_disk)", humanBytes(st.Buffer.FreeBytes)))
+	}
+	if st.Buffer.Unrecoverable > 0 {
+		out = append(out, fmt.Sprintf("%d scan(s) could not be recovered from damaged files (buffer.loss in /status; unrecoverable.jsonl in the buffer directory)", st.Buffer.Unrecoverable))
+	}
+	if st.Buffer.Parked > 0 {
+		out = append(out, fmt.Sprintf("%d scan(s) parked, not delivered: scanagent buffer export --parked", st.Buffer.Parked))
 	}
 	for _, s := range st.Stations {
 		if s.Scanner.State != "connected" {
