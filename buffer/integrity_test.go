@@ -442,3 +442,45 @@ func TestParkedRecordsKeptApart(t *testing.T) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestSalvageQuarantinedStore: the records of a store Badger refused (its
+// MANIFEST damaged; then also a table truncated) are read from its files
+// directly, for buffer export --store.
+func TestSalvageQuarantinedStore(t *testing.T) {
+	dir := filled(t)
+	p := filepath.Join(dir, "store", "MANIFEST")
+	fi, _ := os.Stat(p)
+	damage(t, p, fi.Size()/2, []byte{0x5a})
+	q := openOpts(t, dir, faultOpts)
+	q.Close()
+	aside, _ := filepath.Glob(filepath.Join(dir, "store.corrupt-*"))
+	if len(aside) != 1 || !IsQuarantined(aside[0]) {
+		t.Fatalf("quarantined: %v", aside)
+	}
+	salvaged := func() (n int, problems []string) {
+		var last uint64
+		problems, err := Salvage(aside[0], func(r Record, err error) error {
+			if err != nil || r.Seq <= last || !bytes.Equal(r.Value, payload(r.Seq)) {
+				t.Fatalf("record %d: %v %.20q", r.Seq, err, r.Value)
+			}
+			last = r.Seq
+			n++
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n, problems
+	}
+	if n, problems := salvaged(); n != faultRecords || len(problems) != 0 {
+		t.Fatalf("salvaged %d of %d, problems %v", n, faultRecords, problems)
+	}
+	tabs, _ := filepath.Glob(filepath.Join(aside[0], "*.sst"))
+	fi, _ = os.Stat(tabs[0])
+	os.Truncate(tabs[0], fi.Size()/2)
+	n, problems := salvaged()
+	if len(problems) != 1 || n == 0 || n >= faultRecords {
+		t.Fatalf("after truncating a table: salvaged %d, problems %v", n, problems)
+	}
+	t.Logf("a truncated table: %d of %d salvaged; %v", n, faultRecords, problems)
+}

@@ -118,6 +118,10 @@ type Options struct {
 	MaintInterval time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Inspect opens the queue for looking at it (buffer stats, export):
+	// the check of the journal after open, which repairs what it finds,
+	// does not run.
+	Inspect bool
 }
 
 // Record is one queued entry.
@@ -293,7 +297,9 @@ func Open(dir string, opts Options) (*Queue, error) {
 	go q.commitLoop()
 	q.wg.Go(q.maintLoop)
 	q.wg.Go(q.diskLoop)
-	q.wg.Go(q.scrub)
+	if !opts.Inspect {
+		q.wg.Go(q.scrub)
+	}
 	return q, nil
 }
 

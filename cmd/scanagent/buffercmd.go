@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,11 +22,18 @@ import (
 
 const bufferUsage = `usage: scanagent buffer <stats|export|import> -c FILE [flags]
 
-  stats  [--json]          backlog depth, bytes, oldest age, journal, quarantined stores, disk use
-  export [--out FILE]      the backlog as JSON lines, in order, without removing it
+  stats  [--json]          backlog depth, bytes, oldest age, journal, damage found, disk use
+  export [--out FILE]      the backlog as JSON lines, in order, without removing it; a damaged
+                           record is exported from its journal copy, or named on stderr
+         --parked          the parked scans instead (not delivered: the broker would not take
+                           them, or both their copies were damaged), with why
+         --store DIR       the records of a quarantined store (store.corrupt-*), read from its
+                           files without the buffer (the agent may run)
   import --in FILE         append the events of an export to the backlog (new seq, same id)
 
-The agent must be stopped: the buffer is locked while it runs.
+The agent must be stopped: the buffer is locked while it runs. Run the
+commands as the user the agent runs as (sudo -u scanagent ...): files they
+create must stay the agent's.
 `
 
 // exportLine is one line of "buffer export".
@@ -31,7 +41,16 @@ type exportLine struct {
 	Seq        uint64          `json:"seq"`
 	AppendedAt string          `json:"appended_at"`
 	Station    string          `json:"station"`
-	Event      json.RawMessage `json:"event"`
+	Event      json.RawMessage `json:"event,omitempty"`
+	// Parked says why a parked scan was taken out of the queue (--parked).
+	Parked *parkedInfo `json:"parked,omitempty"`
+}
+
+type parkedInfo struct {
+	Reason string `json:"reason"`
+	At     string `json:"at"`
+	// Raw is the stored record, when it is damaged (base64).
+	Raw []byte `json:"raw,omitempty"`
 }
 
 func cmdBuffer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -42,13 +61,15 @@ func cmdBuffer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	sub, args := args[0], args[1:]
 	fs := newFlags("buffer "+sub, stderr)
 	path := fs.String("c", "", "config `FILE`")
-	var asJSON *bool
-	var out, in *string
+	var asJSON, parked *bool
+	var out, in, store *string
 	switch sub {
 	case "stats":
 		asJSON = fs.Bool("json", false, "print JSON")
 	case "export":
 		out = fs.String("out", "", "write to `FILE` instead of standard output")
+		parked = fs.Bool("parked", false, "export the parked scans instead of the backlog")
+		store = fs.String("store", "", "export the records of a quarantined store `DIR` (store.corrupt-*)")
 	case "import":
 		in = fs.String("in", "", "export `FILE` to import (- for standard input)")
 	default:
@@ -63,12 +84,22 @@ func cmdBuffer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	dir := agent.BufferDir(cfg)
+	if sub == "export" && *store != "" {
+		if *parked {
+			return usagef("--parked and --store exclude each other")
+		}
+		return exportSalvaged(ctx, *store, *out, stdout, stderr)
+	}
+	if err := checkOwner(dir, cfg.Agent.DataDir); err != nil {
+		return err
+	}
 	if sub != "import" {
 		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("no buffer at %s (agent.data_dir %s): nothing was buffered yet", dir, cfg.Agent.DataDir)
 		}
 	}
 	opts := agent.BufferOptions(cfg, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	opts.Inspect = sub != "import" // look, do not repair: the agent's next start does
 	q, err := buffer.Open(dir, opts)
 	if errors.Is(err, buffer.ErrLocked) {
 		return fmt.Errorf("%w\n  the buffer %s is held by a running agent; stop it first (systemctl stop scanagent), or use 'scanagent status' for live figures", err, dir)
@@ -81,7 +112,10 @@ func cmdBuffer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	case "stats":
 		return bufferStats(q, dir, *asJSON, stdout)
 	case "export":
-		return bufferExport(ctx, q, *out, stdout)
+		if *parked {
+			return exportParked(q, *out, stdout, stderr)
+		}
+		return bufferExport(ctx, q, *out, stdout, stderr)
 	default:
 		return bufferImport(ctx, q, *in, stdout)
 	}
@@ -115,58 +149,220 @@ func bufferStats(q *buffer.Queue, dir string, asJSON bool, w io.Writer) error {
 	}
 	fmt.Fprintln(w)
 	if st.Quarantined > 0 {
-		fmt.Fprintf(w, "quarantined      %d store(s) moved aside (store.corrupt-* under %s)\n", st.Quarantined, dir)
+		fmt.Fprintf(w, "quarantined      %d store(s) or journal segment(s) moved aside (store.corrupt-*, journal.corrupt-* under %s); export a store with --store\n", st.Quarantined, dir)
 	}
+	if st.Parked > 0 {
+		fmt.Fprintf(w, "parked           %d scan(s), not delivered: scanagent buffer export --parked\n", st.Parked)
+	}
+	if st.Restored+st.CopiedBack+st.JournalDamaged > 0 {
+		fmt.Fprintf(w, "repaired         %d damaged segment(s); %d record(s) copied back to the journal, %d restored from it\n", st.JournalDamaged, st.CopiedBack, st.Restored)
+	}
+	if st.Unrecoverable > 0 {
+		fmt.Fprintf(w, "UNRECOVERABLE    %d scan(s): both copies damaged or missing\n", st.Unrecoverable)
+		for _, l := range st.Loss {
+			fmt.Fprintf(w, "                 %s: seq %s (%s)\n", l.At, l.Ranges, l.Why)
+		}
+	}
+	fmt.Fprintf(w, "disk             %s free, %s held in reserve for the store\n", humanBytes(st.FreeBytes), humanBytes(st.ReserveBytes))
 	return nil
 }
 
-// bufferExport writes the backlog as JSON lines; a cancelled ctx stops it
-// between pages, with the lines written so far complete.
-func bufferExport(ctx context.Context, q *buffer.Queue, out string, stdout io.Writer) error {
+// exportWriter writes export lines to a file or stdout.
+type exportWriter struct {
+	f   *os.File
+	bw  *bufio.Writer
+	enc *json.Encoder
+	n   int
+}
+
+func newExportWriter(out string, stdout io.Writer) (*exportWriter, error) {
+	x := &exportWriter{}
 	w := stdout
 	if out != "" {
 		f, err := os.Create(out)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		defer f.Close()
-		w = f
+		x.f, w = f, f
 	}
-	bw := bufio.NewWriter(w)
-	enc := json.NewEncoder(bw)
+	x.bw = bufio.NewWriter(w)
+	x.enc = json.NewEncoder(x.bw)
+	return x, nil
+}
+
+func (x *exportWriter) line(l exportLine) error {
+	x.n++
+	return x.enc.Encode(l)
+}
+
+func (x *exportWriter) close() error {
+	err := x.bw.Flush()
+	if x.f != nil {
+		if cerr := x.f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	return err
+}
+
+// recordLine makes the export line of a record; a record that does not
+// split into station and event is reported instead.
+func recordLine(r buffer.Record) (exportLine, error) {
+	station, payload, err := agent.SplitRecord(r.Value)
+	if err == nil && !json.Valid(payload) {
+		err = errors.New("its event is not valid JSON")
+	}
+	if err != nil {
+		return exportLine{}, fmt.Errorf("record %d: %w", r.Seq, err)
+	}
+	return exportLine{Seq: r.Seq, AppendedAt: agent.Timestamp(r.Time), Station: station, Event: payload}, nil
+}
+
+// unexported collects the records an export had to leave out.
+type unexported []string
+
+func (u *unexported) add(stderr io.Writer, format string, a ...any) {
+	msg := fmt.Sprintf(format, a...)
+	fmt.Fprintln(stderr, "scanagent: "+msg)
+	*u = append(*u, msg)
+}
+
+func (u unexported) err(n int) error {
+	if len(u) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%d record(s) could not be exported (named above); %d exported", len(u), n)
+}
+
+// bufferExport writes the backlog as JSON lines; a cancelled ctx stops it
+// between pages, with the lines written so far complete. A record damaged
+// in the store is exported from its journal copy; one without an intact
+// copy is named on stderr and skipped, and the export goes on (exit 1 at
+// the end).
+func bufferExport(ctx context.Context, q *buffer.Queue, out string, stdout, stderr io.Writer) error {
+	x, err := newExportWriter(out, stdout)
+	if err != nil {
+		return err
+	}
+	var missed unexported
 	var cursor uint64
-	n := 0
 	for {
 		if ctx.Err() != nil {
-			bw.Flush()
-			return fmt.Errorf("export interrupted by a signal after %d scan(s); the buffer is unchanged", n)
+			x.close()
+			return fmt.Errorf("export interrupted by a signal after %d scan(s); the buffer is unchanged", x.n)
 		}
-		recs, err := q.Read(cursor, 1000)
+		recs, damaged, err := q.ReadVerified(cursor, 1000)
 		if err != nil {
-			return err
+			x.close()
+			return fmt.Errorf("%w (%d scan(s) exported before it)", err, x.n)
 		}
-		if len(recs) == 0 {
+		if len(recs) == 0 && len(damaged) == 0 {
 			break
 		}
-		for _, r := range recs {
-			station, payload, err := agent.SplitRecord(r.Value)
-			if err != nil {
-				return fmt.Errorf("record %d: %w", r.Seq, err)
+		for _, d := range damaged {
+			if rec, ok := q.JournalCopy(d.Seq); ok {
+				fmt.Fprintf(stderr, "scanagent: record %d is damaged in the store: exported from its journal copy\n", d.Seq)
+				recs = append(recs, rec)
+			} else {
+				missed.add(stderr, "record %d is damaged in the store and has no intact journal copy: not exported", d.Seq)
 			}
-			if err := enc.Encode(exportLine{Seq: r.Seq, AppendedAt: agent.Timestamp(r.Time), Station: station, Event: payload}); err != nil {
+			cursor = max(cursor, d.Seq)
+		}
+		slices.SortFunc(recs, func(a, b buffer.Record) int { return cmp.Compare(a.Seq, b.Seq) })
+		for _, r := range recs {
+			cursor = max(cursor, r.Seq)
+			l, err := recordLine(r)
+			if err != nil {
+				missed.add(stderr, "%v: not exported", err)
+				continue
+			}
+			if err := x.line(l); err != nil {
 				return err
 			}
-			n++
 		}
-		cursor = recs[len(recs)-1].Seq
 	}
-	if err := bw.Flush(); err != nil {
+	if err := x.close(); err != nil {
 		return err
 	}
 	if out != "" {
-		fmt.Fprintf(stdout, "exported %d scan(s) to %s\n", n, out)
+		fmt.Fprintf(stdout, "exported %d scan(s) to %s\n", x.n, out)
 	}
-	return nil
+	return missed.err(x.n)
+}
+
+// exportParked writes the parked scans, each with why it was parked.
+func exportParked(q *buffer.Queue, out string, stdout, stderr io.Writer) error {
+	x, err := newExportWriter(out, stdout)
+	if err != nil {
+		return err
+	}
+	err = q.ReadParked(func(p buffer.ParkedRecord) error {
+		info := &parkedInfo{Reason: p.Reason, At: agent.Timestamp(p.ParkedAt)}
+		l := exportLine{Seq: p.Seq, Parked: info}
+		if p.Err == nil {
+			if rl, lerr := recordLine(p.Record); lerr == nil {
+				rl.Parked = info
+				l = rl
+			} else {
+				p.Err = lerr
+			}
+		}
+		if p.Err != nil {
+			info.Raw = p.Raw
+			fmt.Fprintf(stderr, "scanagent: parked record %d is damaged (%v): exported as raw bytes\n", p.Seq, p.Err)
+		}
+		return x.line(l)
+	})
+	if cerr := x.close(); err == nil {
+		err = cerr
+	}
+	if err == nil && out != "" {
+		fmt.Fprintf(stdout, "exported %d parked scan(s) to %s\n", x.n, out)
+	}
+	return err
+}
+
+// exportSalvaged writes what can be read of a quarantined store.
+func exportSalvaged(ctx context.Context, store, out string, stdout, stderr io.Writer) error {
+	if fi, err := os.Stat(filepath.Join(store, "MANIFEST")); err != nil || fi.IsDir() {
+		return usagef("%s is not a buffer store (no MANIFEST in it)", store)
+	}
+	if !buffer.IsQuarantined(store) {
+		fmt.Fprintf(stderr, "scanagent: %s is not a quarantined store (store.corrupt-*); reading it anyway, without the buffer\n", store)
+	}
+	x, err := newExportWriter(out, stdout)
+	if err != nil {
+		return err
+	}
+	var missed unexported
+	problems, err := buffer.Salvage(store, func(r buffer.Record, rerr error) error {
+		if ctx.Err() != nil {
+			return fmt.Errorf("export interrupted by a signal after %d scan(s)", x.n)
+		}
+		if rerr != nil {
+			missed.add(stderr, "record %d is damaged: not exported", r.Seq)
+			return nil
+		}
+		l, lerr := recordLine(r)
+		if lerr != nil {
+			missed.add(stderr, "%v: not exported", lerr)
+			return nil
+		}
+		return x.line(l)
+	})
+	for _, p := range problems {
+		fmt.Fprintf(stderr, "scanagent: %s: %s (records in it are not exported)\n", store, p)
+	}
+	if cerr := x.close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if out != "" {
+		fmt.Fprintf(stdout, "exported %d scan(s) from %s to %s\n", x.n, store, out)
+	}
+	return missed.err(x.n)
 }
 
 // bufferImport appends an export's events; a cancelled ctx stops it between
