@@ -144,6 +144,10 @@ func TestDamagedStoreFilesRebuiltFromJournal(t *testing.T) {
 		{"table missing", func(t *testing.T, dir string) {
 			os.Remove(largestTable(t, dir))
 		}},
+		{"value log header", func(t *testing.T, dir string) {
+			vl, _ := filepath.Glob(filepath.Join(dir, "store", "*.vlog"))
+			damage(t, vl[0], 0, []byte("garbage garbage garbage"))
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filled(t)

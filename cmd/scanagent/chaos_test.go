@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -35,16 +36,67 @@ type chaosRig struct {
 	sub      *testmqtt.Subscriber
 	accepted sync.Map // barcode -> seq, from the agents' logs
 	fed      atomic.Int64
+	next     atomic.Int64 // the next code number to feed
+	feedMu   sync.Mutex   // one writer to the scanner at a time
 	stopFeed chan struct{}
 	feedDone chan struct{}
 	proc     *agentProc
+	log      *chaosLog
+	poison   map[string]bool // codes the broker refuses: parked, not delivered
+}
+
+// chaosLog reads the agents' JSON log lines (all but "scan accepted"):
+// scans recovered from the other copy, and refusals.
+type chaosLog struct {
+	mu        sync.Mutex
+	recovered int64
+	refused   map[string]int64 // "scan NOT accepted" lines by reason (rate-limited: at least one per reason)
+	lines     []map[string]any
+}
+
+func (l *chaosLog) Write(p []byte) (int, error) {
+	var m map[string]any
+	if json.Unmarshal(p, &m) != nil {
+		return len(p), nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, m)
+	n, _ := m["records"].(float64)
+	switch m["msg"] {
+	case "buffer: replayed journal records the store did not have",
+		"buffer: records whose journal copy was damaged or missing were copied back from the store":
+		l.recovered += int64(n)
+	case "buffer: a record was damaged in the store; restored from its journal copy":
+		l.recovered++
+	case "scan NOT accepted":
+		if l.refused == nil {
+			l.refused = map[string]int64{}
+		}
+		r, _ := m["reason"].(string)
+		l.refused[r]++
+	}
+	return len(p), nil
+}
+
+// seen reports whether a line with msg was logged.
+func (l *chaosLog) seen(msg string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, m := range l.lines {
+		if m["msg"] == msg {
+			return true
+		}
+	}
+	return false
 }
 
 // newChaos starts mosquitto, a subscriber, a scanner feeding one unique
 // S10 code every 2 ms, and writes the agent's config. brokerURL overrides
 // the broker address (for the proxy); dataDir overrides data_dir.
-func newChaos(t *testing.T, bin string, brokerURL func(*testmqtt.Broker) string, dataDir string) *chaosRig {
-	r := &chaosRig{t: t, bin: bin, dir: t.TempDir(), broker: testmqtt.Start(t), stopFeed: make(chan struct{}), feedDone: make(chan struct{})}
+func newChaos(t *testing.T, bin string, brokerURL func(*testmqtt.Broker) string, dataDir string, brokerOpts ...testmqtt.Option) *chaosRig {
+	r := &chaosRig{t: t, bin: bin, dir: t.TempDir(), broker: testmqtt.Start(t, brokerOpts...), stopFeed: make(chan struct{}), feedDone: make(chan struct{}), log: &chaosLog{}}
+	r.next.Store(1)
 	if dataDir == "" {
 		dataDir = filepath.Join(r.dir, "data")
 	}
@@ -75,21 +127,76 @@ stations: [{id: induct-1, scanner: {port: %q, baud: 115200}}]
 func (r *chaosRig) feed() {
 	go func() {
 		defer close(r.feedDone)
-		for i := 1; ; i++ {
+		for {
 			select {
 			case <-r.stopFeed:
 				return
 			default:
 			}
-			if r.sc.Send("]C0", s10(i)) == nil {
+			r.feedMu.Lock()
+			if r.sc.Send("]C0", s10(int(r.next.Load()))) == nil {
+				r.next.Add(1)
 				r.fed.Add(1) // not while unplugged: nothing was written
 			}
+			r.feedMu.Unlock()
 			time.Sleep(2 * time.Millisecond)
 		}
 	}()
 }
 
-func (r *chaosRig) start() { r.proc = startAgent(r.t, r.bin, r.cfg, &r.accepted, nil) }
+// burst feeds n unique codes as fast as the scanner's pseudo-terminal
+// takes them (beside the steady feed).
+func (r *chaosRig) burst(n int) {
+	for n > 0 {
+		var b []byte
+		r.feedMu.Lock()
+		k := min(n, 200)
+		for range k {
+			b = append(b, "]C0"+s10(int(r.next.Add(1)-1))+"\r\n"...)
+		}
+		if err := r.sc.Write(b); err == nil {
+			r.fed.Add(int64(k))
+		}
+		r.feedMu.Unlock()
+		n -= k
+	}
+}
+
+// send feeds one code (not counted as fed: the scenario accounts for it).
+func (r *chaosRig) send(code string) {
+	r.feedMu.Lock()
+	defer r.feedMu.Unlock()
+	if err := r.sc.Send("", code); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func (r *chaosRig) start() { r.proc = startAgent(r.t, r.bin, r.cfg, &r.accepted, r.log) }
+
+// alive fails the test if the agent process ended by itself (a crash).
+func (r *chaosRig) alive() {
+	r.t.Helper()
+	select {
+	case <-r.proc.done:
+		r.t.Fatalf("the agent died: %v", r.proc.cmd.ProcessState)
+	default:
+	}
+}
+
+// waitAccepted waits until at least n scans were logged as accepted.
+func (r *chaosRig) waitAccepted(n int, d time.Duration) {
+	r.t.Helper()
+	for deadline := time.Now().Add(d); ; time.Sleep(50 * time.Millisecond) {
+		got := 0
+		r.accepted.Range(func(_, _ any) bool { got++; return true })
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("%d scans accepted, want %d", got, n)
+		}
+	}
+}
 
 func (r *chaosRig) stop(sig syscall.Signal) {
 	if r.proc != nil {
@@ -114,14 +221,14 @@ func (r *chaosRig) finish(name string) {
 		}
 		missing := 0
 		r.accepted.Range(func(k, _ any) bool {
-			if !got[k.(string)] {
+			if !got[k.(string)] && !r.poison[k.(string)] {
 				missing++
 			}
 			return true
 		})
 		return missing == 0
 	}
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(120 * time.Second)
 	for !wantAll(r.sub.Messages()) && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -130,6 +237,19 @@ func (r *chaosRig) finish(name string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	r.stop(syscall.SIGTERM)
+	parked := map[string]bool{}
+	if out, err := exec.Command(r.bin, "buffer", "export", "--parked", "-c", r.cfg).Output(); err == nil {
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			var e struct {
+				Event struct {
+					Barcode string `json:"barcode"`
+				} `json:"event"`
+			}
+			if json.Unmarshal([]byte(l), &e) == nil && e.Event.Barcode != "" {
+				parked[e.Event.Barcode] = true
+			}
+		}
+	}
 	msgs := r.sub.Messages()
 	got := map[string]bool{}
 	var maxDelay time.Duration
@@ -152,13 +272,16 @@ func (r *chaosRig) finish(name string) {
 	var lostCodes []string
 	r.accepted.Range(func(k, _ any) bool {
 		accepted++
-		if !got[k.(string)] {
+		if !got[k.(string)] && !parked[k.(string)] {
 			lost++
 			lostCodes = append(lostCodes, k.(string))
 		}
 		return true
 	})
-	line := fmt.Sprintf("| %s | %d | %d | %d | %d | %d | %s |", name, r.fed.Load(), accepted, len(got), lost, evs-len(got), maxDelay.Round(time.Millisecond))
+	r.log.mu.Lock()
+	recovered := r.log.recovered
+	r.log.mu.Unlock()
+	line := fmt.Sprintf("| %s | %d | %d | %d | %d | %d | %d | %d | %s |", name, r.fed.Load(), accepted, len(got), len(parked), lost, recovered, evs-len(got), maxDelay.Round(time.Millisecond))
 	t.Log("RESULT " + line)
 	if f, err := os.OpenFile(os.Getenv("CHAOS_RESULTS"), os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644); err == nil {
 		fmt.Fprintln(f, line)
