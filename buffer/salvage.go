@@ -2,7 +2,7 @@ package buffer
 
 import (
 	"encoding/binary"
-		"fmt"
+	"fmt"
 	"hash/crc32"
 	"os"
 	"path/filepath"
