@@ -244,8 +244,12 @@ func (q *Queue) logSegmentDamage(s *segment) {
 		q.log.Warn("buffer: journal segment unreadable", "segment", name, "err", s.scan.unreadable)
 	}
 	for _, d := range s.scan.damage {
+		skipped := "unknown"
+		if d.after > 0 && d.before > d.after {
+			skipped = fmt.Sprint(d.before - d.after - 1) // appends; acknowledgements in the stretch are not counted
+		}
 		q.log.Warn("buffer: journal segment damaged in the middle; reading resumed at the next intact record",
-			"segment", name, "offset", d.off, "bytes_skipped", d.end-d.off,
+			"segment", name, "offset", d.off, "bytes_skipped", d.end-d.off, "records_skipped", skipped,
 			"after_seq", d.after, "before_seq", d.before)
 	}
 }
