@@ -219,6 +219,9 @@ func (q *Queue) scrub() {
 	for _, s := range bad {
 		q.j.remove(s)
 		aside, err := moveAside(s.path, q.dir, "journal", q.now())
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // retired meanwhile: every record in it was acknowledged
+		}
 		if err != nil {
 			q.log.Error("buffer: moving a damaged journal segment aside failed", "segment", s.path, "err", err)
 			continue

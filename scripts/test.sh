@@ -20,11 +20,22 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 GOOS=windows go vet ./...
+go vet -tags chaos ./cmd/scanagent
+go mod tidy -diff
+staticcheck=$(go env GOPATH)/bin/staticcheck
+if [ ! -x "$staticcheck" ]; then
+  echo "scripts/test.sh: installing staticcheck"
+  go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+fi
+"$staticcheck" ./...
+GOOS=windows "$staticcheck" ./...
 go test -race -count=1 -timeout 10m ./...
 
 # The chaos suite: the real binary and mosquitto under faults (agent kill -9,
 # broker restarts and a 2-minute outage, a proxy that cuts and stalls,
-# scanner unplug, disk full, corrupt store). About 4 minutes.
+# scanner unplug, disk full, corrupt store; each buffer file damaged, a
+# small disk filled, an event the broker refuses; hostile HTTP clients and
+# configs). About 6 minutes.
 go test -tags chaos -run Chaos -count=1 -timeout 15m ./cmd/scanagent
 
 # Release builds: static binaries for linux/amd64, linux/arm64, linux/armv7

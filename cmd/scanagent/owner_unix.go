@@ -37,7 +37,7 @@ func checkOwner(bufferDir, dataDir string) error {
 		if u, err := user.Current(); err == nil {
 			me = u.Username
 		}
-		return fmt.Errorf("%s belongs to user %s, and this command runs as %s: files it writes there could not be used by the agent.\n  Run it as %s: sudo -u %s scanagent buffer ...", dir, owner, me, owner, owner)
+		return fmt.Errorf("%s belongs to user %s, and this command runs as %s: files it writes there could not be used by the agent; run it as %s (sudo -u %s scanagent buffer ...)", dir, owner, me, owner, owner)
 	}
 	return nil
 }

@@ -157,6 +157,9 @@ func (b *bench) setup(ctx context.Context) error {
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "agent: {id: bench, site: LAB, data_dir: %q}\n", b.dataDir)
 	fmt.Fprintf(&cfg, "mqtt: {brokers: [\"tcp://127.0.0.1:%d\"], window: %d, reconnect_min: 50ms, reconnect_max: 500ms}\n", b.port, window)
+	if b.o.buffer != "" {
+		fmt.Fprintf(&cfg, "buffer: {%s}\n", b.o.buffer)
+	}
 	fmt.Fprintf(&cfg, "http: {listen: %q}\nlog: {level: warn}\nstations:\n", b.httpAddr)
 	for i := range b.o.scanners {
 		sc, err := sim.NewScanner("\r\n")

@@ -30,6 +30,7 @@ type options struct {
 	backlog   int
 	jsonFile  string
 	skipDrain bool
+	buffer    string
 	idle      time.Duration
 	idleOnly  bool
 }
@@ -43,6 +44,7 @@ func main() {
 	flag.IntVar(&o.backlog, "backlog", 1_000_000, "drain phase: scans buffered while the broker is down")
 	flag.StringVar(&o.jsonFile, "json", "", "also write the results as JSON to this file")
 	flag.BoolVar(&o.skipDrain, "skip-drain", false, "skip the backlog / start-up / drain phase")
+	flag.StringVar(&o.buffer, "buffer", "", "the agent's buffer settings, as YAML flow mapping content (\"min_free_disk: 0\")")
 	flag.DurationVar(&o.idle, "idle", 0, "first measure a fresh agent's CPU with its stations idle for this long (0: skip)")
 	flag.BoolVar(&o.idleOnly, "idle-only", false, "with -idle: only that phase")
 	flag.Parse()
