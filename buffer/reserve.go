@@ -30,7 +30,8 @@ import (
 // the reserve is released and the store's writes pause (acknowledgements
 // wait in memory, deletions are deferred) until it is back above the
 // floor: Badger only writes when it is written to, or to compact what it
-// was given. The free space is checked every 20 ms, and on the commit
+// was given. The free space is checked every 20 ms near these thresholds
+// (every 100 or 500 ms with more room: see interval), and on the commit
 // path before appends are admitted.
 //
 // At open, the reserve is released first when the disk is below the
@@ -130,7 +131,7 @@ func (g *diskGuard) prepare(storeDir string) (released int64, err error) {
 }
 
 // fast is the commit path's check (at most every 10 ms near the
-// thresholds, 50 ms otherwise): appends are
+// thresholds, up to 250 ms with room): appends are
 // refused below the floor, or while the reserve the store's size calls
 // for is not allocated (stored: the bytes in the store, which grow with
 // it); the reserve is released there.
@@ -217,12 +218,14 @@ func (g *diskGuard) update(free int64) {
 	g.low = g.free < g.floor+max(0, g.need-g.size)
 }
 
-// interval is how often the free space is worth checking: every 20 ms
-// when it is within 256 MiB of what the guard acts on, every 100 ms when
-// there is more room than a disk could take in between (2.5 GB/s).
-// g.mu is held.
+// interval is how often the free space is worth checking: the closer it
+// is to what the guard acts on, the more often (a disk filling at 2-6 GB/s
+// cannot cross the room left in between). g.mu is held.
 func (g *diskGuard) interval() time.Duration {
-	if g.free-(g.floor+max(0, g.need-g.size)) > 256<<20 {
+	switch room := g.free - (g.floor + max(0, g.need-g.size)); {
+	case room > 2<<30:
+		return 500 * time.Millisecond
+	case room > 256<<20:
 		return 100 * time.Millisecond
 	}
 	return 20 * time.Millisecond
@@ -290,8 +293,8 @@ func storeBytes(dir string) (tables, mems int64) {
 
 // diskLoop checks the free space and sizes the reserve every 20 ms when
 // the disk is near the guard's thresholds (a statfs: often enough to
-// release the reserve before a filling disk reaches Badger), every 100 ms
-// otherwise.
+// release the reserve before a filling disk reaches Badger), every 100 or
+// 500 ms when there is more room (interval).
 func (q *Queue) diskLoop() {
 	t := time.NewTimer(0)
 	defer t.Stop()
