@@ -133,6 +133,15 @@ func (q *Queue) recover(fresh bool) error {
 			return err
 		}
 	}
+	// The new segment's header carries the checkpoint as it is now, so
+	// that the next open starts from here even if this run ends before
+	// maintenance records one. Not after filling holes below the tables'
+	// highest key: those records are in memtables, not tables, until the
+	// next flush (a new store is filled in order, so its tables hold only
+	// sequences below its memtables').
+	if f := q.flushedSeq(); f > from && (fresh || rp.replayed == 0) && syncDir(filepath.Join(q.dir, "store")) == nil {
+		j.setMarks(acked, f)
+	}
 	q.seqStat.Store(q.lastSeq)
 	q.durable.Store(q.lastSeq)
 	q.openSeq = q.lastSeq
