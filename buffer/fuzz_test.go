@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"testing"
@@ -96,4 +97,34 @@ func FuzzJournalDamage(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestRangeSet checks the range set against a plain set, for sequences
+// added in any order and merged sets.
+func TestRangeSet(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for round := range 200 {
+		var s, o rangeSet
+		want := map[uint64]bool{}
+		for range r.IntN(300) {
+			v := uint64(r.IntN(400) + 1)
+			if r.IntN(4) == 0 {
+				o.add(v)
+			} else {
+				s.add(v)
+			}
+			want[v] = true
+		}
+		s.addSet(o)
+		for v := uint64(0); v <= 402; v++ {
+			if s.contains(v) != want[v] {
+				t.Fatalf("round %d: contains(%d) = %v, want %v (ranges %v)", round, v, s.contains(v), want[v], s.r)
+			}
+		}
+		for i := 1; i < len(s.r); i++ {
+			if s.r[i].lo <= s.r[i-1].hi+1 || s.r[i].lo > s.r[i].hi {
+				t.Fatalf("round %d: ranges not disjoint, sorted and merged: %v", round, s.r)
+			}
+		}
+	}
 }

@@ -334,15 +334,7 @@ func (s *rangeSet) add(seq uint64) {
 		s.r = append(s.r, seqRange{seq, seq})
 		return
 	}
-	i, _ := slices.BinarySearchFunc(s.r, seq, func(r seqRange, v uint64) int {
-		switch {
-		case r.hi < v:
-			return -1
-		case r.lo > v:
-			return 1
-		}
-		return 0
-	})
+	i, _ := slices.BinarySearchFunc(s.r, seq, cmpRange)
 	if i < n && s.r[i].lo <= seq && seq <= s.r[i].hi {
 		return
 	}
@@ -378,14 +370,17 @@ func (s *rangeSet) addSet(o rangeSet) {
 }
 
 func (s *rangeSet) contains(seq uint64) bool {
-	_, ok := slices.BinarySearchFunc(s.r, seq, func(r seqRange, v uint64) int {
-		switch {
-		case r.hi < v:
-			return -1
-		case r.lo > v:
-			return 1
-		}
-		return 0
-	})
+	_, ok := slices.BinarySearchFunc(s.r, seq, cmpRange)
 	return ok
+}
+
+// cmpRange orders a range against a sequence (0: it holds it).
+func cmpRange(r seqRange, v uint64) int {
+	switch {
+	case r.hi < v:
+		return -1
+	case r.lo > v:
+		return 1
+	}
+	return 0
 }

@@ -226,7 +226,7 @@ func Load(path string) (*Config, error) {
 			"%s the %s limit for a configuration file: is this the right file?", what, Size(MaxFileSize))}}
 	}
 	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && fi.Size() > MaxFileSize {
-		return nil, tooBig("the file is " + humanSize(fi.Size()) + ", over")
+		return nil, tooBig("the file is " + HumanBytes(fi.Size()) + ", over")
 	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err != nil {
@@ -238,8 +238,9 @@ func Load(path string) (*Config, error) {
 	return Parse(path, data, os.LookupEnv)
 }
 
-// humanSize writes n bytes with one decimal in the largest binary unit.
-func humanSize(n int64) string {
+// HumanBytes writes n bytes with one decimal in the largest binary unit
+// ("1.5 MiB"), for messages.
+func HumanBytes(n int64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)
