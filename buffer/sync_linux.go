@@ -1,6 +1,7 @@
 package buffer
 
 import (
+	"errors"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -10,5 +11,24 @@ import (
 func dataSync(f *os.File) error { return unix.Fdatasync(int(f.Fd())) }
 
 // allocate gives a file size bytes of real disk blocks (a full disk fails
-// here, with ENOSPC, instead of later on a write through a memory map).
-func allocate(f *os.File, size int64) error { return unix.Fallocate(int(f.Fd()), 0, 0, size) }
+// here, with ENOSPC, instead of later on a write through a memory map). A
+// filesystem without fallocate gets zeros written.
+func allocate(f *os.File, size int64) error {
+	err := unix.Fallocate(int(f.Fd()), 0, 0, size)
+	if !errors.Is(err, unix.EOPNOTSUPP) {
+		return err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	zeros := make([]byte, 1<<20)
+	for off := fi.Size(); off < size; {
+		n, err := f.WriteAt(zeros[:min(int64(len(zeros)), size-off)], off)
+		if err != nil {
+			return err
+		}
+		off += int64(n)
+	}
+	return f.Sync()
+}
