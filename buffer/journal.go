@@ -282,10 +282,7 @@ func (j *journal) prepare() spareSeg {
 	if err != nil {
 		return spareSeg{err: fmt.Errorf("journal: %w", err)}
 	}
-	zeros := make([]byte, 256<<10)
-	for off := int64(0); off < j.segSize && err == nil; off += int64(len(zeros)) {
-		_, err = f.Write(zeros[:min(int64(len(zeros)), j.segSize-off)])
-	}
+	err = writeZeros(f, 0, j.segSize)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -297,6 +294,19 @@ func (j *journal) prepare() spareSeg {
 		return spareSeg{err: fmt.Errorf("journal: preallocate segment: %w", err)}
 	}
 	return spareSeg{path: f.Name()}
+}
+
+// writeZeros writes zeros into f from from to to.
+func writeZeros(f *os.File, from, to int64) error {
+	zeros := make([]byte, min(to-from, 1<<20))
+	for off := from; off < to; {
+		n, err := f.WriteAt(zeros[:min(int64(len(zeros)), to-off)], off)
+		if err != nil {
+			return err
+		}
+		off += int64(n)
+	}
+	return nil
 }
 
 // finishSegment gives a spare its final name and writes its header. The

@@ -21,13 +21,5 @@ func allocate(f *os.File, size int64) error {
 	if err != nil {
 		return err
 	}
-	zeros := make([]byte, 1<<20)
-	for off := fi.Size(); off < size; {
-		n, err := f.WriteAt(zeros[:min(int64(len(zeros)), size-off)], off)
-		if err != nil {
-			return err
-		}
-		off += int64(n)
-	}
-	return nil
+	return writeZeros(f, fi.Size(), size)
 }
