@@ -18,13 +18,10 @@ import (
 	"github.com/scanagent/scanagent/devices/sim"
 )
 
-// TestBufferThatCannotOpenIsWaitedFor: a buffer that cannot open (here,
-// held by another process; in the field, a full disk) does not make the
-// agent exit, which would only start a restart loop: it serves its status
-// saying why, retries, and starts scanning once the buffer opens.
-func TestBufferThatCannotOpenIsWaitedFor(t *testing.T) {
-	broker := testmqtt.Start(t)
-	dir := t.TempDir()
+// storageRig is a scanner on a pseudo-terminal and an agent config
+// (mqtt and station keys given) for the storage tests.
+func storageRig(t *testing.T, broker *testmqtt.Broker, mqttKeys, scannerKeys string) (*sim.Scanner, *config.Config) {
+	t.Helper()
 	sc, err := sim.NewScanner("\r\n")
 	if err != nil {
 		t.Fatal(err)
@@ -32,13 +29,23 @@ func TestBufferThatCannotOpenIsWaitedFor(t *testing.T) {
 	t.Cleanup(func() { sc.Close() })
 	cfg, err := config.Parse("test.yaml", fmt.Appendf(nil, `
 agent: {id: hub-test-01, site: TEST-HUB, data_dir: %q}
-mqtt: {brokers: [%q], reconnect_min: 50ms, reconnect_max: 300ms}
+mqtt: {brokers: [%q], reconnect_min: 50ms%s}
 http: {listen: "127.0.0.1:0"}
-stations: [{id: induct-3, scanner: {port: %q, baud: 115200}}]
-`, filepath.Join(dir, "data"), broker.URL(), sc.Path()), func(string) (string, bool) { return "", false })
+stations: [{id: induct-3, scanner: {port: %q, baud: 115200%s}}]
+`, filepath.Join(t.TempDir(), "data"), broker.URL(), mqttKeys, sc.Path(), scannerKeys), func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatal(err)
 	}
+	return sc, cfg
+}
+
+// TestBufferThatCannotOpenIsWaitedFor: a buffer that cannot open (here,
+// held by another process; in the field, a full disk) does not make the
+// agent exit, which would only start a restart loop: it serves its status
+// saying why, retries, and starts scanning once the buffer opens.
+func TestBufferThatCannotOpenIsWaitedFor(t *testing.T) {
+	broker := testmqtt.Start(t)
+	sc, cfg := storageRig(t, broker, ", reconnect_max: 300ms", "")
 	holder, err := buffer.Open(agent.BufferDir(cfg), buffer.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -122,21 +129,7 @@ func TestOversizedEventRefusedAtStation(t *testing.T) {
 // scans behind it flow on. It is reported, and kept for export.
 func TestPoisonEventParked(t *testing.T) {
 	broker := testmqtt.Start(t, testmqtt.WithConfig("max_packet_size 8192"))
-	dir := t.TempDir()
-	sc, err := sim.NewScanner("\r\n")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sc.Close() })
-	cfg, err := config.Parse("test.yaml", fmt.Appendf(nil, `
-agent: {id: hub-test-01, site: TEST-HUB, data_dir: %q}
-mqtt: {brokers: [%q], reconnect_min: 50ms, reconnect_max: 200ms, window: 4, connect_timeout: 2s}
-http: {listen: "127.0.0.1:0"}
-stations: [{id: induct-3, scanner: {port: %q, baud: 115200, max_length: 65536}}]
-`, filepath.Join(dir, "data"), broker.URL(), sc.Path()), func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatal(err)
-	}
+	sc, cfg := storageRig(t, broker, ", reconnect_max: 200ms, window: 4, connect_timeout: 2s", ", max_length: 65536")
 	sub := testmqtt.Subscribe(t, broker, "central", cfg.MQTT.TopicPrefix+"/scans/#")
 	a, err := agent.New(cfg, agent.Deps{Log: slog.New(slog.NewTextHandler(t.Output(), nil)), Version: "test"})
 	if err != nil {

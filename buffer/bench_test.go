@@ -61,20 +61,8 @@ func BenchmarkBacklog1M(b *testing.B) {
 		b.StopTimer()
 		dir := b.TempDir()
 		q := openT(b, dir)
-		payload := make([]byte, 200)
-		enc := func(uint64) ([]byte, error) { return payload, nil }
 		fillStart := time.Now()
-		var wg sync.WaitGroup
-		wg.Add(n)
-		for range n {
-			q.Submit(enc, func(_ uint64, err error) {
-				if err != nil {
-					b.Error(err)
-				}
-				wg.Done()
-			})
-		}
-		wg.Wait()
+		fillBench(b, q, n)
 		fill := time.Since(fillStart)
 		if st, err := os.ReadFile("/proc/self/status"); err == nil {
 			for _, l := range strings.Split(string(st), "\n") {
@@ -156,13 +144,7 @@ func BenchmarkOpen1M(b *testing.B) {
 		b.StopTimer()
 		dir := b.TempDir()
 		q := openT(b, dir)
-		payload := make([]byte, 200)
-		var wg sync.WaitGroup
-		wg.Add(n)
-		for range n {
-			q.Submit(func(uint64) ([]byte, error) { return payload, nil }, func(uint64, error) { wg.Done() })
-		}
-		wg.Wait()
+		fillBench(b, q, n)
 		q.Close()
 		start := time.Now()
 		q = openT(b, dir)
@@ -184,4 +166,22 @@ func BenchmarkOpen1M(b *testing.B) {
 		b.ReportMetric(open.Seconds(), "open-s")
 		b.ReportMetric(rebuild.Seconds(), "rebuild-s")
 	}
+}
+
+// fillBench appends n records of 200 bytes with appends in flight, as
+// stations do.
+func fillBench(b *testing.B, q *Queue, n int) {
+	payload := make([]byte, 200)
+	enc := func(uint64) ([]byte, error) { return payload, nil }
+	var wg sync.WaitGroup
+	wg.Add(n)
+	for range n {
+		q.Submit(enc, func(_ uint64, err error) {
+			if err != nil {
+				b.Error(err)
+			}
+			wg.Done()
+		})
+	}
+	wg.Wait()
 }

@@ -307,7 +307,11 @@ func (q *Queue) countUnrecoverable(damaged []seqRange, rp *replayer, fresh bool)
 	if err != nil || len(lost) == 0 {
 		return err
 	}
-	return q.recordLoss(lost, "journal damaged and the store has no copy")
+	if err := q.recordLoss(lost, "journal damaged and the store has no copy"); err != nil {
+		// Logged and counted already; a full disk must not stop the open.
+		q.log.Error("buffer: writing the loss record failed; the loss is reported until the next start only", "err", err)
+	}
+	return nil
 }
 
 // seqRange is an inclusive range of sequences.
