@@ -1,6 +1,6 @@
 module github.com/scanagent/scanagent
 
-go 1.26
+go 1.26.0
 
 require (
 	github.com/creack/pty v1.1.24
@@ -13,7 +13,9 @@ require (
 	go.bug.st/serial v1.8.0
 	go.yaml.in/yaml/v3 v3.0.6
 	golang.org/x/net v0.44.0
+	golang.org/x/sync v0.17.0
 	golang.org/x/sys v0.43.0
+	golang.org/x/time v0.16.0
 )
 
 require (
@@ -35,7 +37,6 @@ require (
 	go.opentelemetry.io/otel/metric v1.41.0 // indirect
 	go.opentelemetry.io/otel/trace v1.41.0 // indirect
 	go.yaml.in/yaml/v2 v2.4.2 // indirect
-	golang.org/x/sync v0.17.0 // indirect
 	google.golang.org/protobuf v1.36.8 // indirect
 	gopkg.in/yaml.v3 v3.0.1 // indirect
 )

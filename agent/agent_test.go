@@ -21,6 +21,8 @@ import (
 
 	"github.com/scanagent/scanagent/agent"
 	"github.com/scanagent/scanagent/agent/config"
+	"github.com/scanagent/scanagent/agent/record"
+	"github.com/scanagent/scanagent/agent/status"
 	"github.com/scanagent/scanagent/agent/testmqtt"
 	"github.com/scanagent/scanagent/devices/sim"
 )
@@ -121,11 +123,11 @@ func (r *rig) waitAccepted(n uint64) {
 	}
 }
 
-func scans(msgs []testmqtt.Message) []agent.Event {
-	var out []agent.Event
+func scans(msgs []testmqtt.Message) []record.Event {
+	var out []record.Event
 	for _, m := range msgs {
 		if strings.Contains(m.Topic, "/scans/") {
-			var ev agent.Event
+			var ev record.Event
 			if err := json.Unmarshal(m.Payload, &ev); err == nil {
 				out = append(out, ev)
 			}
@@ -140,9 +142,9 @@ func countScans(n int) func([]testmqtt.Message) bool {
 
 // uniqueScans keeps the first delivery of each event id (delivery is at
 // least once).
-func uniqueScans(evs []agent.Event) []agent.Event {
+func uniqueScans(evs []record.Event) []record.Event {
 	seen := map[string]bool{}
-	var out []agent.Event
+	var out []record.Event
 	for _, e := range evs {
 		if !seen[e.ID] {
 			seen[e.ID] = true
@@ -213,14 +215,14 @@ func TestEndToEndSchema(t *testing.T) {
 		}
 	}
 	// Retained online status.
-	var status map[string]any
+	var online map[string]any
 	for _, m := range msgs {
 		if strings.HasSuffix(m.Topic, "/status") {
-			json.Unmarshal(m.Payload, &status)
+			json.Unmarshal(m.Payload, &online)
 		}
 	}
-	if status["state"] != "online" || status["agent"] != "hub-test-01" {
-		t.Errorf("status = %v", status)
+	if online["state"] != "online" || online["agent"] != "hub-test-01" {
+		t.Errorf("status = %v", online)
 	}
 	// The local status API.
 	addr := <-r.addr
@@ -239,7 +241,7 @@ func TestEndToEndSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var st agent.Status
+	var st status.Status
 	json.NewDecoder(resp.Body).Decode(&st)
 	resp.Body.Close()
 	if st.Agent != "hub-test-01" || st.Buffer.LastSeq != 5 || st.Stations[0].Counters.Scans != 5 || st.Stations[0].Counters.Invalid != 2 ||

@@ -21,6 +21,7 @@ import (
 
 	"github.com/scanagent/scanagent/agent"
 	"github.com/scanagent/scanagent/agent/config"
+	"github.com/scanagent/scanagent/agent/record"
 	"github.com/scanagent/scanagent/agent/testmqtt"
 	"github.com/scanagent/scanagent/buffer"
 	"github.com/scanagent/scanagent/devices/sim"
@@ -41,25 +42,28 @@ func fillBacklog(b *testing.B, cfg *config.Config, n int) int {
 		b.Fatal(err)
 	}
 	defer q.Close()
-	var wg sync.WaitGroup
-	wg.Add(n)
+	out := make(chan buffer.Outcome, 4096)
 	size := 0
-	for i := range n {
-		ev := agent.Event{Schema: agent.Schema, ID: fmt.Sprintf("0193f2c4-9a4e-7c1d-8f3a-%012d", i), Agent: cfg.Agent.ID, Site: cfg.Agent.Site,
-			Station: "backlog-1", Event: "EMB", ScannedAt: agent.Timestamp(time.Now()), Barcode: s10(i % 100_000_000), AIM: "]C0", Kind: "s10", Valid: true}
-		enc := agent.RecordEncoder("backlog-1", &ev)
-		if i == 0 {
-			v, _ := enc(1)
-			size = len(v)
-		}
-		q.Submit(enc, func(_ uint64, err error) {
+	go func() {
+		for i := range n {
+			ev := record.Event{Schema: record.Schema, ID: fmt.Sprintf("0193f2c4-9a4e-7c1d-8f3a-%012d", i), Agent: cfg.Agent.ID, Site: cfg.Agent.Site,
+				Station: "backlog-1", Event: "EMB", ScannedAt: record.Timestamp(time.Now()), Barcode: s10(i % 100_000_000), AIM: "]C0", Kind: "s10", Valid: true}
+			v, err := record.EventValue("backlog-1", &ev)
 			if err != nil {
 				b.Error(err)
+				return
 			}
-			wg.Done()
-		})
+			if i == 0 {
+				size = len(v.Bytes(1))
+			}
+			q.Submit(v, nil, out)
+		}
+	}()
+	for range n {
+		if o := <-out; o.Err != nil {
+			b.Error(o.Err)
+		}
 	}
-	wg.Wait()
 	return size
 }
 
@@ -246,8 +250,8 @@ func BenchmarkLiveWhileDraining(b *testing.B) {
 	}
 }
 
-func decodeEvent(p []byte) (agent.Event, error) {
-	var ev agent.Event
+func decodeEvent(p []byte) (record.Event, error) {
+	var ev record.Event
 	err := json.Unmarshal(p, &ev)
 	return ev, err
 }

@@ -13,6 +13,8 @@ import (
 
 	"github.com/scanagent/scanagent/agent"
 	"github.com/scanagent/scanagent/agent/config"
+	"github.com/scanagent/scanagent/agent/record"
+	"github.com/scanagent/scanagent/agent/status"
 	"github.com/scanagent/scanagent/agent/testmqtt"
 	"github.com/scanagent/scanagent/devices/sim"
 )
@@ -118,7 +120,7 @@ func TestReloadStations(t *testing.T) {
 	scanners["c"].Send("]C0", "RR287043775IN")
 	n := int(sent.Load())
 	msgs := sub.WaitFor(20*time.Second, "every scan", func(m []testmqtt.Message) bool { return len(uniqueScans(scans(m))) >= n+2 })
-	byStation := map[string][]agent.Event{}
+	byStation := map[string][]record.Event{}
 	for _, ev := range uniqueScans(scans(msgs)) {
 		byStation[ev.Station] = append(byStation[ev.Station], ev)
 	}
@@ -186,15 +188,15 @@ func TestReloadKeepsStationCounters(t *testing.T) {
 		t.Fatal(err)
 	}
 	runAgent(t, a)
-	stationB := func() (agent.StationStatus, bool) {
+	stationB := func() (status.Station, bool) {
 		for _, st := range a.Status().Stations {
 			if st.ID == "b" {
 				return st, true
 			}
 		}
-		return agent.StationStatus{}, false
+		return status.Station{}, false
 	}
-	waitB := func(what string, ok func(agent.StationStatus) bool) agent.StationStatus {
+	waitB := func(what string, ok func(status.Station) bool) status.Station {
 		t.Helper()
 		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 			if st, found := stationB(); found && ok(st) {
@@ -206,7 +208,7 @@ func TestReloadKeepsStationCounters(t *testing.T) {
 			}
 		}
 	}
-	connected := func(st agent.StationStatus) bool {
+	connected := func(st status.Station) bool {
 		return st.Scanner.State == "connected" && st.Scale != nil && st.Scale.State == "connected" && st.Scale.Frames["ok"] > 0
 	}
 	waitB("connected with a weight", connected)
@@ -214,12 +216,12 @@ func TestReloadKeepsStationCounters(t *testing.T) {
 	scB.Send("]C0", "RR473124829GB")              // a double read
 	scB.Send("]C0", "RR473124828GB")              // wrong check digit: invalid, bad-read feedback
 	scB.Write([]byte("]C0RR\x01473124829GB\r\n")) // a control character: rejected
-	before := waitB("counted", func(st agent.StationStatus) bool {
+	before := waitB("counted", func(st status.Station) bool {
 		c := st.Counters
 		return c.Scans == 2 && c.Invalid == 1 && c.Suppressed == 1 && c.Rejected["control"] == 1 && c.Weights["ok"] == 2 && c.Feedback["bad"] == 1
 	})
 
-	notBehind := func(when string, st agent.StationStatus) {
+	notBehind := func(when string, st status.Station) {
 		t.Helper()
 		c, w := st.Counters, before.Counters
 		if c.Scans < w.Scans || c.Invalid < w.Invalid || c.Suppressed < w.Suppressed || c.InvalidByReason["check_digit"] < 1 ||
@@ -236,7 +238,7 @@ func TestReloadKeepsStationCounters(t *testing.T) {
 	notBehind("right after the restart", st)
 	waitB("reconnected", connected)
 	scB.Send("]C0", "RR287043775IN")
-	st = waitB("one more scan", func(st agent.StationStatus) bool { return st.Counters.Scans == before.Counters.Scans+1 })
+	st = waitB("one more scan", func(st status.Station) bool { return st.Counters.Scans == before.Counters.Scans+1 })
 	notBehind("after one more scan", st)
 
 	// Removed, then added again.

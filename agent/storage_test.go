@@ -13,6 +13,7 @@ import (
 
 	"github.com/scanagent/scanagent/agent"
 	"github.com/scanagent/scanagent/agent/config"
+	"github.com/scanagent/scanagent/agent/station"
 	"github.com/scanagent/scanagent/agent/testmqtt"
 	"github.com/scanagent/scanagent/buffer"
 	"github.com/scanagent/scanagent/devices/sim"
@@ -114,7 +115,7 @@ func TestOversizedEventRefusedAtStation(t *testing.T) {
 		t.Fatalf("events %+v", evs)
 	}
 	st := r.a.Status()
-	if c := st.Stations[0].Counters; c.NotAccepted[agent.ReasonTooLarge] != 1 || c.Scans != 2 || c.Feedback["bad"] != 1 {
+	if c := st.Stations[0].Counters; c.NotAccepted[station.ReasonTooLarge] != 1 || c.Scans != 2 || c.Feedback["bad"] != 1 {
 		t.Fatalf("counters %+v", c)
 	}
 	if st.Buffer.Rejected[buffer.ReasonRefused] != 1 || st.Buffer.Rejected[buffer.ReasonError] != 0 {

@@ -20,6 +20,7 @@ import (
 	"github.com/scanagent/scanagent/agent"
 	"github.com/scanagent/scanagent/agent/config"
 	"github.com/scanagent/scanagent/agent/parcel"
+	"github.com/scanagent/scanagent/agent/status"
 	"github.com/scanagent/scanagent/agent/testmqtt"
 	"github.com/scanagent/scanagent/devices/sim"
 )
@@ -94,7 +95,7 @@ func startAgent(t *testing.T, mqttYAML string, env map[string]string) *running {
 	return &running{a: a, sc: sc, logs: logs, stop: stop}
 }
 
-func (r *running) waitState(t *testing.T, state string) agent.UplinkStats {
+func (r *running) waitState(t *testing.T, state string) status.Uplink {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -139,7 +140,7 @@ func TestMutualTLS(t *testing.T) {
 	b := testmqtt.Start(t, testmqtt.WithTLS(testmqtt.TLSFiles{CAFile: pki.CA, CertFile: pki.ServerCert, KeyFile: pki.ServerKey, RequireClientCert: true}))
 	sub := testmqtt.Subscribe(t, b, "central", "scanagent/LAB/hub-1/#")
 	r := startAgent(t, fmt.Sprintf("brokers: [%q], tls: {ca_file: %q, cert_file: %q, key_file: %q}", b.TLSURL(), pki.CA, pki.ClientCert, pki.ClientKey), nil)
-	r.waitState(t, agent.UplinkConnected)
+	r.waitState(t, status.UplinkConnected)
 	r.sc.Send("]C0", "RR473124829GB")
 	r.sub(t, sub, 1)
 }
@@ -170,7 +171,7 @@ func TestTLSFailuresAreClassified(t *testing.T) {
 				url = strings.Replace(b.URL(), "tcp://", "ssl://", 1)
 			}
 			r := startAgent(t, fmt.Sprintf("brokers: [%q], tls: %s", url, tc.tls), nil)
-			st := r.waitState(t, agent.UplinkTLSError)
+			st := r.waitState(t, status.UplinkTLSError)
 			if !strings.Contains(st.Hint+st.LastError, tc.hint) {
 				t.Fatalf("state %+v: want %q in the hint or error", st, tc.hint)
 			}
@@ -194,7 +195,7 @@ func TestAuthRefused(t *testing.T) {
 	sub := testmqtt.Subscribe(t, b, "central", "scanagent/LAB/hub-1/#", func(o *mqtt.ClientOptions) { o.SetUsername("central").SetPassword("c-pw") })
 
 	r := startAgent(t, fmt.Sprintf("brokers: [%q], username: hub-1", b.URL()), map[string]string{"SCANAGENT_MQTT_PASSWORD": "wrong-pw"})
-	st := r.waitState(t, agent.UplinkAuthRefused)
+	st := r.waitState(t, status.UplinkAuthRefused)
 	if !strings.Contains(st.Hint, "password") {
 		t.Fatalf("hint %q", st.Hint)
 	}
@@ -203,7 +204,7 @@ func TestAuthRefused(t *testing.T) {
 	r.stop()
 
 	r2 := startAgent(t, fmt.Sprintf("brokers: [%q], username: hub-1", b.URL()), map[string]string{"SCANAGENT_MQTT_PASSWORD": "s3cret-pw"})
-	r2.waitState(t, agent.UplinkConnected)
+	r2.waitState(t, status.UplinkConnected)
 	r2.sc.Send("]C0", "RR287043775IN")
 	r2.sub(t, sub, 1)
 	for _, l := range []string{r.logs.String(), r2.logs.String()} {
@@ -220,7 +221,7 @@ func TestFailover(t *testing.T) {
 	sub1 := testmqtt.Subscribe(t, b1, "central-1", "scanagent/LAB/hub-1/scans/#")
 	sub2 := testmqtt.Subscribe(t, b2, "central-2", "scanagent/LAB/hub-1/scans/#")
 	r := startAgent(t, fmt.Sprintf("brokers: [%q, %q]", b1.URL(), b2.URL()), nil)
-	r.waitState(t, agent.UplinkConnected)
+	r.waitState(t, status.UplinkConnected)
 	const n = 200
 	for i := 1; i <= n; i++ {
 		r.sc.Send("]C0", s10(i))
@@ -266,7 +267,7 @@ func TestProxyCutsAndHeldAcks(t *testing.T) {
 	sub := testmqtt.Subscribe(t, b, "central", "scanagent/LAB/hub-1/scans/#")
 	const window = 32
 	r := startAgent(t, fmt.Sprintf("brokers: [%q], window: %d, keepalive: 1s", px.URL(), window), nil)
-	r.waitState(t, agent.UplinkConnected)
+	r.waitState(t, status.UplinkConnected)
 	const n, cuts = 600, 6
 	fed := make(chan struct{})
 	go func() {
@@ -316,7 +317,7 @@ func TestHealthAndDeviceTopics(t *testing.T) {
 		}
 		return n >= 2
 	})
-	var h agent.Status
+	var h status.Status
 	for _, x := range msgs {
 		if strings.HasSuffix(x.Topic, "/health") {
 			json.Unmarshal(x.Payload, &h)
@@ -362,7 +363,7 @@ func TestMaxRateAndLiveFirst(t *testing.T) {
 	}
 	r.waitAccepted(t, backlog)
 	b.Restart()
-	r.waitState(t, agent.UplinkConnected)
+	r.waitState(t, status.UplinkConnected)
 	start := time.Now()
 	r.sc.Send("]C0", "RR999999990GB"[:0]+s10(99999))
 	msgs := sub.WaitFor(30*time.Second, "backlog and live scan", countScans(backlog+1))
@@ -398,7 +399,7 @@ func TestLiveFirstRecoversFromCutWithoutLiveScans(t *testing.T) {
 	}
 	r.waitAccepted(t, backlog)
 	b.Restart()
-	r.waitState(t, agent.UplinkConnected)
+	r.waitState(t, status.UplinkConnected)
 	px.Hold()
 	time.Sleep(time.Second) // more than 64 backlog publishes in flight, PUBACKs held
 	px.Cut()
@@ -414,14 +415,14 @@ func TestStalledState(t *testing.T) {
 	px := testmqtt.NewProxy(t, b.Addr())
 	sub := testmqtt.Subscribe(t, b, "central", "scanagent/LAB/hub-1/scans/#")
 	r := startAgent(t, fmt.Sprintf("brokers: [%q], keepalive: 1s", px.URL()), nil) // no PUBACK within 1s×2 + 2s: stalled
-	r.waitState(t, agent.UplinkConnected)
+	r.waitState(t, status.UplinkConnected)
 	px.Hold()
 	r.sc.Send("]C0", "RR473124829GB")
 	r.waitAccepted(t, 1)
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		st := r.a.Status().MQTT
-		if st.State != agent.UplinkConnected {
-			if st.State != agent.UplinkStalled || !strings.Contains(st.Hint, "no PUBACK") || !strings.Contains(st.LastError, "no PUBACK for seq 1") {
+		if st.State != status.UplinkConnected {
+			if st.State != status.UplinkStalled || !strings.Contains(st.Hint, "no PUBACK") || !strings.Contains(st.LastError, "no PUBACK for seq 1") {
 				t.Fatalf("after PUBACKs stopped: %+v", st)
 			}
 			break
@@ -444,10 +445,10 @@ func TestStalledState(t *testing.T) {
 			t.Fatalf("no stalled log line:\n%s", r.logs.String())
 		}
 	}
-	if st := r.a.Status().MQTT; st.State != agent.UplinkStalled && st.State != agent.UplinkUnreachable {
+	if st := r.a.Status().MQTT; st.State != status.UplinkStalled && st.State != status.UplinkUnreachable {
 		t.Fatalf("state %+v", st) // later attempts through the held proxy time out: unreachable
 	}
 	px.Cut() // drops the held bytes and the hold
-	r.waitState(t, agent.UplinkConnected)
+	r.waitState(t, status.UplinkConnected)
 	r.sub(t, sub, 1)
 }

@@ -23,23 +23,30 @@ func BenchmarkAppendLatency2k(b *testing.B) {
 	q := openT(b, b.TempDir())
 	defer q.Close()
 	payload := make([]byte, 200)
-	enc := func(uint64) ([]byte, error) { return payload, nil }
+	enc := Value{Head: payload}
 	lat := make([]time.Duration, b.N)
+	starts := make([]time.Time, b.N)
+	out := make(chan Outcome, 1024)
 	var wg sync.WaitGroup
 	wg.Add(b.N)
+	go func() {
+		for o := range out {
+			if o.Err != nil {
+				b.Error(o.Err)
+			}
+			i := o.Tag.(int)
+			lat[i] = time.Since(starts[i])
+			wg.Done()
+		}
+	}()
+	defer close(out)
 	tick := time.NewTicker(500 * time.Microsecond)
 	defer tick.Stop()
 	b.ResetTimer()
 	for i := range b.N {
 		<-tick.C
-		start := time.Now()
-		q.Submit(enc, func(_ uint64, err error) {
-			if err != nil {
-				b.Error(err)
-			}
-			lat[i] = time.Since(start)
-			wg.Done()
-		})
+		starts[i] = time.Now()
+		q.Submit(enc, i, out)
 	}
 	wg.Wait()
 	b.StopTimer()
@@ -172,16 +179,16 @@ func BenchmarkOpen1M(b *testing.B) {
 // stations do.
 func fillBench(b *testing.B, q *Queue, n int) {
 	payload := make([]byte, 200)
-	enc := func(uint64) ([]byte, error) { return payload, nil }
-	var wg sync.WaitGroup
-	wg.Add(n)
+	enc := Value{Head: payload}
+	out := make(chan Outcome, 4096)
+	go func() {
+		for range n {
+			q.Submit(enc, nil, out)
+		}
+	}()
 	for range n {
-		q.Submit(enc, func(_ uint64, err error) {
-			if err != nil {
-				b.Error(err)
-			}
-			wg.Done()
-		})
+		if o := <-out; o.Err != nil {
+			b.Error(o.Err)
+		}
 	}
-	wg.Wait()
 }

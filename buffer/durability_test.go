@@ -239,7 +239,7 @@ func TestJournalKeptUntilAcknowledged(t *testing.T) {
 	defer q.Close()
 	payload := make([]byte, 300)
 	for range 40000 { // ~13 MB: more than the memtables hold
-		if err := q.Submit(func(uint64) ([]byte, error) { return payload, nil }, func(uint64, error) {}); err != nil {
+		if err := q.Submit(Value{Head: payload}, nil, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -263,7 +263,7 @@ func TestReclaimAfterDrain(t *testing.T) {
 	payload := make([]byte, 300)
 	const n = 100000 // ~33 MB of records
 	for range n {
-		q.Submit(func(uint64) ([]byte, error) { return payload, nil }, func(uint64, error) {})
+		q.Submit(Value{Head: payload}, nil, nil)
 	}
 	waitFor(t, func() bool { return q.Stats().Appended == n })
 	full := duBytes(t, dir)

@@ -20,15 +20,15 @@ func fillUntilRefused(t *testing.T, q *Queue) int {
 	t.Helper()
 	accepted := 0
 	for range 400 {
-		done := make(chan error, 500)
+		done := make(chan Outcome, 500)
 		for range 500 {
-			if err := q.Submit(func(seq uint64) ([]byte, error) { return payload(seq), nil }, func(_ uint64, err error) { done <- err }); err != nil {
+			if err := q.Submit(payloadValue, nil, done); err != nil {
 				t.Fatal(err)
 			}
 		}
 		full := false
 		for range 500 {
-			err := <-done
+			err := (<-done).Err
 			switch {
 			case err == nil:
 				accepted++

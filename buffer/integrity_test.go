@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,30 +27,26 @@ const faultRecords = 30000 // ~10 MB of 300-byte records: several tables, many s
 var faultOpts = Options{SegmentSize: 512 << 10, MaintInterval: 20 * time.Millisecond, MinFreeDisk: -1}
 
 // payload is record seq's content, checkable after any repair.
-func payload(seq uint64) []byte {
-	return fmt.Appendf(nil, "%d:%s", seq, bytes.Repeat([]byte{byte('a' + seq%26)}, 290))
-}
+// payloadValue makes the records of fill: "<seq>:" and 290 bytes.
+var payloadValue = Value{Tail: append([]byte(":"), bytes.Repeat([]byte("p"), 290)...)}
+
+func payload(seq uint64) []byte { return payloadValue.Bytes(seq) }
 
 // fill appends n records with many in flight, as stations do.
 func fill(t *testing.T, q *Queue, n int) {
 	t.Helper()
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var errs []error
+	out := make(chan Outcome, n)
 	for range n {
-		wg.Add(1)
-		if err := q.Submit(func(seq uint64) ([]byte, error) { return payload(seq), nil }, func(_ uint64, err error) {
-			if err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-			}
-			wg.Done()
-		}); err != nil {
+		if err := q.Submit(payloadValue, nil, out); err != nil {
 			t.Fatal(err)
 		}
 	}
-	wg.Wait()
+	var errs []error
+	for range n {
+		if o := <-out; o.Err != nil {
+			errs = append(errs, o.Err)
+		}
+	}
 	if len(errs) > 0 {
 		t.Fatalf("%d appends failed, first: %v", len(errs), errs[0])
 	}

@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,9 +37,9 @@ var (
 	ErrFull     = errors.New("buffer full (buffer.max_bytes reached, when_full: reject_new)")
 	ErrDiskFull = errors.New("disk full: free space below buffer.min_free_disk")
 	ErrLocked   = errors.New("buffer is in use by another process (is the agent running? stop it first)")
-	// ErrRefused is for an Encoder to wrap when it refuses its record
-	// (counted under ReasonRefused, not as an error).
-	ErrRefused = errors.New("record refused by its encoder")
+	// ErrRefused fails an append whose value is longer than its
+	// Value.Max (counted under ReasonRefused, not as an error).
+	ErrRefused = errors.New("record refused: longer than its limit")
 )
 
 // WhenFull is the policy applied when MaxBytes is reached.
@@ -142,17 +143,52 @@ func (r Record) size() int64 {
 	return int64(len(r.Value) + valueHeaderLen + keyLen)
 }
 
-// Encoder builds a record's value once its sequence number is known. It runs
-// on the commit goroutine and must not block.
-type Encoder func(seq uint64) ([]byte, error)
+// Value is a record's value before its sequence number is known: the
+// record is Head, the sequence number in decimal, then Tail. The queue
+// assigns sequence numbers in commit order, so a producer cannot write
+// them itself; it gives the bytes around, and the queue runs no producer
+// code.
+type Value struct {
+	Head, Tail []byte
+	// Max, if positive, refuses the record (ErrRefused) when it would be
+	// longer than Max bytes.
+	Max int
+}
+
+// Bytes returns the record v makes with seq.
+func (v Value) Bytes(seq uint64) []byte { return v.appendTo(nil, seq) }
+
+func (v Value) appendTo(b []byte, seq uint64) []byte {
+	b = append(b, v.Head...)
+	b = strconv.AppendUint(b, seq, 10)
+	return append(b, v.Tail...)
+}
+
+// size is the length of the record v makes with seq.
+func (v Value) size(seq uint64) int {
+	n := 1
+	for x := seq; x >= 10; x /= 10 {
+		n++
+	}
+	return len(v.Head) + n + len(v.Tail)
+}
+
+// Outcome is what became of a submitted value: durable under Seq (Err
+// nil), or not stored (Err says why). Tag is the submitter's.
+type Outcome struct {
+	Seq uint64
+	Err error
+	Tag any
+}
 
 type appendReq struct {
-	enc  Encoder
-	cb   func(seq uint64, err error) // Submit's callback, or nil (Append)
+	v    Value
+	tag  any
+	out  chan<- Outcome // Submit's channel, or nil
 	seq  uint64
 	val  []byte // stored value (encodeValue)
 	err  error
-	done chan struct{}
+	done chan struct{} // Append waits on it; nil for Submit
 }
 
 // Queue is the durable FIFO. All methods are safe for concurrent use.
@@ -326,11 +362,12 @@ func (q *Queue) countQuarantined() {
 	q.quarantined.Store(int64(len(stores) + len(segs)))
 }
 
-// Append assigns the next sequence number, encodes the record with enc and
-// returns once it is durable. The error is non-nil when the record is not
-// durable: ErrFull, ErrDiskFull, ErrClosed, an encoding or a disk error.
-func (q *Queue) Append(enc Encoder) (uint64, error) {
-	r := &appendReq{enc: enc, done: make(chan struct{})}
+// Append assigns the next sequence number, stores the record v makes with
+// it and returns once it is durable. The error is non-nil when the record
+// is not durable: ErrFull, ErrDiskFull, ErrClosed, ErrRefused or a disk
+// error.
+func (q *Queue) Append(v Value) (uint64, error) {
+	r := &appendReq{v: v, done: make(chan struct{})}
 	q.mu.RLock()
 	if q.closed {
 		q.mu.RUnlock()
@@ -343,12 +380,15 @@ func (q *Queue) Append(enc Encoder) (uint64, error) {
 }
 
 // Submit queues an append and returns without waiting for it (it blocks
-// only while MaxBatch appends are already waiting). done is called on the
-// commit goroutine, in sequence order, once the record is durable (err nil)
-// or has failed; it must not block. A producer that keeps several appends
-// in flight gets larger groups per sync than one that waits for each.
-func (q *Queue) Submit(enc Encoder, done func(seq uint64, err error)) error {
-	r := &appendReq{enc: enc, cb: done}
+// only while MaxBatch appends are already waiting). Once the record is
+// durable, or has failed, its Outcome with tag is sent on out (nil: not
+// reported); one producer's outcomes arrive in the order it submitted.
+// The commit goroutine waits while out is full, holding up every
+// producer's commits: out must be buffered and drained promptly. A
+// producer that keeps several appends in flight gets larger groups per
+// sync than one that waits for each.
+func (q *Queue) Submit(v Value, tag any, out chan<- Outcome) error {
+	r := &appendReq{v: v, tag: tag, out: out}
 	q.mu.RLock()
 	defer q.mu.RUnlock()
 	if q.closed {
@@ -666,10 +706,10 @@ const (
 func (q *Queue) commit(batch []*appendReq, dels []ackReq) {
 	defer func() {
 		for _, r := range batch {
-			if r.cb != nil {
-				r.cb(r.seq, r.err)
-			} else {
+			if r.done != nil {
 				close(r.done)
+			} else if r.out != nil {
+				r.out <- Outcome{Seq: r.seq, Err: r.err, Tag: r.tag}
 			}
 		}
 	}()
@@ -688,27 +728,22 @@ func (q *Queue) commit(batch []*appendReq, dels []ackReq) {
 	if len(batch) == 0 {
 		return
 	}
-	if q.guard.fast(time.Now(), q.bytes.Load()) {
+	now := q.now()
+	if q.guard.fast(now, q.bytes.Load()) {
 		q.diskState()
 		q.fail(batch, ErrDiskFull, ReasonDiskFull)
 		return
 	}
-	now := q.now()
 	var ok []*appendReq
 	var incoming int64
 	seq := q.lastSeq
 	for _, r := range batch {
-		v, err := r.enc(seq + 1)
-		if err != nil {
-			r.err = fmt.Errorf("encode record: %w", err)
-			if errors.Is(err, ErrRefused) {
-				q.rejected.add(ReasonRefused, 1)
-			} else {
-				q.rejected.add(ReasonError, 1)
-			}
+		if n := r.v.size(seq + 1); r.v.Max > 0 && n > r.v.Max {
+			r.err = fmt.Errorf("%w (%d bytes, the limit is %d)", ErrRefused, n, r.v.Max)
+			q.rejected.add(ReasonRefused, 1)
 			continue
 		}
-		val := encodeValue(seq+1, now, v)
+		val := encodeNew(seq+1, now, r.v)
 		size := int64(len(val) + keyLen)
 		if q.opts.MaxBytes > 0 && q.opts.WhenFull == RejectNew && q.bytes.Load()+incoming+size > q.opts.MaxBytes {
 			r.err = ErrFull

@@ -2,6 +2,7 @@ package buffer
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -24,9 +25,8 @@ func openT(t testing.TB, dir string) *Queue {
 	return q
 }
 
-func val(s string) Encoder {
-	return func(seq uint64) ([]byte, error) { return fmt.Appendf(nil, "%d:%s", seq, s), nil }
-}
+// val makes the record "<seq>:s".
+func val(s string) Value { return Value{Tail: []byte(":" + s)} }
 
 func TestAppendReadAckOrder(t *testing.T) {
 	q := openT(t, t.TempDir())
@@ -143,14 +143,20 @@ func TestConcurrentAppendsShareCommits(t *testing.T) {
 	}
 }
 
-func TestEncodeErrorFailsOnlyThatAppend(t *testing.T) {
+func TestTooLongFailsOnlyThatAppend(t *testing.T) {
 	q := openT(t, t.TempDir())
 	defer q.Close()
-	if _, err := q.Append(func(uint64) ([]byte, error) { return nil, fmt.Errorf("boom") }); err == nil {
-		t.Fatal("want encode error")
+	if _, err := q.Append(Value{Head: []byte("abc"), Max: 3}); !errors.Is(err, ErrRefused) {
+		t.Fatalf("a 4-byte record with Max 3: %v, want ErrRefused", err)
+	}
+	if seq, err := q.Append(Value{Head: []byte("ab"), Max: 3}); err != nil || seq != 1 {
+		t.Fatalf("a 3-byte record with Max 3: seq %d, %v", seq, err)
+	}
+	if st := q.Stats(); st.Rejected[ReasonRefused] != 1 {
+		t.Fatalf("rejected %v, want one refused", st.Rejected)
 	}
 	seq, err := q.Append(val("ok"))
-	if err != nil || seq != 1 {
+	if err != nil || seq != 2 {
 		t.Fatalf("seq %d err %v", seq, err)
 	}
 }
@@ -289,28 +295,28 @@ func crashChild(dir string) {
 		wg.Go(func() {
 			for i := 0; ; i++ {
 				v := fmt.Sprintf("b%d.%d-%d", g, run, i)
-				seq, err := q.Append(func(uint64) ([]byte, error) { return []byte(v), nil })
+				seq, err := q.Append(Value{Head: []byte(v + "#")})
 				if err != nil {
 					fmt.Fprintln(os.Stderr, err)
 					os.Exit(3)
 				}
-				report(seq, v)
+				report(seq, v+"#"+strconv.FormatUint(seq, 10))
 			}
 		})
 	}
 	wg.Go(func() {
-		sem := make(chan struct{}, 32)
+		out := make(chan Outcome, 32)
 		for i := 0; ; i++ {
-			v := fmt.Sprintf("s.%d-%d", run, i)
-			sem <- struct{}{}
-			q.Submit(func(uint64) ([]byte, error) { return []byte(v), nil }, func(seq uint64, err error) {
-				if err != nil {
-					fmt.Fprintln(os.Stderr, err)
+			if i >= cap(out) { // keep 32 in flight
+				o := <-out
+				if o.Err != nil {
+					fmt.Fprintln(os.Stderr, o.Err)
 					os.Exit(3)
 				}
-				report(seq, v)
-				<-sem
-			})
+				report(o.Seq, o.Tag.(string)+"#"+strconv.FormatUint(o.Seq, 10))
+			}
+			v := fmt.Sprintf("s.%d-%d", run, i)
+			q.Submit(Value{Head: []byte(v + "#")}, v, out)
 		}
 	})
 	wg.Wait()
@@ -341,7 +347,7 @@ func BenchmarkAppendParallel(b *testing.B) {
 	q := openT(b, b.TempDir())
 	defer q.Close()
 	payload := make([]byte, 200)
-	enc := func(uint64) ([]byte, error) { return payload, nil }
+	enc := Value{Head: payload}
 	b.SetParallelism(16)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -362,7 +368,7 @@ func BenchmarkAppendSerial(b *testing.B) {
 	q := openT(b, b.TempDir())
 	defer q.Close()
 	payload := make([]byte, 200)
-	enc := func(uint64) ([]byte, error) { return payload, nil }
+	enc := Value{Head: payload}
 	for b.Loop() {
 		if _, err := q.Append(enc); err != nil {
 			b.Fatal(err)
@@ -379,7 +385,7 @@ func BenchmarkReadAck(b *testing.B) {
 	for range 32 {
 		wg.Go(func() {
 			for range b.N/32 + 1 {
-				q.Append(func(uint64) ([]byte, error) { return payload, nil })
+				q.Append(Value{Head: payload})
 			}
 		})
 	}
@@ -413,7 +419,7 @@ func benchWriters(b *testing.B, window time.Duration) {
 	}
 	defer q.Close()
 	payload := make([]byte, 200)
-	enc := func(uint64) ([]byte, error) { return payload, nil }
+	enc := Value{Head: payload}
 	var next atomic.Int64
 	b.ResetTimer()
 	var wg sync.WaitGroup
@@ -441,24 +447,28 @@ func BenchmarkSubmit16Writers(b *testing.B) {
 	q := openT(b, b.TempDir())
 	defer q.Close()
 	payload := make([]byte, 200)
-	enc := func(uint64) ([]byte, error) { return payload, nil }
+	enc := Value{Head: payload}
 	var next atomic.Int64
 	b.ResetTimer()
 	var wg sync.WaitGroup
 	for range 16 {
 		wg.Go(func() {
-			sem := make(chan struct{}, 64)
+			out := make(chan Outcome, 64)
+			inflight := 0
 			for next.Add(1) <= int64(b.N) {
-				sem <- struct{}{}
-				q.Submit(enc, func(_ uint64, err error) {
-					if err != nil {
-						b.Error(err)
+				if inflight == cap(out) {
+					if o := <-out; o.Err != nil {
+						b.Error(o.Err)
 					}
-					<-sem
-				})
+					inflight--
+				}
+				q.Submit(enc, nil, out)
+				inflight++
 			}
-			for range cap(sem) {
-				sem <- struct{}{}
+			for ; inflight > 0; inflight-- {
+				if o := <-out; o.Err != nil {
+					b.Error(o.Err)
+				}
 			}
 		})
 	}

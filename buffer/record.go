@@ -30,10 +30,19 @@ var ErrDamaged = errors.New("record damaged (checksum mismatch)")
 
 // encodeValue builds the stored value of a record.
 func encodeValue(seq uint64, t time.Time, rec []byte) []byte {
-	v := make([]byte, valueHeaderLen+len(rec))
+	return seal(append(make([]byte, valueHeaderLen, valueHeaderLen+len(rec)), rec...), seq, t)
+}
+
+// encodeNew builds the stored value of the record rec makes with seq.
+func encodeNew(seq uint64, t time.Time, rec Value) []byte {
+	return seal(rec.appendTo(make([]byte, valueHeaderLen, valueHeaderLen+rec.size(seq)), seq), seq, t)
+}
+
+// seal fills in the header of v, a value with room for it before the
+// record.
+func seal(v []byte, seq uint64, t time.Time) []byte {
 	v[0] = valueTag
 	binary.BigEndian.PutUint64(v[5:], uint64(t.UnixNano()))
-	copy(v[valueHeaderLen:], rec)
 	binary.BigEndian.PutUint32(v[1:], valueCRC(seq, v[5:]))
 	return v
 }

@@ -59,7 +59,7 @@ func TestReplayLargeRecords(t *testing.T) {
 	q := openOpts(t, dir, Options{MaintInterval: time.Hour, MinFreeDisk: -1})
 	big := strings.Repeat("D", 1500) // a 2D code's event
 	for range 1000 {
-		q.Submit(val(big), func(uint64, error) {})
+		q.Submit(val(big), nil, nil)
 	}
 	if _, err := q.Append(val(big)); err != nil {
 		t.Fatal(err)
@@ -80,7 +80,7 @@ func TestLargeDropCountsExactly(t *testing.T) {
 	q := openOpts(t, dir, Options{MaintInterval: time.Hour, MinFreeDisk: -1})
 	p := strings.Repeat("p", 300)
 	for range 30000 {
-		q.Submit(val(p), func(uint64, error) {})
+		q.Submit(val(p), nil, nil)
 	}
 	q.Append(val(p))
 	q.Close()

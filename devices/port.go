@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/scanagent/scanagent/devices/backoff"
 	"go.bug.st/serial"
 )
 
@@ -68,7 +69,7 @@ func RunPort(ctx context.Context, o PortOptions) error {
 			o.State(s, reason)
 		}
 	}
-	bo := Backoff{Min: o.BackoffMin, Max: o.BackoffMax}
+	bo := backoff.Backoff{Min: o.BackoffMin, Max: o.BackoffMax}
 	// A flapping port (a loose cable) logs its first losses, then one line
 	// per period with the count of those held back.
 	flap := logLimiter{every: 30 * time.Second, burst: 3}

@@ -205,20 +205,6 @@ func FuzzFramer(f *testing.F) {
 	})
 }
 
-func TestBackoff(t *testing.T) {
-	b := Backoff{Min: 100 * time.Millisecond, Max: time.Second}
-	for i := range 20 {
-		d := b.Next()
-		if d < 50*time.Millisecond || d > time.Second {
-			t.Fatalf("step %d: %v out of [50ms,1s]", i, d)
-		}
-	}
-	b.Reset()
-	if d := b.Next(); d > 100*time.Millisecond {
-		t.Fatalf("after reset: %v", d)
-	}
-}
-
 func TestFramerOptions(t *testing.T) {
 	tests := []struct {
 		name    string

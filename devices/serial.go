@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"math/rand/v2"
 	"syscall"
 	"time"
 
@@ -168,34 +167,3 @@ type PortError struct {
 
 func (e *PortError) Error() string { return "serial port " + e.Path + ": " + Explain(e.Err) }
 func (e *PortError) Unwrap() error { return e.Err }
-
-// Backoff is capped exponential backoff with jitter: the ceiling doubles
-// from Min up to Max.
-type Backoff struct {
-	Min, Max time.Duration
-	// FullJitter draws each delay from [0, ceiling] (for many clients of one
-	// server); otherwise from [Min/2, ceiling].
-	FullJitter bool
-	n          int
-}
-
-// Next returns the next delay.
-func (b *Backoff) Next() time.Duration {
-	d := b.Min << min(b.n, 30)
-	if d > b.Max || d <= 0 {
-		d = b.Max
-	} else {
-		b.n++
-	}
-	lo := b.Min / 2
-	if b.FullJitter {
-		lo = 0
-	}
-	if d <= lo {
-		return d
-	}
-	return lo + rand.N(d-lo+1)
-}
-
-// Reset starts over from Min.
-func (b *Backoff) Reset() { b.n = 0 }

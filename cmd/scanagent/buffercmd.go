@@ -17,6 +17,7 @@ import (
 
 	"github.com/scanagent/scanagent/agent"
 	"github.com/scanagent/scanagent/agent/config"
+	"github.com/scanagent/scanagent/agent/record"
 	"github.com/scanagent/scanagent/buffer"
 )
 
@@ -208,14 +209,14 @@ func (x *exportWriter) close() error {
 // recordLine makes the export line of a record; a record that does not
 // split into station and event is reported instead.
 func recordLine(r buffer.Record) (exportLine, error) {
-	station, payload, err := agent.SplitRecord(r.Value)
+	station, payload, err := record.Split(r.Value)
 	if err == nil && !json.Valid(payload) {
 		err = errors.New("its event is not valid JSON")
 	}
 	if err != nil {
 		return exportLine{}, fmt.Errorf("record %d: %w", r.Seq, err)
 	}
-	return exportLine{Seq: r.Seq, AppendedAt: agent.Timestamp(r.Time), Station: station, Event: payload}, nil
+	return exportLine{Seq: r.Seq, AppendedAt: record.Timestamp(r.Time), Station: station, Event: payload}, nil
 }
 
 // unexported collects the records an export had to leave out.
@@ -297,7 +298,7 @@ func exportParked(q *buffer.Queue, out string, stdout, stderr io.Writer) error {
 		return err
 	}
 	err = q.ReadParked(func(p buffer.ParkedRecord) error {
-		info := &parkedInfo{Reason: p.Reason, At: agent.Timestamp(p.ParkedAt)}
+		info := &parkedInfo{Reason: p.Reason, At: record.Timestamp(p.ParkedAt)}
 		l := exportLine{Seq: p.Seq, Parked: info}
 		if p.Err == nil {
 			if rl, lerr := recordLine(p.Record); lerr == nil {
@@ -395,16 +396,20 @@ func bufferImport(ctx context.Context, q *buffer.Queue, in string, stdout io.Wri
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 			return fmt.Errorf("%s:%d: %v", in, line, err)
 		}
-		var ev agent.Event
-		if err := json.Unmarshal(l.Event, &ev); err != nil || ev.Schema != agent.Schema || ev.ID == "" {
-			return fmt.Errorf("%s:%d: not a %s event with an id", in, line, agent.Schema)
+		var ev record.Event
+		if err := json.Unmarshal(l.Event, &ev); err != nil || ev.Schema != record.Schema || ev.ID == "" {
+			return fmt.Errorf("%s:%d: not a %s event with an id", in, line, record.Schema)
 		}
 		if !config.ValidName(l.Station) {
 			// It becomes a topic level: a wildcard or an overlong name
 			// would block the uplink on this record.
 			return fmt.Errorf("%s:%d: station %q is not a valid station id (1-64 of A-Z a-z 0-9 . _ -)", in, line, l.Station)
 		}
-		if _, err := q.Append(agent.RecordEncoder(l.Station, &ev)); err != nil {
+		v, err := record.EventValue(l.Station, &ev)
+		if err == nil {
+			_, err = q.Append(v)
+		}
+		if err != nil {
 			return fmt.Errorf("%s:%d: %w (%d imported before it)", in, line, err, n)
 		}
 		n++

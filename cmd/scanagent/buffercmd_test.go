@@ -12,6 +12,7 @@ import (
 
 	"github.com/scanagent/scanagent/agent"
 	"github.com/scanagent/scanagent/agent/config"
+	"github.com/scanagent/scanagent/agent/record"
 	"github.com/scanagent/scanagent/buffer"
 )
 
@@ -38,9 +39,13 @@ func TestBufferExportImportStats(t *testing.T) {
 	}
 	var ids []string
 	for i := range 5 {
-		ev := agent.Event{Schema: agent.Schema, ID: fmt.Sprintf("id-%d", i), Agent: "hub-1", Site: "LAB", Station: "induct-1",
+		ev := record.Event{Schema: record.Schema, ID: fmt.Sprintf("id-%d", i), Agent: "hub-1", Site: "LAB", Station: "induct-1",
 			ScannedAt: "2026-11-22T01:31:44.781Z", Barcode: fmt.Sprintf("RR47312482%dGB", i), Kind: "s10"}
-		if _, err := q.Append(agent.RecordEncoder("induct-1", &ev)); err != nil {
+		v, err := record.EventValue("induct-1", &ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := q.Append(v); err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, ev.ID)
@@ -68,7 +73,7 @@ func TestBufferExportImportStats(t *testing.T) {
 	}
 	for i, l := range lines {
 		var e exportLine
-		var ev agent.Event
+		var ev record.Event
 		if json.Unmarshal([]byte(l), &e) != nil || json.Unmarshal(e.Event, &ev) != nil || e.Seq != uint64(i+1) || ev.ID != ids[i] || e.Station != "induct-1" {
 			t.Fatalf("line %d: %s", i, l)
 		}
@@ -89,7 +94,7 @@ func TestBufferExportImportStats(t *testing.T) {
 		t.Fatalf("re-export: exit %d\n%s", code, out)
 	}
 	var e exportLine
-	var ev agent.Event
+	var ev record.Event
 	json.Unmarshal([]byte(got[4]), &e)
 	json.Unmarshal(e.Event, &ev)
 	if ev.ID != ids[4] || ev.Seq != e.Seq {
@@ -120,7 +125,7 @@ func TestBufferImportStopsOnSignal(t *testing.T) {
 	in := filepath.Join(t.TempDir(), "backlog.jsonl")
 	var lines []string
 	for i := range 3 {
-		ev, _ := json.Marshal(agent.Event{Schema: agent.Schema, ID: fmt.Sprintf("id-%d", i), Agent: "hub-1", Site: "LAB", Station: "induct-1",
+		ev, _ := json.Marshal(record.Event{Schema: record.Schema, ID: fmt.Sprintf("id-%d", i), Agent: "hub-1", Site: "LAB", Station: "induct-1",
 			ScannedAt: "2026-11-22T01:31:44.781Z", Barcode: "RR473124829GB", Kind: "s10", Valid: true})
 		l, _ := json.Marshal(exportLine{Seq: uint64(i + 1), Station: "induct-1", Event: ev})
 		lines = append(lines, string(l))

@@ -17,6 +17,7 @@ import (
 
 	"github.com/scanagent/scanagent/agent"
 	"github.com/scanagent/scanagent/agent/config"
+	"github.com/scanagent/scanagent/agent/record"
 	"github.com/scanagent/scanagent/buffer"
 )
 
@@ -34,9 +35,13 @@ func filledBuffer(t *testing.T, n int) (cfgPath, bufDir string) {
 		t.Fatal(err)
 	}
 	for i := range n {
-		ev := agent.Event{Schema: agent.Schema, ID: fmt.Sprintf("id-%d", i+1), Agent: "hub-1", Site: "LAB", Station: "induct-1",
+		ev := record.Event{Schema: record.Schema, ID: fmt.Sprintf("id-%d", i+1), Agent: "hub-1", Site: "LAB", Station: "induct-1",
 			ScannedAt: "2026-11-22T01:31:44.781Z", Barcode: fmt.Sprintf("RR47312482%dGB", i), Kind: "s10"}
-		if _, err := q.Append(agent.RecordEncoder("induct-1", &ev)); err != nil {
+		v, err := record.EventValue("induct-1", &ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := q.Append(v); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -73,7 +78,7 @@ func exportedSeqs(t *testing.T, out string) []uint64 {
 	var seqs []uint64
 	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
 		var e exportLine
-		var ev agent.Event
+		var ev record.Event
 		if json.Unmarshal([]byte(l), &e) != nil || json.Unmarshal(e.Event, &ev) != nil || ev.ID != fmt.Sprintf("id-%d", e.Seq) {
 			t.Fatalf("export line %q", l)
 		}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/scanagent/scanagent/agent"
 	"github.com/scanagent/scanagent/agent/config"
+	"github.com/scanagent/scanagent/agent/record"
 	"github.com/scanagent/scanagent/devices/sim"
 )
 
@@ -200,8 +201,8 @@ type demoView struct {
 func (v *demoView) handle(_ mqtt.Client, m mqtt.Message) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	var ev agent.Event
-	if err := json.Unmarshal(m.Payload(), &ev); err != nil || ev.Schema != agent.Schema {
+	var ev record.Event
+	if err := json.Unmarshal(m.Payload(), &ev); err != nil || ev.Schema != record.Schema {
 		if !v.quiet {
 			fmt.Fprintf(v.out, "  %-40s %s\n", m.Topic(), m.Payload())
 		}

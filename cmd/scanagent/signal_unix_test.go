@@ -11,13 +11,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/scanagent/scanagent/agent"
 	"github.com/scanagent/scanagent/agent/config"
+	"github.com/scanagent/scanagent/agent/record"
 	"github.com/scanagent/scanagent/buffer"
 )
 
@@ -106,21 +106,24 @@ func TestCommandsStopOnFirstSIGTERM(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var wg sync.WaitGroup
-		for i := range 2000 { // about 500 KB of JSON lines, far more than a pipe holds
-			ev := agent.Event{Schema: agent.Schema, ID: fmt.Sprintf("id-%d", i), Agent: "hub-1", Site: "LAB", Station: "induct-1",
+		const n = 2000 // about 500 KB of JSON lines, far more than a pipe holds
+		outcomes := make(chan buffer.Outcome, n)
+		for i := range n {
+			ev := record.Event{Schema: record.Schema, ID: fmt.Sprintf("id-%d", i), Agent: "hub-1", Site: "LAB", Station: "induct-1",
 				ScannedAt: "2026-11-22T01:31:44.781Z", Barcode: s10(i), Kind: "s10", Valid: true}
-			wg.Add(1)
-			if err := q.Submit(agent.RecordEncoder("induct-1", &ev), func(_ uint64, err error) {
-				if err != nil {
-					t.Error(err)
-				}
-				wg.Done()
-			}); err != nil {
+			v, err := record.EventValue("induct-1", &ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := q.Submit(v, nil, outcomes); err != nil {
 				t.Fatal(err)
 			}
 		}
-		wg.Wait()
+		for range n {
+			if o := <-outcomes; o.Err != nil {
+				t.Error(o.Err)
+			}
+		}
 		q.Close()
 		cmd := exec.Command(bin, "buffer", "export", "-c", cfgPath)
 		out, err := cmd.StdoutPipe()

@@ -11,8 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/scanagent/scanagent/agent"
 	"github.com/scanagent/scanagent/agent/config"
+	"github.com/scanagent/scanagent/agent/status"
 )
 
 // exitUnhealthy is the exit code of "status" when the agent answers but
@@ -75,7 +75,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	default:
 		return fmt.Errorf("agent at %s answered %s: %s", target, resp.Status, strings.TrimSpace(string(body)))
 	}
-	var st agent.Status
+	var st status.Status
 	if err := json.Unmarshal(body, &st); err != nil {
 		return fmt.Errorf("agent at %s sent a status this version cannot read: %w", target, err)
 	}
@@ -106,7 +106,7 @@ func dialable(addr string) string {
 
 // statusProblems lists what needs attention: an unconnected broker, a full
 // buffer, a device that is not connected.
-func statusProblems(st agent.Status) []string {
+func statusProblems(st status.Status) []string {
 	var out []string
 	if !st.MQTT.Connected {
 		p := "broker " + st.MQTT.State
@@ -141,7 +141,7 @@ func statusProblems(st agent.Status) []string {
 	return out
 }
 
-func printStatus(w io.Writer, st agent.Status, problems []string) {
+func printStatus(w io.Writer, st status.Status, problems []string) {
 	health := "healthy"
 	if len(problems) > 0 {
 		health = "NEEDS ATTENTION"

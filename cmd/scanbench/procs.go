@@ -253,7 +253,7 @@ func startBroker(ctx context.Context, dir string, port int) (*broker, error) {
 
 func (b *broker) url() string { return fmt.Sprintf("tcp://127.0.0.1:%d", b.port) }
 
-// agentStatus is the part of agent.Status the benchmark reads.
+// agentStatus is the part of status.Status the benchmark reads.
 type agentStatus struct {
 	Process struct {
 		RSSBytes     int64 `json:"rss_bytes"`

@@ -1,4 +1,4 @@
-package agent
+package record
 
 import (
 	"encoding/hex"
@@ -6,62 +6,60 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/scanagent/scanagent/buffer"
+
 	"github.com/google/uuid"
 
 	"github.com/scanagent/scanagent/devices"
 )
 
-// scan is one scan on its way into the buffer, kept in the form it was read
-// in: the event JSON is written straight into the buffer record, so a scan
-// costs a few allocations instead of one per string field. Event is the
-// same object decoded.
-type scan struct {
-	st           *station
-	id           uuid.UUID
-	at           time.Time // scanned_at
-	barcode, aim string
-	kind, reason string
-	valid        bool
-	weight       devices.Reading
-	hasWeight    bool
-	weightStatus string
+// Scan is one scan as a station reads it, kept in that form: Encode writes
+// the event JSON straight into the buffer record, a few allocations
+// instead of one per string field. Event is the same scan decoded.
+type Scan struct {
+	Station            string // station id
+	Agent, Site, Event string // agent.id, agent.site, the station's event code
+	ID                 uuid.UUID
+	At                 time.Time // scanned_at
+	Barcode, AIM       string
+	Kind, Reason       string
+	Valid              bool
+	Weight             devices.Reading
+	HasWeight          bool
+	WeightStatus       string
 }
 
-const timestampLayout = "2006-01-02T15:04:05.000Z07:00"
-
-// record returns the buffer record of the scan with seq: the station
-// (length-prefixed), then the event JSON, in the field order and with the
-// omissions of Event's JSON encoding.
-func (s *scan) record(seq uint64) []byte {
-	st := s.st
-	b := make([]byte, 0, 448+len(s.barcode))
-	b = append(b, byte(len(st.cfg.ID)))
-	b = append(b, st.cfg.ID...)
+// Value returns the buffer value of s: its record, with the sequence
+// number left to the buffer, in the field order and with the omissions of
+// Event's JSON encoding. Head and Tail share one allocation.
+func (s *Scan) Value() buffer.Value {
+	b := make([]byte, 0, 448+len(s.Barcode))
+	b = appendStation(b, s.Station)
 	b = append(b, `{"schema":"`+Schema+`","id":"`...)
-	b = appendUUID(b, s.id)
+	b = appendUUID(b, s.ID)
 	b = append(b, `","seq":`...)
-	b = strconv.AppendUint(b, seq, 10)
-	b = appendField(b, "agent", st.agent.ID)
-	b = appendField(b, "site", st.agent.Site)
-	b = appendField(b, "station", st.cfg.ID)
-	if st.cfg.Event != "" {
-		b = appendField(b, "event", st.cfg.Event)
+	split := len(b)
+	b = appendField(b, "agent", s.Agent)
+	b = appendField(b, "site", s.Site)
+	b = appendField(b, "station", s.Station)
+	if s.Event != "" {
+		b = appendField(b, "event", s.Event)
 	}
 	b = append(b, `,"scanned_at":"`...)
-	b = s.at.UTC().AppendFormat(b, timestampLayout)
+	b = s.At.UTC().AppendFormat(b, timestampLayout)
 	b = append(b, '"')
-	b = appendField(b, "barcode", s.barcode)
-	if s.aim != "" {
-		b = appendField(b, "aim", s.aim)
+	b = appendField(b, "barcode", s.Barcode)
+	if s.AIM != "" {
+		b = appendField(b, "aim", s.AIM)
 	}
-	b = appendField(b, "kind", s.kind)
+	b = appendField(b, "kind", s.Kind)
 	b = append(b, `,"valid":`...)
-	b = strconv.AppendBool(b, s.valid)
-	if s.reason != "" {
-		b = appendField(b, "reason", s.reason)
+	b = strconv.AppendBool(b, s.Valid)
+	if s.Reason != "" {
+		b = appendField(b, "reason", s.Reason)
 	}
-	if s.hasWeight {
-		w := &s.weight
+	if s.HasWeight {
+		w := &s.Weight
 		b = append(b, `,"weight":{"grams":`...)
 		b = strconv.AppendInt(b, w.Grams, 10)
 		b = append(b, `,"value":"`...)
@@ -74,10 +72,20 @@ func (s *scan) record(seq uint64) []byte {
 		b = w.At.UTC().AppendFormat(b, timestampLayout)
 		b = append(b, `"}`...)
 	}
-	if s.weightStatus != "" {
-		b = appendField(b, "weight_status", s.weightStatus)
+	if s.WeightStatus != "" {
+		b = appendField(b, "weight_status", s.WeightStatus)
 	}
-	return append(b, '}')
+	b = append(b, '}')
+	return buffer.Value{Head: b[:split:split], Tail: b[split:]}
+}
+
+// WeightOf converts a reading for events and status; nil when it carries
+// no weight.
+func WeightOf(r devices.Reading) *Weight {
+	if !r.Valid() {
+		return nil
+	}
+	return &Weight{Grams: r.Grams, Value: r.Value.String(), Unit: r.Unit, Stable: r.Stable, MeasuredAt: Timestamp(r.At)}
 }
 
 // appendField appends ,"name":"value" with value as a JSON string.

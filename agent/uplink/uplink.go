@@ -1,4 +1,9 @@
-package agent
+// Package uplink forwards the buffer to MQTT and publishes the agent's
+// status, health and device states: one session at a time, each a new
+// paho client, a window of QoS 1 publishes, acknowledgements handed to the
+// buffer in order, failures classified with a hint, and a record the
+// broker will not take parked after it ended several sessions.
+package uplink
 
 import (
 	"context"
@@ -22,95 +27,105 @@ import (
 	"github.com/eclipse/paho.mqtt.golang/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"golang.org/x/time/rate"
+
 	"github.com/scanagent/scanagent/agent/config"
+	"github.com/scanagent/scanagent/agent/record"
+	"github.com/scanagent/scanagent/agent/status"
 	"github.com/scanagent/scanagent/buffer"
-	"github.com/scanagent/scanagent/devices"
+	"github.com/scanagent/scanagent/devices/backoff"
 )
 
 // readPage is how many records the uplink reads from the buffer at once.
 const readPage = 256
 
-// Uplink states, as reported in /status and P/health.
-const (
-	UplinkStarting    = "starting"
-	UplinkConnected   = "connected"
-	UplinkUnreachable = "unreachable"  // network: refused, timeout, DNS, lost
-	UplinkTLSError    = "tls_error"    // certificates, CA, handshake
-	UplinkAuthRefused = "auth_refused" // bad user name or password, not authorised
-	UplinkRefused     = "refused"      // other CONNACK refusals
-	UplinkStalled     = "stalled"      // connected, but PUBACKs stopped coming
-	UplinkStopped     = "stopped"
-)
-
-// UplinkStats are the uplink's state and counters.
-type UplinkStats struct {
-	State     string `json:"state"`
-	Since     string `json:"since"`
-	Connected bool   `json:"connected"`
-	Broker    string `json:"broker,omitempty"`
-	LastError string `json:"last_error,omitempty"`
-	Hint      string `json:"hint,omitempty"`
-	Published uint64 `json:"published"`
-	Acked     uint64 `json:"acked"`
-	Sessions  uint64 `json:"sessions"`
-	Malformed uint64 `json:"malformed"`
-	// Parked counts scans parked because the broker ended every session
-	// that carried them (buffer export --parked lists them).
-	Parked     uint64 `json:"parked"`
-	LastParked string `json:"last_parked,omitempty"`
+// Queue is what the uplink needs of the buffer.
+type Queue interface {
+	Read(after uint64, limit int) ([]buffer.Record, error)
+	Ack(recs ...buffer.Record)
+	Park(rec buffer.Record, reason string)
+	Durable() uint64
+	Notify() <-chan struct{}
+	Stats() buffer.Stats
 }
 
-// DeviceReport is one device's state for P/devices/<station>/<kind>.
-type DeviceReport struct {
-	Station string
-	Kind    string // scanner | scale
-	DeviceStatus
+// Reporter is what the uplink publishes besides scans: P/health and the
+// device states.
+type Reporter interface {
+	Status() status.Status
+	Devices() []status.DeviceReport
+}
+
+// Config is the uplink's configuration.
+type Config struct {
+	MQTT    config.MQTT
+	Agent   config.Agent
+	Version string
+}
+
+// Deps are what the uplink takes from the agent.
+type Deps struct {
+	Queue    Queue
+	Reporter Reporter
+	Log      *slog.Logger
+	// DevicesChanged gets a value when a device state changed: the states
+	// are published again.
+	DevicesChanged <-chan struct{}
+	// AckLatency, if set, observes each publish-to-PUBACK time (seconds).
+	AckLatency prometheus.Observer
 }
 
 type uplinkState struct {
 	state, lastErr, hint, since string
 }
 
-// uplink forwards buffered records to MQTT and publishes status, health
+// Uplink forwards buffered records to MQTT and publishes status, health
 // and device states. Paho's auto-reconnect is off (its resumed tokens
-// complete without a PUBACK, LIBRARY-NOTES.md): every session is a new
-// client, and a record is acknowledged in the buffer only when its publish
-// token of that same session completed without error.
-type uplink struct {
-	cfg     config.MQTT
-	agent   config.Agent
-	prefix  string
-	version string
-	q       *buffer.Queue
-	log     *slog.Logger
-	health  func() any            // the P/health payload
-	devices func() []DeviceReport // current device states
-	devKick chan struct{}
+// complete without a PUBACK, docs/MQTT.md): every session is a new client,
+// and a record is acknowledged in the buffer only when its publish token
+// of that same session completed without error. New starts nothing; Run
+// does the work; Stats and Connected are safe for concurrent use.
+type Uplink struct {
+	cfg      config.MQTT
+	agent    config.Agent
+	prefix   string
+	version  string
+	q        Queue
+	log      *slog.Logger
+	reporter Reporter
+	devKick  <-chan struct{}
 
 	st                  atomic.Pointer[uplinkState]
 	connected           atomic.Bool
 	broker              atomic.Value // string
 	published, acked    atomic.Uint64
-	ackLatency          prometheus.Histogram // nil: not measured
+	ackLatency          prometheus.Observer // nil: not measured
 	sessions, malformed atomic.Uint64
 	poisoned            atomic.Uint64 // records parked because the broker would not take them
 	lastPoison          atomic.Value  // string: the last one parked
 	backlogInflight     atomic.Int64  // live_first: backlog publishes not yet acked
 }
 
-func newUplink(cfg config.MQTT, agent config.Agent, version string, q *buffer.Queue, log *slog.Logger) *uplink {
+// New makes the uplink.
+func New(c Config, d Deps) *Uplink {
+	cfg := c.MQTT
 	cfg.Window = min(max(cfg.Window, 1), 65000) // paho has 65535 message ids
-	u := &uplink{cfg: cfg, agent: agent, prefix: cfg.TopicPrefix, version: version, q: q,
-		log: log.With("component", "mqtt"), devKick: make(chan struct{}, 1)}
+	log := d.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	u := &Uplink{cfg: cfg, agent: c.Agent, prefix: cfg.TopicPrefix, version: c.Version, q: d.Queue,
+		log: log.With("component", "mqtt"), reporter: d.Reporter, devKick: d.DevicesChanged, ackLatency: d.AckLatency}
 	u.broker.Store("")
-	u.setState(UplinkStarting, nil, "")
-	u.health = func() any { return nil }
-	u.devices = func() []DeviceReport { return nil }
+	u.setState(status.UplinkStarting, nil, "")
 	return u
 }
 
-func (u *uplink) setState(state string, err error, hint string) {
-	s := &uplinkState{state: state, hint: hint, since: Timestamp(time.Now())}
+// Connected reports whether a session is up.
+func (u *Uplink) Connected() bool { return u.connected.Load() }
+
+func (u *Uplink) setState(state string, err error, hint string) {
+	s := &uplinkState{state: state, hint: hint, since: record.Timestamp(time.Now())}
 	if err != nil {
 		s.lastErr = err.Error()
 	}
@@ -118,14 +133,6 @@ func (u *uplink) setState(state string, err error, hint string) {
 		s.since = old.since
 	}
 	u.st.Store(s)
-}
-
-// deviceChanged tells the uplink to publish device states (non-blocking).
-func (u *uplink) deviceChanged() {
-	select {
-	case u.devKick <- struct{}{}:
-	default:
-	}
 }
 
 // loadTLS reads the TLS files anew for every session, so a technician can
@@ -175,47 +182,48 @@ func classify(err error) (state, hint string) {
 	msg := err.Error()
 	switch {
 	case errors.Is(err, errStalled):
-		return UplinkStalled, "the broker took the publishes but sent no PUBACK within 2 × mqtt.keepalive + mqtt.connect_timeout: " +
+		return status.UplinkStalled, "the broker took the publishes but sent no PUBACK within 2 × mqtt.keepalive + mqtt.connect_timeout: " +
 			"an overloaded or stuck broker, or a network path that lets traffic through one way only; the agent reconnects and re-sends from the oldest unacknowledged scan"
 	case errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword):
-		return UplinkAuthRefused, "the broker refused the user name or password: check mqtt.username and mqtt.password_file / SCANAGENT_MQTT_PASSWORD"
+		return status.UplinkAuthRefused, "the broker refused the user name or password: check mqtt.username and mqtt.password_file / SCANAGENT_MQTT_PASSWORD"
 	case errors.Is(err, packets.ErrorRefusedNotAuthorised):
-		return UplinkAuthRefused, "the broker refused this client (not authorised): check mqtt.username and the password (mqtt.password_file or SCANAGENT_MQTT_PASSWORD), and the broker's ACL"
+		return status.UplinkAuthRefused, "the broker refused this client (not authorised): check mqtt.username and the password (mqtt.password_file or SCANAGENT_MQTT_PASSWORD), and the broker's ACL"
 	case errors.Is(err, packets.ErrorRefusedIDRejected):
-		return UplinkRefused, "the broker rejected the client id: check mqtt.client_id"
+		return status.UplinkRefused, "the broker rejected the client id: check mqtt.client_id"
 	case errors.Is(err, packets.ErrorRefusedServerUnavailable):
-		return UplinkRefused, "the broker says it is unavailable"
+		return status.UplinkRefused, "the broker says it is unavailable"
 	case errors.Is(err, packets.ErrorRefusedBadProtocolVersion):
-		return UplinkRefused, "the broker does not speak MQTT 3.1.1"
+		return status.UplinkRefused, "the broker does not speak MQTT 3.1.1"
 	case strings.HasPrefix(msg, "mqtt.tls."):
-		return UplinkTLSError, "fix the TLS file named here; it is read again at every connection attempt"
+		return status.UplinkTLSError, "fix the TLS file named here; it is read again at every connection attempt"
 	case errors.As(err, &unknownCA):
-		return UplinkTLSError, "the broker's certificate is not signed by mqtt.tls.ca_file (wrong CA?)"
+		return status.UplinkTLSError, "the broker's certificate is not signed by mqtt.tls.ca_file (wrong CA?)"
 	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
-		return UplinkTLSError, "the broker's certificate is expired or not yet valid (check this PC's clock too)"
+		return status.UplinkTLSError, "the broker's certificate is expired or not yet valid (check this PC's clock too)"
 	case errors.As(err, &invalid):
-		return UplinkTLSError, "the broker's certificate is not valid for this use: " + invalid.Error()
+		return status.UplinkTLSError, "the broker's certificate is not valid for this use: " + invalid.Error()
 	case errors.As(err, &hostname):
-		return UplinkTLSError, "the broker's certificate does not name this host: set mqtt.tls.server_name or use the name in the certificate"
+		return status.UplinkTLSError, "the broker's certificate does not name this host: set mqtt.tls.server_name or use the name in the certificate"
 	case errors.As(err, &header):
-		return UplinkTLSError, "the broker did not answer TLS: is this a plain tcp:// port?"
+		return status.UplinkTLSError, "the broker did not answer TLS: is this a plain tcp:// port?"
 	case errors.Is(err, errTLSClosed):
-		return UplinkTLSError, "the broker did not answer TLS (a plain tcp:// port?) or dropped our handshake (does it require a client certificate?)"
+		return status.UplinkTLSError, "the broker did not answer TLS (a plain tcp:// port?) or dropped our handshake (does it require a client certificate?)"
 	case strings.Contains(msg, "remote error: tls:") || strings.Contains(msg, "tls: "):
-		return UplinkTLSError, "the broker rejected the TLS handshake: does it need a client certificate (mqtt.tls.cert_file/key_file), and does it trust ours?"
+		return status.UplinkTLSError, "the broker rejected the TLS handshake: does it need a client certificate (mqtt.tls.cert_file/key_file), and does it trust ours?"
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return UplinkUnreachable, "nothing listens at the broker address (broker down, or wrong port)"
+		return status.UplinkUnreachable, "nothing listens at the broker address (broker down, or wrong port)"
 	case errors.As(err, &netErr) && netErr.Timeout():
-		return UplinkUnreachable, "the broker did not answer in time (network or firewall)"
+		return status.UplinkUnreachable, "the broker did not answer in time (network or firewall)"
 	case strings.Contains(msg, "no such host"):
-		return UplinkUnreachable, "the broker's host name does not resolve (DNS)"
+		return status.UplinkUnreachable, "the broker's host name does not resolve (DNS)"
 	}
-	return UplinkUnreachable, ""
+	return status.UplinkUnreachable, ""
 }
 
-func (u *uplink) stats() UplinkStats {
+// Stats returns the uplink's state and counters.
+func (u *Uplink) Stats() status.Uplink {
 	s := u.st.Load()
-	st := UplinkStats{
+	st := status.Uplink{
 		State:     s.state,
 		Since:     s.since,
 		Connected: u.connected.Load(),
@@ -239,8 +247,8 @@ func (u *uplink) stats() UplinkStats {
 // disconnects. Between rounds (each round tries every broker in order) it
 // waits a random time in [0, backoff] (full jitter), the backoff doubling
 // from reconnect_min up to reconnect_max.
-func (u *uplink) run(ctx context.Context) error {
-	bo := devices.Backoff{Min: u.cfg.ReconnectMin.D(), Max: u.cfg.ReconnectMax.D(), FullJitter: true}
+func (u *Uplink) Run(ctx context.Context) error {
+	bo := backoff.Backoff{Min: u.cfg.ReconnectMin.D(), Max: u.cfg.ReconnectMax.D(), FullJitter: true}
 	var lastLogged string
 	var poison poisonWatch
 	for ctx.Err() == nil {
@@ -275,7 +283,7 @@ func (u *uplink) run(ctx context.Context) error {
 		}
 		t.Stop()
 	}
-	u.setState(UplinkStopped, nil, "")
+	u.setState(status.UplinkStopped, nil, "")
 	return nil
 }
 
@@ -287,8 +295,8 @@ type statusMsg struct {
 	Since   string `json:"since"`
 }
 
-func (u *uplink) statusPayload(state string) []byte {
-	b, _ := json.Marshal(statusMsg{State: state, Agent: u.agent.ID, Site: u.agent.Site, Version: u.version, Since: Timestamp(time.Now())})
+func (u *Uplink) statusPayload(state string) []byte {
+	b, _ := json.Marshal(statusMsg{State: state, Agent: u.agent.ID, Site: u.agent.Site, Version: u.version, Since: record.Timestamp(time.Now())})
 	return b
 }
 
@@ -324,7 +332,7 @@ func (l *lostSignal) error() error { return fmt.Errorf("connection lost: %w", l.
 // session runs one MQTT connection: connect, announce online and the
 // device states, then publish the buffer with a window of QoS 1 publishes
 // in flight, and health periodically.
-func (u *uplink) session(ctx context.Context) error {
+func (u *Uplink) session(ctx context.Context) error {
 	tlsCfg, err := loadTLS(u.cfg.TLS)
 	if err != nil {
 		return err
@@ -381,7 +389,7 @@ func (u *uplink) session(ctx context.Context) error {
 		return fmt.Errorf("publish online status: %w", err)
 	}
 	u.connected.Store(true)
-	u.setState(UplinkConnected, nil, "")
+	u.setState(status.UplinkConnected, nil, "")
 	u.log.Info("mqtt connected", "broker", u.broker.Load(), "client_id", u.cfg.ClientID, "backlog", u.q.Stats().Depth)
 
 	sideCtx, stopSide := context.WithCancel(ctx)
@@ -451,7 +459,7 @@ type poisonWatch struct {
 // the broker will not take (larger than its max_packet_size, say): it is
 // parked (buffer.Park), reported and exported with buffer export --parked,
 // and the queue flows on. It returns the hint for the state.
-func (u *uplink) sessionEnded(w *poisonWatch, err error) string {
+func (u *Uplink) sessionEnded(w *poisonWatch, err error) string {
 	var ue *unackedError
 	if !errors.As(err, &ue) || errors.Is(err, errStalled) {
 		return ""
@@ -462,7 +470,7 @@ func (u *uplink) sessionEnded(w *poisonWatch, err error) string {
 		*w = poisonWatch{seq: ue.rec.Seq, n: 1}
 	}
 	size := len(ue.rec.Value)
-	station, _, derr := decodeRecord(ue.rec.Value)
+	station, _, derr := record.Split(ue.rec.Value)
 	if derr == nil {
 		size -= 1 + len(station)
 	}
@@ -482,14 +490,14 @@ func (u *uplink) sessionEnded(w *poisonWatch, err error) string {
 
 // side publishes the retained device states (all at connect, then each
 // change) and P/health (at connect, then every health_interval).
-func (u *uplink) side(ctx context.Context, c mqtt.Client) {
+func (u *Uplink) side(ctx context.Context, c mqtt.Client) {
 	sent := map[string]string{} // topic -> payload last published
 	publishDevices := func() {
 		current := map[string]bool{}
-		for _, d := range u.devices() {
+		for _, d := range u.reporter.Devices() {
 			topic := u.prefix + "/devices/" + d.Station + "/" + d.Kind
 			current[topic] = true
-			b, _ := json.Marshal(d.DeviceStatus)
+			b, _ := json.Marshal(d.Device)
 			if sent[topic] == string(b) {
 				continue
 			}
@@ -509,7 +517,7 @@ func (u *uplink) side(ctx context.Context, c mqtt.Client) {
 		}
 	}
 	publishHealth := func() {
-		b, err := json.Marshal(u.health())
+		b, err := json.Marshal(u.reporter.Status())
 		if err == nil {
 			waitToken(ctx, c.Publish(u.prefix+"/health", 1, false, b), u.cfg.ConnectTimeout.D())
 		}
@@ -536,12 +544,12 @@ func (u *uplink) side(ctx context.Context, c mqtt.Client) {
 // ahead of the backlog. It stops at the first failed publish, so nothing
 // after a failed record goes out in this session (the next one re-sends
 // from it). With max_rate it paces publishes.
-func (u *uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight, lost *lostSignal, ackerExit <-chan struct{}) error {
+func (u *Uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight, lost *lostSignal, ackerExit <-chan struct{}) error {
 	var backlog, live uint64 // cursors
 	liveFirst := u.cfg.Order == "live_first"
 	split := u.q.Durable() // live_first: records above this are live
 	live = split
-	pace := newPacer(u.cfg.MaxRate)
+	lim := newLimiter(u.cfg.MaxRate)
 	for {
 		var recs []buffer.Record
 		var err error
@@ -615,7 +623,7 @@ func (u *uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight
 			} else {
 				backlog = rec.Seq
 			}
-			station, payload, err := decodeRecord(rec.Value)
+			station, payload, err := record.Split(rec.Value)
 			if err != nil {
 				// Cannot be published; keep it out of the stream but say so.
 				u.malformed.Add(1)
@@ -623,7 +631,7 @@ func (u *uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight
 				u.q.Ack(rec)
 				continue
 			}
-			if !pace.wait(ctx, lost.ch) {
+			if !pace(ctx, lim, lost.ch) {
 				return nil
 			}
 			tok := c.Publish(u.prefix+"/scans/"+station, 1, false, payload)
@@ -654,7 +662,7 @@ func (u *uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight
 // them in seq order. A PUBACK that does not come within the ack timeout
 // (the broker or the link stalled while the connection looks up) ends the
 // session too.
-func (u *uplink) acker(window <-chan inflight, lost *lostSignal) error {
+func (u *Uplink) acker(window <-chan inflight, lost *lostSignal) error {
 	timeout := 2*u.cfg.KeepAlive.D() + u.cfg.ConnectTimeout.D()
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
@@ -707,42 +715,35 @@ func (u *uplink) acker(window <-chan inflight, lost *lostSignal) error {
 	}
 }
 
-// pacer spaces publishes to at most rate per second (0: no limit). It
-// sleeps in steps of at least 2ms, letting a short burst through, so high
-// rates are paced accurately on average.
-type pacer struct {
-	interval time.Duration
-	next     time.Time
-}
-
-func newPacer(rate int) *pacer {
-	if rate <= 0 {
-		return &pacer{}
+// newLimiter paces publishes to at most perSecond (0: no limit, nil). The
+// burst is 2 ms worth, so that high rates are not held to the timer's
+// resolution, and an idle uplink does not catch up in a burst.
+func newLimiter(perSecond int) *rate.Limiter {
+	if perSecond <= 0 {
+		return nil
 	}
-	return &pacer{interval: time.Second / time.Duration(rate)}
+	return rate.NewLimiter(rate.Limit(perSecond), max(1, perSecond/500))
 }
 
-func (p *pacer) wait(ctx context.Context, lost <-chan struct{}) bool {
-	if p.interval == 0 {
+// pace waits for the limiter's next slot (lim nil: at once); false when
+// ctx is done or the connection was lost meanwhile.
+func pace(ctx context.Context, lim *rate.Limiter, lost <-chan struct{}) bool {
+	if lim == nil {
 		return true
 	}
-	now := time.Now()
-	if p.next.Before(now.Add(-time.Second)) {
-		p.next = now // idle for a while: no catching up in a burst
+	d := lim.Reserve().Delay()
+	if d <= 0 {
+		return true
 	}
-	if d := p.next.Sub(now); d > 2*time.Millisecond {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return false
-		case <-lost:
-			return false
-		}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+	case <-lost:
 	}
-	p.next = p.next.Add(p.interval)
-	return true
+	return false
 }
 
 // tlsBroker reports whether a broker URL uses TLS.
@@ -776,5 +777,12 @@ func waitToken(ctx context.Context, t mqtt.Token, d time.Duration) error {
 		return ctx.Err()
 	case <-timer.C:
 		return errTimeout
+	}
+}
+
+// observeAck records one publish-to-PUBACK time.
+func (u *Uplink) observeAck(sent time.Time) {
+	if u.ackLatency != nil {
+		u.ackLatency.Observe(time.Since(sent).Seconds())
 	}
 }

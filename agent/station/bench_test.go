@@ -1,4 +1,4 @@
-package agent
+package station
 
 import (
 	"context"
@@ -29,20 +29,18 @@ func BenchmarkStationProcess(b *testing.B) {
 			b.Fatal("double")
 		}
 		sc := s.scan(f)
-		sc.weight, sc.hasWeight, sc.weightStatus = s.weigher.pair(ctx, at)
-		if sc.weightStatus != WeightOK {
-			b.Fatal(sc.weightStatus)
+		sc.Weight, sc.HasWeight, sc.WeightStatus = s.weigher.pair(ctx, at)
+		if sc.WeightStatus != WeightOK {
+			b.Fatal(sc.WeightStatus)
 		}
-		if _, err := sc.encode(uint64(i)); err != nil {
-			b.Fatal(err)
-		}
+		s.value(sc)
 	}
 }
 
-func testStationB(b *testing.B) *station {
+func testStationB(b *testing.B) *Station {
 	cfg := config.Station{ID: "induct-3", Event: "EDD", Accept: []string{"s10", "ru14"}, DedupWindow: config.Duration(time.Second),
 		Scale: &config.Scale{MaxAge: config.Duration(time.Hour), WaitStable: config.Duration(500 * time.Millisecond), ShareReading: true}}
-	return newStation(cfg, config.Agent{ID: "hub-msk-01", Site: "MSK-VNUKOVO"}, 0, nil, discardLog(), nil)
+	return New(Config{Station: cfg, Agent: config.Agent{ID: "hub-msk-01", Site: "MSK-VNUKOVO"}}, Deps{Log: discardLog()})
 }
 
 func readingB(at time.Time) devices.Reading {

@@ -1,12 +1,12 @@
-package agent
+package httpapi
 
 import (
 	"runtime"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/scanagent/scanagent/agent/status"
 	"github.com/scanagent/scanagent/buffer"
 )
 
@@ -14,19 +14,22 @@ import (
 // process collectors, the MQTT acknowledgement latency histogram, and the
 // rest read from the status snapshot at each scrape, so /metrics, /status
 // and P/health always agree.
-func (a *Agent) newRegistry() *prometheus.Registry {
+func newRegistry(version string, src Source, ackLatency prometheus.Collector) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		a.ackLatency,
-		statusCollector{a},
+		statusCollector{version: version, src: src},
 	)
+	if ackLatency != nil {
+		reg.MustRegister(ackLatency)
+	}
 	return reg
 }
 
-// newAckLatency is the histogram of publish-to-PUBACK times.
-func newAckLatency() prometheus.Histogram {
+// NewAckLatency is the histogram of publish-to-PUBACK times, for the
+// uplink to observe and /metrics to serve.
+func NewAckLatency() prometheus.Histogram {
 	return prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "scanagent_mqtt_ack_latency_seconds",
 		Help:    "Time from publishing a scan to its PUBACK.",
@@ -80,18 +83,18 @@ var (
 	mRSS            = desc("memory_peak_rss_bytes", "Peak resident set size (Linux).")
 )
 
-var uplinkStates = []string{UplinkStarting, UplinkConnected, UplinkUnreachable, UplinkTLSError, UplinkAuthRefused,
-	UplinkRefused, UplinkStalled, UplinkStopped}
-
 // statusCollector turns a status snapshot into metrics. It is unchecked
 // (Describe sends nothing): label values such as stations change with the
 // configuration.
-type statusCollector struct{ a *Agent }
+type statusCollector struct {
+	version string
+	src     Source
+}
 
 func (statusCollector) Describe(chan<- *prometheus.Desc) {}
 
 func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
-	s := c.a.Status()
+	s := c.src.Status()
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
@@ -103,12 +106,9 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 			counter(d, v, append(labels, k)...)
 		}
 	}
-	gauge(mBuild, 1, c.a.version, runtime.Version())
-	c.a.mu.Lock()
-	started := c.a.started
-	c.a.mu.Unlock()
-	if !started.IsZero() {
-		gauge(mStart, float64(started.UnixNano())/1e9)
+	gauge(mBuild, 1, c.version, runtime.Version())
+	if !s.Started.IsZero() {
+		gauge(mStart, float64(s.Started.UnixNano())/1e9)
 	}
 	for _, st := range s.Stations {
 		cn := st.Counters
@@ -121,7 +121,7 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 		byLabel(mFramesRejected, cn.Rejected, st.ID)
 		device(ch, st.ID, "scanner", st.Scanner)
 		if st.Scale != nil {
-			device(ch, st.ID, "scale", st.Scale.DeviceStatus)
+			device(ch, st.ID, "scale", st.Scale.Device)
 			byLabel(mScaleFrames, st.Scale.Frames, st.ID)
 		}
 	}
@@ -140,7 +140,7 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(mCopiedBack, b.CopiedBack)
 	counter(mJournalDamaged, b.JournalDamaged)
 	gauge(mUnrecoverable, float64(b.Unrecoverable))
-	gauge(mBufferOpen, boolFloat(s.BufferError == "" && c.a.bufferOpen()))
+	gauge(mBufferOpen, boolFloat(s.BufferOpen))
 	gauge(mFreeBytes, float64(b.FreeBytes))
 	gauge(mDiskLow, boolFloat(b.DiskLow))
 	gauge(mReserve, float64(b.ReserveBytes))
@@ -153,7 +153,7 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	m := s.MQTT
 	gauge(mConnected, boolFloat(m.Connected))
-	for _, st := range uplinkStates {
+	for _, st := range status.UplinkStates {
 		gauge(mUplinkState, boolFloat(m.State == st), st)
 	}
 	counter(mPublished, m.Published)
@@ -166,7 +166,7 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-func device(ch chan<- prometheus.Metric, station, kind string, d DeviceStatus) {
+func device(ch chan<- prometheus.Metric, station, kind string, d status.Device) {
 	ch <- prometheus.MustNewConstMetric(mDeviceUp, prometheus.GaugeValue, boolFloat(d.State == "connected"), station, kind, d.Port)
 	for _, state := range []string{"connected", "disconnected", "error"} {
 		ch <- prometheus.MustNewConstMetric(mDeviceState, prometheus.GaugeValue, boolFloat(d.State == state), station, kind, state)
@@ -178,11 +178,4 @@ func boolFloat(b bool) float64 {
 		return 1
 	}
 	return 0
-}
-
-// observeAck records one publish-to-PUBACK time.
-func (u *uplink) observeAck(sent time.Time) {
-	if u.ackLatency != nil {
-		u.ackLatency.Observe(time.Since(sent).Seconds())
-	}
 }

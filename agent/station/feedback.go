@@ -1,4 +1,4 @@
-package agent
+package station
 
 import (
 	"context"
@@ -22,14 +22,14 @@ type feedback struct {
 	log  *slog.Logger
 	ch   chan bool // true: good read
 
-	n *stationCounts // counts signals: good, bad, dropped, no_port, error
+	n *Counts // counts signals: good, bad, dropped, no_port, error
 
 	mu     sync.Mutex
 	port   devices.PortHandle
 	errLog rateLog
 }
 
-func newFeedback(cfg config.Feedback, log *slog.Logger, n *stationCounts) *feedback {
+func newFeedback(cfg config.Feedback, log *slog.Logger, n *Counts) *feedback {
 	f := &feedback{cfg: cfg, log: log.With("device", "scanner"), ch: make(chan bool, 64),
 		n: n, errLog: rateLog{every: 30 * time.Second}}
 	switch cfg.Protocol {

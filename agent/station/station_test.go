@@ -1,27 +1,26 @@
-package agent
+package station
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"log/slog"
-	"reflect"
 	"strings"
 	"testing"
 	"time"
-	"unicode/utf8"
 
 	"github.com/scanagent/scanagent/agent/config"
+	"github.com/scanagent/scanagent/agent/record"
+	"github.com/scanagent/scanagent/agent/status"
 	"github.com/scanagent/scanagent/buffer"
 	"github.com/scanagent/scanagent/devices"
 )
 
-func testStation(t *testing.T, cfg config.Station) *station {
+func testStation(t *testing.T, cfg config.Station) *Station {
 	t.Helper()
 	if cfg.ID == "" {
 		cfg.ID = "induct-1"
 	}
-	return newStation(cfg, config.Agent{ID: "hub", Site: "SITE"}, 0, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	return New(Config{Station: cfg, Agent: config.Agent{ID: "hub", Site: "SITE"}}, Deps{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 }
 
 // TestStationValidation: identifier rules per kind and the station's
@@ -67,11 +66,11 @@ func TestStationValidation(t *testing.T) {
 	for _, tc := range tests {
 		s := testStation(t, config.Station{Accept: tc.accept, Event: "EDD"})
 		sc := s.scan(devices.Frame{Data: tc.code, AIM: tc.aim, At: time.Now()})
-		if sc.kind != tc.kind || sc.valid != tc.valid || sc.reason != tc.reason {
+		if sc.Kind != tc.kind || sc.Valid != tc.valid || sc.Reason != tc.reason {
 			t.Errorf("accept %v, %q %q: kind %s valid %v reason %q; want %s %v %q",
-				tc.accept, tc.aim, tc.code, sc.kind, sc.valid, sc.reason, tc.kind, tc.valid, tc.reason)
+				tc.accept, tc.aim, tc.code, sc.Kind, sc.Valid, sc.Reason, tc.kind, tc.valid, tc.reason)
 		}
-		station, back, err := DecodeRecord(sc.record(7))
+		station, back, err := record.Decode(s.value(sc).Bytes(7))
 		if err != nil || station != "induct-1" || back.Seq != 7 || back.Barcode != tc.code || back.Event != "EDD" || back.Reason != tc.reason {
 			t.Errorf("record %s %+v %v", station, back, err)
 		}
@@ -123,93 +122,6 @@ func TestSSIBeep(t *testing.T) {
 	}
 }
 
-// TestScanRecordMatchesEvent: the record written field by field decodes to
-// the Event encoding/json makes of the same scan, byte for byte when no
-// character needs escaping differently (encoding/json also escapes < > &).
-func TestScanRecordMatchesEvent(t *testing.T) {
-	s := testStation(t, config.Station{ID: "induct-3", Event: "EDD"})
-	at := time.Date(2026, 11, 22, 1, 31, 44, 781_000_000, time.UTC)
-	w := readingOf(t, "S S      1.234 kg\r\n", at.Add(-131*time.Millisecond))
-	for _, tc := range []struct {
-		code, aim string
-		weight    bool
-		status    string
-	}{
-		{"RR473124829GB", "]C0", true, WeightOK},
-		{"RR473124828GB", "", false, WeightMotion},
-		{"0109506000134352\x1d10AB-123", "]C1", false, ""},
-		{`quote" back\slash tab\t nl\n \x01 \x7f Посылка \u2028`, "", false, ""},
-		{"\xff\xfebad utf-8", "", false, ""},
-	} {
-		sc := s.scan(devices.Frame{Data: tc.code, AIM: tc.aim, At: at})
-		sc.hasWeight, sc.weightStatus = tc.weight, tc.status
-		if tc.weight {
-			sc.weight = w
-		}
-		rec := sc.record(1042)
-		station, payload, err := SplitRecord(rec)
-		if err != nil || station != "induct-3" || !json.Valid(payload) {
-			t.Fatalf("%q: station %q, valid JSON %v, err %v: %s", tc.code, station, json.Valid(payload), err, payload)
-		}
-		want := Event{Schema: Schema, ID: sc.id.String(), Seq: 1042, Agent: "hub", Site: "SITE", Station: "induct-3", Event: "EDD",
-			ScannedAt: Timestamp(at), Barcode: viaJSON(tc.code), AIM: tc.aim, Kind: sc.kind, Valid: sc.valid, Reason: sc.reason,
-			WeightStatus: tc.status}
-		if tc.weight {
-			want.Weight = weightOf(w)
-		}
-		var got Event
-		if err := json.Unmarshal(payload, &got); err != nil {
-			t.Fatal(err)
-		}
-		if !reflect.DeepEqual(got, want) {
-			t.Errorf("decoded\n%+v\nwant\n%+v", got, want)
-		}
-		if std, _ := json.Marshal(want); !strings.ContainsAny(tc.code, "<>&\x7f\u2028") && utf8.ValidString(tc.code) && string(std) != string(payload) {
-			t.Errorf("bytes differ from encoding/json:\n%s\n%s", payload, std)
-		}
-	}
-}
-
-func readingOf(t *testing.T, frame string, at time.Time) devices.Reading {
-	t.Helper()
-	var r devices.Reading
-	devices.NewScaleReader(devices.LookupProtocol("mt-sics"), func(rd devices.Reading) { r = rd }, nil).Write([]byte(frame), at)
-	if !r.Valid() {
-		t.Fatalf("no reading from %q", frame)
-	}
-	return r
-}
-
-func FuzzScanRecord(f *testing.F) {
-	f.Add("RR473124829GB", "]C0", "EDD")
-	f.Add("a\x1db\"c\\", "", "")
-	f.Add("\xff\xc3\x28", "]d2", "X")
-	f.Fuzz(func(t *testing.T, code, aim, event string) {
-		s := testStation(t, config.Station{ID: "s1", Event: event})
-		sc := s.scan(devices.Frame{Data: code, AIM: aim, At: time.Unix(1700000000, 0)})
-		_, payload, err := SplitRecord(sc.record(7))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got Event
-		if err := json.Unmarshal(payload, &got); err != nil {
-			t.Fatalf("invalid JSON %q: %v", payload, err)
-		}
-		if got.Barcode != viaJSON(code) || got.AIM != viaJSON(aim) || got.Seq != 7 || got.Event != viaJSON(event) {
-			t.Fatalf("round trip: %+v from %q %q %q", got, code, aim, event)
-		}
-	})
-}
-
-// viaJSON is s after an encoding/json round trip (each invalid UTF-8 byte
-// becomes U+FFFD).
-func viaJSON(s string) string {
-	b, _ := json.Marshal(s)
-	var out string
-	json.Unmarshal(b, &out)
-	return out
-}
-
 // TestRefusedScanLeavesDoubleReadFilter: a scan the buffer refuses (full,
 // reject_new) does not make the operator's rescan a suppressed double
 // read: once space is back the rescan is an accepted scan. A real Badger
@@ -219,15 +131,26 @@ func TestRefusedScanLeavesDoubleReadFilter(t *testing.T) {
 	t0 := time.Now()
 	first := devices.Frame{Data: "RR473124829GB", AIM: "]C0", At: t0}
 	// Room for one scan, not two.
-	size := int64(len(s.scan(first).record(1)))
+	size := int64(len(s.value(s.scan(first)).Bytes(1)))
 	q, err := buffer.Open(t.TempDir(), buffer.Options{MaxBytes: size + 64, WhenFull: buffer.RejectNew, MinFreeDisk: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { q.Close() })
 	s.q = q
+	// What Run does around process: the outcomes are handled on their
+	// own goroutine until every submitted scan has one.
+	submitted, drained := make(chan uint64, 1), make(chan struct{})
+	go func() { s.drainOutcomes(submitted); close(drained) }()
+	var n uint64
+	t.Cleanup(func() { submitted <- n; <-drained })
 	ctx := context.Background()
-	waitFor := func(what string, ok func(StationCounters) bool) StationCounters {
+	process := func(f devices.Frame) {
+		if s.process(ctx, f) {
+			n++
+		}
+	}
+	waitFor := func(what string, ok func(status.Counters) bool) status.Counters {
 		t.Helper()
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
 			c, _ := s.counters()
@@ -240,11 +163,11 @@ func TestRefusedScanLeavesDoubleReadFilter(t *testing.T) {
 		}
 	}
 
-	s.process(ctx, first)
-	waitFor("the first scan accepted", func(c StationCounters) bool { return c.Scans == 1 })
+	process(first)
+	waitFor("the first scan accepted", func(c status.Counters) bool { return c.Scans == 1 })
 	code := "RR287043775IN"
-	s.process(ctx, devices.Frame{Data: code, AIM: "]C0", At: t0.Add(time.Second)})
-	waitFor("the second scan refused", func(c StationCounters) bool { return c.NotAccepted[buffer.ReasonFull] == 1 })
+	process(devices.Frame{Data: code, AIM: "]C0", At: t0.Add(time.Second)})
+	waitFor("the second scan refused", func(c status.Counters) bool { return c.NotAccepted[buffer.ReasonFull] == 1 })
 
 	// The first scan is delivered: space is back.
 	recs, err := q.Read(0, 10)
@@ -259,8 +182,8 @@ func TestRefusedScanLeavesDoubleReadFilter(t *testing.T) {
 	}
 
 	// The operator scans the refused parcel again, well within the window.
-	s.process(ctx, devices.Frame{Data: code, AIM: "]C0", At: t0.Add(3 * time.Second)})
-	c := waitFor("the rescan", func(c StationCounters) bool { return c.Scans == 2 || c.Suppressed > 0 })
+	process(devices.Frame{Data: code, AIM: "]C0", At: t0.Add(3 * time.Second)})
+	c := waitFor("the rescan", func(c status.Counters) bool { return c.Scans == 2 || c.Suppressed > 0 })
 	if c.Scans != 2 || c.Suppressed != 0 {
 		t.Fatalf("the rescan of a refused scan was suppressed: %+v", c)
 	}
@@ -270,7 +193,7 @@ func TestRefusedScanLeavesDoubleReadFilter(t *testing.T) {
 	}
 
 	// An accepted scan still suppresses its double read.
-	s.process(ctx, devices.Frame{Data: code, AIM: "]C0", At: t0.Add(4 * time.Second)})
+	process(devices.Frame{Data: code, AIM: "]C0", At: t0.Add(4 * time.Second)})
 	if c, _ := s.counters(); c.Suppressed != 1 || c.Scans != 2 {
 		t.Fatalf("double read of an accepted scan: %+v", c)
 	}

@@ -1,65 +1,34 @@
-package agent
+package station
 
 import (
 	"context"
 	"fmt"
-	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
+	"github.com/scanagent/scanagent/agent/record"
 	"github.com/scanagent/scanagent/devices"
 )
 
-// fakeClock is a clock tests move by hand.
-type fakeClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	waiters []waiter
+// fakeClock moves the time of a synctest bubble: the pairing reads
+// time.Now and waits on timers, which the bubble fakes.
+type fakeClock struct{}
+
+func newFakeClock() *fakeClock { return &fakeClock{} }
+
+func (*fakeClock) Now() time.Time { return time.Now() }
+
+// Advance lets d pass in the bubble; the timers due fire, and what they
+// woke runs until it blocks again.
+func (*fakeClock) Advance(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
 }
 
-type waiter struct {
-	at time.Time
-	ch chan time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	c.waiters = append(c.waiters, waiter{c.now.Add(d), ch})
-	return ch
-}
-
-// Advance moves the clock and fires the timers that are due.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	kept := c.waiters[:0]
-	for _, w := range c.waiters {
-		if !w.at.After(c.now) {
-			w.ch <- c.now
-		} else {
-			kept = append(kept, w)
-		}
-	}
-	c.waiters = kept
-}
-
-func (c *fakeClock) pending() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.waiters)
+// bubble runs a test in a synctest bubble.
+func bubble(f func(t *testing.T)) func(t *testing.T) {
+	return func(t *testing.T) { synctest.Test(t, f) }
 }
 
 // reading makes a scale reading of grams (kg value) at time at.
@@ -79,16 +48,16 @@ func reading(at time.Time, grams int64, stable bool) devices.Reading {
 }
 
 // pairWeight is pair with the reading as the event's weight (nil for none).
-func pairWeight(w *weigher, ctx context.Context, at time.Time) (*Weight, string) {
+func pairWeight(w *weigher, ctx context.Context, at time.Time) (*record.Weight, string) {
 	r, ok, status := w.pair(ctx, at)
 	if !ok {
 		return nil, status
 	}
-	return weightOf(r), status
+	return record.WeightOf(r), status
 }
 
 type pairResult struct {
-	w      *Weight
+	w      *record.Weight
 	status string
 }
 
@@ -103,14 +72,11 @@ func startPair(w *weigher, c *fakeClock) chan pairResult {
 	return out
 }
 
-// waitBlocked waits until the pairing goroutine waits on the clock.
-func waitBlocked(t *testing.T, c *fakeClock) {
+// waitBlocked waits until the pairing goroutine waits (on a reading or
+// its timer).
+func waitBlocked(t *testing.T, _ *fakeClock) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); c.pending() == 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("pairing did not wait")
-		}
-	}
+	synctest.Wait()
 }
 
 func get(t *testing.T, ch chan pairResult) pairResult {
@@ -129,23 +95,23 @@ func TestPairing(t *testing.T) {
 	setup := func(share bool) (*weigher, *fakeClock, *int) {
 		c := newFakeClock()
 		polls := 0
-		w := newWeigher(maxAge, wait, share, c, func() { polls++ })
+		w := newWeigher(maxAge, wait, share, func() { polls++ })
 		w.setOnline(true)
 		return w, c, &polls
 	}
 
-	t.Run("stable before the scan", func(t *testing.T) {
+	t.Run("stable before the scan", bubble(func(t *testing.T) {
 		w, c, polls := setup(false)
 		w.reading(reading(c.Now(), 1234, true))
 		c.Advance(300 * time.Millisecond)
 		r := get(t, startPair(w, c))
 		if r.status != WeightOK || r.w.Grams != 1234 || r.w.Value != "1.234" || r.w.Unit != "kg" || !r.w.Stable ||
-			r.w.MeasuredAt != Timestamp(c.Now().Add(-300*time.Millisecond)) || *polls != 0 {
+			r.w.MeasuredAt != record.Timestamp(c.Now().Add(-300*time.Millisecond)) || *polls != 0 {
 			t.Fatalf("%+v %s, polls %d", r.w, r.status, *polls)
 		}
-	})
+	}))
 
-	t.Run("stable after the scan, within the wait", func(t *testing.T) {
+	t.Run("stable after the scan, within the wait", bubble(func(t *testing.T) {
 		w, c, polls := setup(false)
 		w.reading(reading(c.Now(), 800, false)) // the parcel is settling
 		ch := startPair(w, c)
@@ -156,9 +122,9 @@ func TestPairing(t *testing.T) {
 		if r.status != WeightOK || r.w.Grams != 812 || *polls != 1 {
 			t.Fatalf("%+v %s, polls %d", r.w, r.status, *polls)
 		}
-	})
+	}))
 
-	t.Run("motion only: accepted without weight after the wait, never later", func(t *testing.T) {
+	t.Run("motion only: accepted without weight after the wait, never later", bubble(func(t *testing.T) {
 		w, c, _ := setup(false)
 		w.reading(reading(c.Now(), 800, false))
 		ch := startPair(w, c)
@@ -170,9 +136,9 @@ func TestPairing(t *testing.T) {
 		if r := get(t, ch); r.w != nil || r.status != WeightMotion {
 			t.Fatalf("%+v %s", r.w, r.status)
 		}
-	})
+	}))
 
-	t.Run("stale", func(t *testing.T) {
+	t.Run("stale", bubble(func(t *testing.T) {
 		w, c, _ := setup(false)
 		w.reading(reading(c.Now(), 500, true))
 		c.Advance(maxAge + time.Millisecond) // a poll scale that stopped answering
@@ -182,9 +148,9 @@ func TestPairing(t *testing.T) {
 		if r := get(t, ch); r.w != nil || r.status != WeightStale {
 			t.Fatalf("%+v %s", r.w, r.status)
 		}
-	})
+	}))
 
-	t.Run("overload and underload are never attached", func(t *testing.T) {
+	t.Run("overload and underload are never attached", bubble(func(t *testing.T) {
 		for _, tc := range []struct {
 			r    devices.Reading
 			want string
@@ -200,9 +166,9 @@ func TestPairing(t *testing.T) {
 				t.Fatalf("%+v %s, want %s", r.w, r.status, tc.want)
 			}
 		}
-	})
+	}))
 
-	t.Run("scale unplugged: no wait", func(t *testing.T) {
+	t.Run("scale unplugged: no wait", bubble(func(t *testing.T) {
 		w, c, _ := setup(false)
 		w.reading(reading(c.Now(), 500, true))
 		w.setOnline(false)
@@ -216,9 +182,9 @@ func TestPairing(t *testing.T) {
 		if r := get(t, ch); r.status != WeightOK || r.w.Grams != 640 {
 			t.Fatalf("%+v %s", r.w, r.status)
 		}
-	})
+	}))
 
-	t.Run("no reading at all", func(t *testing.T) {
+	t.Run("no reading at all", bubble(func(t *testing.T) {
 		w, c, _ := setup(false)
 		ch := startPair(w, c)
 		waitBlocked(t, c)
@@ -226,9 +192,9 @@ func TestPairing(t *testing.T) {
 		if r := get(t, ch); r.w != nil || r.status != WeightNone {
 			t.Fatalf("%+v %s", r.w, r.status)
 		}
-	})
+	}))
 
-	t.Run("empty scale", func(t *testing.T) {
+	t.Run("empty scale", bubble(func(t *testing.T) {
 		w, c, _ := setup(false)
 		w.reading(reading(c.Now(), 0, true))
 		ch := startPair(w, c)
@@ -237,9 +203,9 @@ func TestPairing(t *testing.T) {
 		if r := get(t, ch); r.w != nil || r.status != WeightEmpty {
 			t.Fatalf("%+v %s", r.w, r.status)
 		}
-	})
+	}))
 
-	t.Run("one stay on the scale, one scan", func(t *testing.T) {
+	t.Run("one stay on the scale, one scan", bubble(func(t *testing.T) {
 		w, c, _ := setup(false)
 		w.reading(reading(c.Now(), 1500, true))
 		if r := get(t, startPair(w, c)); r.status != WeightOK {
@@ -260,9 +226,9 @@ func TestPairing(t *testing.T) {
 		if r := get(t, startPair(w, c)); r.status != WeightOK || r.w.Grams != 1500 {
 			t.Fatalf("next parcel %+v %s", r.w, r.status)
 		}
-	})
+	}))
 
-	t.Run("share_reading: both labels get the weight", func(t *testing.T) {
+	t.Run("share_reading: both labels get the weight", bubble(func(t *testing.T) {
 		w, c, _ := setup(true)
 		w.reading(reading(c.Now(), 1500, true))
 		for i := range 2 {
@@ -270,9 +236,9 @@ func TestPairing(t *testing.T) {
 				t.Fatalf("scan %d: %+v %s", i, r.w, r.status)
 			}
 		}
-	})
+	}))
 
-	t.Run("a queued scan waits only until its own deadline", func(t *testing.T) {
+	t.Run("a queued scan waits only until its own deadline", bubble(func(t *testing.T) {
 		w, c, _ := setup(false)
 		scannedAt := c.Now()
 		c.Advance(wait) // it sat behind another scan for the whole wait
@@ -280,14 +246,14 @@ func TestPairing(t *testing.T) {
 		if wt != nil || st != WeightNone {
 			t.Fatalf("%+v %s", wt, st)
 		}
-	})
+	}))
 
-	t.Run("shutdown cuts the wait", func(t *testing.T) {
+	t.Run("shutdown cuts the wait", bubble(func(t *testing.T) {
 		w, c, _ := setup(false)
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		if wt, st := pairWeight(w, ctx, c.Now()); wt != nil || st != WeightNone {
 			t.Fatalf("%+v %s", wt, st)
 		}
-	})
+	}))
 }

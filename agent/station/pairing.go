@@ -1,4 +1,4 @@
-package agent
+package station
 
 import (
 	"context"
@@ -25,17 +25,6 @@ const (
 var WeightStatuses = []string{WeightOK, WeightNone, WeightMotion, WeightOverload, WeightUnderload,
 	WeightStale, WeightEmpty, WeightAlreadyUsed, WeightScaleOffline}
 
-// clock is the time source of pairing; tests inject a fake one.
-type clock interface {
-	Now() time.Time
-	After(d time.Duration) <-chan time.Time
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time                         { return time.Now() }
-func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
-
 // weigher pairs a station's scans with its scale's readings. Readings and
 // the scale's state arrive on the scale's port goroutine; scans are paired
 // on the station's worker. Safe for concurrent use.
@@ -51,7 +40,6 @@ func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) 
 type weigher struct {
 	maxAge, wait time.Duration
 	share        bool
-	clock        clock
 	poll         func() // asks a poll scale for a reading now; never blocks
 
 	mu          sync.Mutex
@@ -65,11 +53,11 @@ type weigher struct {
 	changed     chan struct{}   // closed at each reading or state change
 }
 
-func newWeigher(maxAge, wait time.Duration, share bool, c clock, poll func()) *weigher {
+func newWeigher(maxAge, wait time.Duration, share bool, poll func()) *weigher {
 	if poll == nil {
 		poll = func() {}
 	}
-	return &weigher{maxAge: maxAge, wait: wait, share: share, clock: c, poll: poll, changed: make(chan struct{})}
+	return &weigher{maxAge: maxAge, wait: wait, share: share, poll: poll, changed: make(chan struct{})}
 }
 
 func (w *weigher) notify() {
@@ -114,7 +102,7 @@ func (w *weigher) pair(ctx context.Context, scannedAt time.Time) (devices.Readin
 	polled := false
 	for {
 		w.mu.Lock()
-		now := w.clock.Now()
+		now := time.Now()
 		if w.qualifies(now) {
 			w.usedPlateau = w.plateau
 			r := w.stable
@@ -137,11 +125,13 @@ func (w *weigher) pair(ctx context.Context, scannedAt time.Time) (devices.Readin
 			w.poll()
 			polled = true
 		}
+		t := time.NewTimer(left)
 		select {
 		case <-changed:
-		case <-w.clock.After(left):
+		case <-t.C:
 		case <-ctx.Done():
 		}
+		t.Stop()
 	}
 }
 

@@ -1,0 +1,57 @@
+// Package record owns the one format of a buffered scan: the scan event
+// published on P/scans/<station> (schema scanagent.scan/v1) and the buffer
+// record that carries it, the station id (length-prefixed) followed by the
+// event JSON, so that the uplink builds the topic without decoding the
+// event.
+//
+// A station writes records with Scan.Encode, field by field, leaving the
+// sequence number to the buffer (it is assigned in commit order). Tools
+// and tests write them from an Event with EventValue, through
+// encoding/json; the tests hold the two to the same bytes.
+package record
+
+import (
+	"time"
+)
+
+// Schema is the scan event schema name published in every event.
+const Schema = "scanagent.scan/v1"
+
+// Event is one scan as published on P/scans/<station> (docs/MQTT.md).
+type Event struct {
+	Schema    string  `json:"schema"`
+	ID        string  `json:"id"`
+	Seq       uint64  `json:"seq"`
+	Agent     string  `json:"agent"`
+	Site      string  `json:"site"`
+	Station   string  `json:"station"`
+	Event     string  `json:"event,omitempty"`
+	ScannedAt string  `json:"scanned_at"`
+	Barcode   string  `json:"barcode"`
+	AIM       string  `json:"aim,omitempty"`
+	Kind      string  `json:"kind"`
+	Valid     bool    `json:"valid"`
+	Reason    string  `json:"reason,omitempty"`
+	Weight    *Weight `json:"weight,omitempty"`
+	// WeightStatus says why weight is what it is, on stations with a
+	// scale: ok, or none, motion, overload, underload, stale, empty,
+	// already_used, scale_offline.
+	WeightStatus string `json:"weight_status,omitempty"`
+}
+
+// Weight is a scale reading attached to a scan.
+type Weight struct {
+	Grams      int64  `json:"grams"`
+	Value      string `json:"value"`
+	Unit       string `json:"unit"`
+	Stable     bool   `json:"stable"`
+	MeasuredAt string `json:"measured_at"`
+}
+
+// timestampLayout is how events write times: UTC, milliseconds.
+const timestampLayout = "2006-01-02T15:04:05.000Z07:00"
+
+// Timestamp formats t as the events do: UTC, milliseconds.
+func Timestamp(t time.Time) string {
+	return t.UTC().Format(timestampLayout)
+}

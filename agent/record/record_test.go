@@ -1,0 +1,178 @@
+package record
+
+import (
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+
+	"github.com/scanagent/scanagent/devices"
+)
+
+func testScan(code, aim string, at time.Time) *Scan {
+	return &Scan{Station: "induct-3", Agent: "hub", Site: "SITE", Event: "EDD", ID: uuid.Must(uuid.NewV7()), At: at,
+		Barcode: code, AIM: aim, Kind: "s10", Valid: true}
+}
+
+// encode makes the whole record of s with seq, as the buffer does.
+func encode(s *Scan, seq uint64) []byte {
+	return s.Value().Bytes(seq)
+}
+
+// TestScanMatchesEvent: the record written field by field decodes to the
+// Event encoding/json makes of the same scan, byte for byte when no
+// character needs escaping differently (encoding/json also escapes < > &),
+// and EventValue, the tools' way through encoding/json, writes the same
+// record.
+func TestScanMatchesEvent(t *testing.T) {
+	at := time.Date(2026, 11, 22, 1, 31, 44, 781_000_000, time.UTC)
+	w := readingOf(t, "S S      1.234 kg\r\n", at.Add(-131*time.Millisecond))
+	for _, tc := range []struct {
+		code, aim string
+		weight    bool
+		status    string
+	}{
+		{"RR473124829GB", "]C0", true, "ok"},
+		{"RR473124828GB", "", false, "motion"},
+		{"0109506000134352\x1d10AB-123", "]C1", false, ""},
+		{`quote" back\slash tab\t nl\n \x01 \x7f Посылка \u2028`, "", false, ""},
+		{"\xff\xfebad utf-8", "", false, ""},
+	} {
+		sc := testScan(tc.code, tc.aim, at)
+		sc.HasWeight, sc.WeightStatus = tc.weight, tc.status
+		if tc.weight {
+			sc.Weight = w
+		}
+		rec := encode(sc, 1042)
+		station, payload, err := Split(rec)
+		if err != nil || station != "induct-3" || !json.Valid(payload) {
+			t.Fatalf("%q: station %q, valid JSON %v, err %v: %s", tc.code, station, json.Valid(payload), err, payload)
+		}
+		want := Event{Schema: Schema, ID: sc.ID.String(), Seq: 1042, Agent: "hub", Site: "SITE", Station: "induct-3", Event: "EDD",
+			ScannedAt: Timestamp(at), Barcode: viaJSON(tc.code), AIM: tc.aim, Kind: sc.Kind, Valid: sc.Valid, Reason: sc.Reason,
+			WeightStatus: tc.status}
+		if tc.weight {
+			want.Weight = WeightOf(w)
+		}
+		var got Event
+		if err := json.Unmarshal(payload, &got); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("decoded\n%+v\nwant\n%+v", got, want)
+		}
+		if std, _ := json.Marshal(want); !strings.ContainsAny(tc.code, "<>&\x7f\u2028") && utf8.ValidString(tc.code) {
+			if string(std) != string(payload) {
+				t.Errorf("bytes differ from encoding/json:\n%s\n%s", payload, std)
+			}
+			v, err := EventValue("induct-3", &want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if again := v.Bytes(1042); string(again) != string(rec) {
+				t.Errorf("EventValue differs from Encode:\n%q\n%q", again, rec)
+			}
+		}
+	}
+}
+
+func readingOf(t *testing.T, frame string, at time.Time) devices.Reading {
+	t.Helper()
+	var r devices.Reading
+	devices.NewScaleReader(devices.LookupProtocol("mt-sics"), func(rd devices.Reading) { r = rd }, nil).Write([]byte(frame), at)
+	if !r.Valid() {
+		t.Fatalf("no reading from %q", frame)
+	}
+	return r
+}
+
+// viaJSON is s after an encoding/json round trip (each invalid UTF-8 byte
+// becomes U+FFFD).
+func viaJSON(s string) string {
+	b, _ := json.Marshal(s)
+	var out string
+	json.Unmarshal(b, &out)
+	return out
+}
+
+func TestEventValueLongStation(t *testing.T) {
+	if _, err := EventValue(strings.Repeat("s", 256), &Event{Schema: Schema}); err == nil {
+		t.Fatal("a 256-byte station id was accepted")
+	}
+}
+
+func FuzzScan(f *testing.F) {
+	f.Add("RR473124829GB", "]C0", "EDD")
+	f.Add("a\x1db\"c\\", "", "")
+	f.Add("\xff\xc3\x28", "]d2", "X")
+	f.Fuzz(func(t *testing.T, code, aim, event string) {
+		sc := testScan(code, aim, time.Unix(1700000000, 0))
+		sc.Event = event
+		_, payload, err := Split(encode(sc, 7))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got Event
+		if err := json.Unmarshal(payload, &got); err != nil {
+			t.Fatalf("invalid JSON %q: %v", payload, err)
+		}
+		if got.Barcode != viaJSON(code) || got.AIM != viaJSON(aim) || got.Seq != 7 || got.Event != viaJSON(event) {
+			t.Fatalf("round trip: %+v from %q %q %q", got, code, aim, event)
+		}
+	})
+}
+
+// FuzzDecode: buffer records decoded by the uplink and the export tool
+// never panic the decoder, and a record splits back into the same station
+// and payload.
+func FuzzDecode(f *testing.F) {
+	ev := Event{Schema: Schema, ID: "0193f2c4-9a4e-7c1d-8f3a-2b5e6d7c8a90", Station: "induct-3", Barcode: "RR473124829GB", Kind: "s10", Valid: true}
+	v, _ := EventValue("induct-3", &ev)
+	f.Add(v.Bytes(7))
+	f.Add([]byte{})
+	f.Add([]byte{200, 'a'})
+	f.Fuzz(func(t *testing.T, rec []byte) {
+		station, payload, err := Split(rec)
+		if err != nil {
+			return
+		}
+		if len(station)+len(payload)+1 != len(rec) {
+			t.Fatalf("split %d+%d bytes from %d", len(station), len(payload), len(rec))
+		}
+		Decode(rec) // any JSON: must not panic
+		if again := Join(station, payload); string(again) != string(rec) {
+			t.Fatalf("round trip changed the record")
+		}
+	})
+}
+
+// BenchmarkEncode: the fast encoder against encoding/json on the same
+// scan, to show what it earns.
+func BenchmarkEncode(b *testing.B) {
+	at := time.Date(2026, 11, 22, 1, 31, 44, 781_000_000, time.UTC)
+	sc := testScan("RR473124829GB", "]C0", at)
+	var r devices.Reading
+	devices.NewScaleReader(devices.LookupProtocol("mt-sics"), func(rd devices.Reading) { r = rd }, nil).Write([]byte("S S      1.234 kg\r\n"), at)
+	sc.Weight, sc.HasWeight, sc.WeightStatus = r, true, "ok"
+	b.Run("scan", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			sc.Value()
+		}
+	})
+	b.Run("encoding-json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			ev := Event{Schema: Schema, ID: sc.ID.String(), Agent: sc.Agent, Site: sc.Site, Station: sc.Station, Event: sc.Event,
+				ScannedAt: Timestamp(sc.At), Barcode: sc.Barcode, AIM: sc.AIM, Kind: sc.Kind, Valid: sc.Valid,
+				Weight: WeightOf(sc.Weight), WeightStatus: sc.WeightStatus}
+			if _, err := EventValue(sc.Station, &ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
