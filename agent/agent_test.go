@@ -110,17 +110,10 @@ func (r *rig) stop() {
 
 func (r *rig) waitAccepted(n uint64) {
 	r.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	waitUntil(r.t, 15*time.Second, fmt.Sprintf("%d accepted scans", n), func() bool {
 		st := r.a.Status()
-		if len(st.Stations) > 0 && st.Stations[0].Counters.Scans >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("agent accepted %+v, want %d scans", st.Stations, n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return len(st.Stations) > 0 && st.Stations[0].Counters.Scans >= n
+	}, func() string { return fmt.Sprintf("%+v", r.a.Status().Stations) })
 }
 
 func scans(msgs []testmqtt.Message) []record.Event {
@@ -287,13 +280,8 @@ func TestBrokerOutageBuffersAndDrainsInOrder(t *testing.T) {
 			t.Fatalf("event %d has seq %d: not in seq order", i, e.Seq)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for r.a.Status().Buffer.Depth != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("buffer not drained: %+v", r.a.Status().Buffer)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitUntil(t, 10*time.Second, "the buffer drained", func() bool { return r.a.Status().Buffer.Depth == 0 },
+		func() string { return fmt.Sprintf("%+v", r.a.Status().Buffer) })
 	if st := r.a.Status(); st.MQTT.Sessions < 2 {
 		t.Errorf("want a second MQTT session after the outage, got %d", st.MQTT.Sessions)
 	}
@@ -376,22 +364,17 @@ func TestBufferFullRejectNew(t *testing.T) {
 			batch = batch[:0]
 		}
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		st := a.Status()
+	var st status.Status
+	waitUntil(t, 20*time.Second, fmt.Sprintf("all %d scans accounted for", n), func() bool {
+		st = a.Status()
 		c := st.Stations[0].Counters
-		if c.Scans+c.NotAccepted["buffer_full"] == n {
-			if c.NotAccepted["buffer_full"] == 0 || !st.Buffer.Full || st.Buffer.Bytes > 1<<20 || st.Buffer.Rejected["buffer_full"] != c.NotAccepted["buffer_full"] {
-				t.Fatalf("counters %+v, buffer %+v", c, st.Buffer)
-			}
-			t.Logf("accepted %d, refused %d (buffer_full), buffer %d bytes", c.Scans, c.NotAccepted["buffer_full"], st.Buffer.Bytes)
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not all %d scans accounted for: %+v", n, c)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return c.Scans+c.NotAccepted["buffer_full"] == n
+	}, func() string { return fmt.Sprintf("%+v", st.Stations[0].Counters) })
+	c := st.Stations[0].Counters
+	if c.NotAccepted["buffer_full"] == 0 || !st.Buffer.Full || st.Buffer.Bytes > 1<<20 || st.Buffer.Rejected["buffer_full"] != c.NotAccepted["buffer_full"] {
+		t.Fatalf("counters %+v, buffer %+v", c, st.Buffer)
 	}
+	t.Logf("accepted %d, refused %d (buffer_full), buffer %d bytes", c.Scans, c.NotAccepted["buffer_full"], st.Buffer.Bytes)
 }
 
 // TestStationScaleAndScannerOptions: a station's scale is supervised next
@@ -417,17 +400,10 @@ func TestStationScaleAndScannerOptions(t *testing.T) {
 	if ev.Barcode != "RR473124829GB" || ev.AIM != "]C0" || !ev.Valid {
 		t.Errorf("event %+v", ev)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	waitUntil(t, 10*time.Second, "the scale's reading in the status", func() bool {
 		sc := r.a.Status().Stations[0].Scale
-		if sc != nil && sc.Last != nil && sc.Last.Grams == 12340 && sc.Frames["ok"] > 0 && sc.State == "connected" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("scale status %+v", sc)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return sc != nil && sc.Last != nil && sc.Last.Grams == 12340 && sc.Frames["ok"] > 0 && sc.State == "connected"
+	}, func() string { return fmt.Sprintf("%+v", r.a.Status().Stations[0].Scale) })
 }
 
 // TestWeightsEndToEnd: a simulated MT-SICS (polled) and Toledo
@@ -443,14 +419,10 @@ func TestWeightsEndToEnd(t *testing.T) {
 			t.Cleanup(func() { scale.Close() })
 			r := newRigStation(t, "", fmt.Sprintf("    scale: {port: %q, baud: 9600, protocol: %s, wait_stable: 300ms, poll_interval: 50ms}\n", scale.Path(), protocol))
 			waitScale := func(grams int64) {
-				for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-					if st := r.a.Status().Stations; len(st) > 0 && st[0].Scale != nil && st[0].Scale.Last != nil && st[0].Scale.Last.Grams == grams {
-						return
-					}
-					if time.Now().After(deadline) {
-						t.Fatalf("scale never showed %d g", grams)
-					}
-				}
+				waitUntil(t, 10*time.Second, fmt.Sprintf("the scale to show %d g", grams), func() bool {
+					st := r.a.Status().Stations
+					return len(st) > 0 && st[0].Scale != nil && st[0].Scale.Last != nil && st[0].Scale.Last.Grams == grams
+				})
 			}
 			waitScale(1234)
 			r.sc.Send("]C0", "RR473124829GB")
@@ -458,24 +430,16 @@ func TestWeightsEndToEnd(t *testing.T) {
 			// The next parcel is still moving when scanned.
 			r.sub.WaitFor(15*time.Second, "the first scan", countScans(1))
 			scale.Set(sim.Weight{Value: "2.50", Unit: "kg", Stable: false})
-			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-				if sc := r.a.Status().Stations[0].Scale; sc.Last != nil && sc.Last.Grams == 2500 && !sc.Last.Stable {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatal("the scale never reported motion")
-				}
-			}
+			waitUntil(t, 10*time.Second, "the scale to report motion", func() bool {
+				sc := r.a.Status().Stations[0].Scale
+				return sc.Last != nil && sc.Last.Grams == 2500 && !sc.Last.Stable
+			})
 			r.sc.Send("]C0", "RR287043775IN")
 			r.sub.WaitFor(15*time.Second, "the second scan", countScans(2))
 
 			// The scale is unplugged: scans go on, without weight, at once.
 			scale.Unplug()
-			for deadline := time.Now().Add(10 * time.Second); r.a.Status().Stations[0].Scale.State != "disconnected"; time.Sleep(10 * time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatal("scale still connected")
-				}
-			}
+			waitUntil(t, 10*time.Second, "the scale disconnected", func() bool { return r.a.Status().Stations[0].Scale.State == "disconnected" })
 			r.sc.Send("]C0", "EE123456785RU")
 			evs := scans(r.sub.WaitFor(15*time.Second, "the third scan", countScans(3)))
 
@@ -533,11 +497,8 @@ func TestFeedbackLineWithoutModemLines(t *testing.T) {
 	r.sc.Send("]C0", "RR473124828GB")
 	r.sc.Send("]C0", "RR473124829GB")
 	r.sub.WaitFor(15*time.Second, "both scans", countScans(2))
-	for deadline := time.Now().Add(10 * time.Second); r.a.Status().Stations[0].Counters.Feedback["error"] != 1; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("feedback counters %v", r.a.Status().Stations[0].Counters.Feedback)
-		}
-	}
+	waitUntil(t, 10*time.Second, "a feedback error counted", func() bool { return r.a.Status().Stations[0].Counters.Feedback["error"] == 1 },
+		func() string { return fmt.Sprint(r.a.Status().Stations[0].Counters.Feedback) })
 }
 
 // TestDoubleReadSuppressed: the same code twice within dedup_window is one
@@ -548,7 +509,7 @@ func TestDoubleReadSuppressed(t *testing.T) {
 	r.sc.Send("]C0", "RR473124829GB")
 	r.sc.Send("]C0", "RR287043775IN")
 	r.sub.WaitFor(15*time.Second, "two scans", countScans(2))
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(500 * time.Millisecond) // wall time is what is tested: the 400ms dedup window passes
 	r.sc.Send("]C0", "RR473124829GB")
 	evs := scans(r.sub.WaitFor(15*time.Second, "the scan after the window", countScans(3)))
 	got := []string{evs[0].Barcode, evs[1].Barcode, evs[2].Barcode}
@@ -606,22 +567,18 @@ func TestMetrics(t *testing.T) {
 	r.sc.Send("]C0", "RR473124829GB")
 	r.sc.Send("]C0", "RR473124828GB")
 	r.sub.WaitFor(15*time.Second, "two scans", countScans(2))
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var scans, invalid, acked, latency, appended float64
+	waitUntil(t, 10*time.Second, "the metrics to move", func() bool {
 		_, body = httpGet(t, "http://"+addr+"/metrics", "")
-		scans, _ := metricValue(body, `scanagent_scans_accepted_total{station="induct-3"}`)
-		invalid, _ := metricValue(body, `scanagent_scans_invalid_total{reason="check_digit",station="induct-3"}`)
-		acked, _ := metricValue(body, "scanagent_mqtt_acked_total")
-		latency, _ := metricValue(body, "scanagent_mqtt_ack_latency_seconds_count")
-		appended, _ := metricValue(body, "scanagent_buffer_appended_total")
-		if scans == 2 && invalid == 1 && acked >= 2 && latency >= 2 && appended == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("metrics did not move: scans %v invalid %v acked %v latency %v appended %v", scans, invalid, acked, latency, appended)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		scans, _ = metricValue(body, `scanagent_scans_accepted_total{station="induct-3"}`)
+		invalid, _ = metricValue(body, `scanagent_scans_invalid_total{reason="check_digit",station="induct-3"}`)
+		acked, _ = metricValue(body, "scanagent_mqtt_acked_total")
+		latency, _ = metricValue(body, "scanagent_mqtt_ack_latency_seconds_count")
+		appended, _ = metricValue(body, "scanagent_buffer_appended_total")
+		return scans == 2 && invalid == 1 && acked >= 2 && latency >= 2 && appended == 2
+	}, func() string {
+		return fmt.Sprintf("scans %v invalid %v acked %v latency %v appended %v", scans, invalid, acked, latency, appended)
+	})
 }
 
 // TestHTTPTokenAndLogLevel: with a token, every path but /healthz needs

@@ -78,7 +78,10 @@ func BenchmarkEndToEnd(b *testing.B) {
 	runDone := make(chan error, 1)
 	go func() { runDone <- a.Run(ctx) }()
 	defer func() { cancel(); <-runDone }()
-	time.Sleep(300 * time.Millisecond) // ports open, MQTT connected
+	waitUntil(b, 10*time.Second, "ports open, MQTT connected", func() bool {
+		st := a.Status()
+		return st.MQTT.Connected && len(st.Stations) > 0 && st.Stations[0].Scanner.State == "connected"
+	})
 
 	b.ResetTimer()
 	start := time.Now()

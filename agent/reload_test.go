@@ -59,15 +59,10 @@ func TestReloadStations(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	waitUntil(t, 10*time.Second, "stations connected", func() bool {
 		st := a.Status()
-		if len(st.Stations) == 3 && st.Stations[0].Scanner.State == "connected" && st.Stations[1].Scanner.State == "connected" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("stations not connected")
-		}
-	}
+		return len(st.Stations) == 3 && st.Stations[0].Scanner.State == "connected" && st.Stations[1].Scanner.State == "connected"
+	})
 
 	// Station A is scanned every 2ms throughout.
 	var sent atomic.Int64
@@ -84,10 +79,11 @@ func TestReloadStations(t *testing.T) {
 			if scanners["a"].Send("]C0", s10(i)) == nil {
 				sent.Add(1)
 			}
-			time.Sleep(2 * time.Millisecond)
+			time.Sleep(2 * time.Millisecond) // wall time: the scanner's pace, about 500 scans/s
 		}
 	}()
-	time.Sleep(200 * time.Millisecond)
+	before := sent.Load()
+	waitUntil(t, 10*time.Second, "scans flowing before the reload", func() bool { return sent.Load() >= before+50 })
 	restart, err := a.Reload(parse(head + station("a", "EDD") + station("b", "EDE") + station("c", "EMD") +
 		"log: {level: debug}\n"))
 	if err != nil {
@@ -99,7 +95,8 @@ func TestReloadStations(t *testing.T) {
 	if level.Level() != slog.LevelDebug {
 		t.Errorf("log level %v after reload", level.Level())
 	}
-	time.Sleep(200 * time.Millisecond)
+	before = sent.Load()
+	waitUntil(t, 10*time.Second, "scans flowing after the reload", func() bool { return sent.Load() >= before+50 })
 	close(stop)
 	<-feeding
 
@@ -107,15 +104,10 @@ func TestReloadStations(t *testing.T) {
 	if len(st.Stations) != 3 || st.Stations[0].ID != "a" || st.Stations[1].ID != "b" || st.Stations[2].ID != "c" {
 		t.Fatalf("stations after reload: %+v", st.Stations)
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	waitUntil(t, 10*time.Second, "b and c connected after the reload", func() bool {
 		st := a.Status()
-		if st.Stations[1].Scanner.State == "connected" && st.Stations[2].Scanner.State == "connected" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("b and c not connected after the reload")
-		}
-	}
+		return st.Stations[1].Scanner.State == "connected" && st.Stations[2].Scanner.State == "connected"
+	})
 	scanners["b"].Send("]C0", "RR473124829GB")
 	scanners["c"].Send("]C0", "RR287043775IN")
 	n := int(sent.Load())
@@ -198,15 +190,13 @@ func TestReloadKeepsStationCounters(t *testing.T) {
 	}
 	waitB := func(what string, ok func(status.Station) bool) status.Station {
 		t.Helper()
-		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-			if st, found := stationB(); found && ok(st) {
-				return st
-			}
-			if time.Now().After(deadline) {
-				st, _ := stationB()
-				t.Fatalf("station b: %s: %+v %+v", what, st.Counters, st.Scale)
-			}
-		}
+		var st status.Station
+		waitUntil(t, 15*time.Second, "station b: "+what, func() bool {
+			var found bool
+			st, found = stationB()
+			return found && ok(st)
+		}, func() string { return fmt.Sprintf("%+v %+v", st.Counters, st.Scale) })
+		return st
 	}
 	connected := func(st status.Station) bool {
 		return st.Scanner.State == "connected" && st.Scale != nil && st.Scale.State == "connected" && st.Scale.Frames["ok"] > 0

@@ -152,10 +152,9 @@ func TestPoisonEventParked(t *testing.T) {
 			t.Fatalf("event %d: %s, want %s", i, evs[i].Barcode, want)
 		}
 	}
+	// The delivered scans' deletes are committed after their PUBACKs.
+	waitUntil(t, 10*time.Second, "the buffer emptied", func() bool { return a.Status().Buffer.Depth == 0 })
 	st := a.Status()
-	for deadline := time.Now().Add(10 * time.Second); st.Buffer.Depth != 0 && time.Now().Before(deadline); st = a.Status() {
-		time.Sleep(10 * time.Millisecond) // the delivered scans' deletes are committed after their PUBACKs
-	}
 	if st.MQTT.Parked != 1 || !strings.Contains(st.MQTT.LastParked, "seq 2,") || st.Buffer.Parked != 1 || st.Buffer.Depth != 0 {
 		t.Fatalf("mqtt %+v buffer parked %d depth %d", st.MQTT, st.Buffer.Parked, st.Buffer.Depth)
 	}

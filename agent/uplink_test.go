@@ -97,28 +97,20 @@ func startAgent(t *testing.T, mqttYAML string, env map[string]string) *running {
 
 func (r *running) waitState(t *testing.T, state string) status.Uplink {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		st := r.a.Status().MQTT
-		if st.State == state {
-			return st
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("uplink state %q (%s), want %q", st.State, st.LastError, state)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	var st status.Uplink
+	waitUntil(t, 20*time.Second, "uplink state "+state, func() bool {
+		st = r.a.Status().MQTT
+		return st.State == state
+	}, func() string { return fmt.Sprintf("%q (%s)", st.State, st.LastError) })
+	return st
 }
 
 func (r *running) waitAccepted(t *testing.T, n uint64) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for st := r.a.Status(); len(st.Stations) == 0 || st.Stations[0].Counters.Scans < n; st = r.a.Status() {
-		if time.Now().After(deadline) {
-			t.Fatalf("accepted %d, want %d", r.a.Status().Stations[0].Counters.Scans, n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitUntil(t, 20*time.Second, fmt.Sprintf("%d accepted scans", n), func() bool {
+		st := r.a.Status()
+		return len(st.Stations) > 0 && st.Stations[0].Counters.Scans >= n
+	})
 }
 
 func s10(n int) string {
@@ -228,29 +220,23 @@ func TestFailover(t *testing.T) {
 		if i == n/2 {
 			b1.Stop()
 		}
-		time.Sleep(2 * time.Millisecond)
+		time.Sleep(2 * time.Millisecond) // wall time: the scanner's pace
 	}
 	r.waitAccepted(t, n)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	missing := 0
+	waitUntil(t, 30*time.Second, "every scan at either broker", func() bool {
 		got := barcodes(sub1.Messages())
 		for k, v := range barcodes(sub2.Messages()) {
 			got[k] += v
 		}
-		missing := 0
+		missing = 0
 		for i := 1; i <= n; i++ {
 			if got[s10(i)] == 0 {
 				missing++
 			}
 		}
-		if missing == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d scans never arrived at either broker", missing, n)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return missing == 0
+	}, func() string { return fmt.Sprintf("%d of %d never arrived", missing, n) })
 	if st := r.a.Status().MQTT; !strings.Contains(st.Broker, fmt.Sprint(b2.Port)) {
 		t.Fatalf("connected to %q, want the second broker", st.Broker)
 	}
@@ -274,10 +260,10 @@ func TestProxyCutsAndHeldAcks(t *testing.T) {
 		defer close(fed)
 		for i := 1; i <= n; i++ {
 			r.sc.Send("]C0", s10(i))
-			time.Sleep(time.Millisecond)
+			time.Sleep(time.Millisecond) // wall time: the scanner's pace
 		}
 	}()
-	for range cuts {
+	for range cuts { // wall time is what is tested: cuts and held PUBACKs at random points of the flow
 		time.Sleep(150 * time.Millisecond)
 		px.Hold()
 		time.Sleep(100 * time.Millisecond)
@@ -401,7 +387,10 @@ func TestLiveFirstRecoversFromCutWithoutLiveScans(t *testing.T) {
 	b.Restart()
 	r.waitState(t, status.UplinkConnected)
 	px.Hold()
-	time.Sleep(time.Second) // more than 64 backlog publishes in flight, PUBACKs held
+	waitUntil(t, 10*time.Second, "the cap of 64 backlog publishes in flight, PUBACKs held", func() bool {
+		m := r.a.Status().MQTT
+		return m.Published >= m.Acked+64
+	})
 	px.Cut()
 	sub.WaitFor(20*time.Second, "the whole backlog after the cut", func(m []testmqtt.Message) bool { return len(barcodes(m)) == backlog })
 }
@@ -419,17 +408,13 @@ func TestStalledState(t *testing.T) {
 	px.Hold()
 	r.sc.Send("]C0", "RR473124829GB")
 	r.waitAccepted(t, 1)
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		st := r.a.Status().MQTT
-		if st.State != status.UplinkConnected {
-			if st.State != status.UplinkStalled || !strings.Contains(st.Hint, "no PUBACK") || !strings.Contains(st.LastError, "no PUBACK for seq 1") {
-				t.Fatalf("after PUBACKs stopped: %+v", st)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still %+v 30s after PUBACKs stopped", st)
-		}
+	var st status.Uplink
+	waitUntil(t, 30*time.Second, "the session to end after PUBACKs stopped", func() bool {
+		st = r.a.Status().MQTT
+		return st.State != status.UplinkConnected
+	})
+	if st.State != status.UplinkStalled || !strings.Contains(st.Hint, "no PUBACK") || !strings.Contains(st.LastError, "no PUBACK for seq 1") {
+		t.Fatalf("after PUBACKs stopped: %+v", st)
 	}
 	// The session's end is logged as stalled once classified.
 	stalledLogged := func() bool {
@@ -440,11 +425,7 @@ func TestStalledState(t *testing.T) {
 		}
 		return false
 	}
-	for deadline := time.Now().Add(10 * time.Second); !stalledLogged(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no stalled log line:\n%s", r.logs.String())
-		}
-	}
+	waitUntil(t, 10*time.Second, "a stalled log line", stalledLogged, r.logs.String)
 	if st := r.a.Status().MQTT; st.State != status.UplinkStalled && st.State != status.UplinkUnreachable {
 		t.Fatalf("state %+v", st) // later attempts through the held proxy time out: unreachable
 	}

@@ -2,6 +2,7 @@ package station
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -152,15 +153,10 @@ func TestRefusedScanLeavesDoubleReadFilter(t *testing.T) {
 	}
 	waitFor := func(what string, ok func(status.Counters) bool) status.Counters {
 		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-			c, _ := s.counters()
-			if ok(c) {
-				return c
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: counters %+v, buffer %+v", what, c, q.Stats())
-			}
-		}
+		var c status.Counters
+		waitUntil(t, what, func() bool { c, _ = s.counters(); return ok(c) },
+			func() string { return fmt.Sprintf("counters %+v, buffer %+v", c, q.Stats()) })
+		return c
 	}
 
 	process(first)
@@ -175,11 +171,8 @@ func TestRefusedScanLeavesDoubleReadFilter(t *testing.T) {
 		t.Fatalf("read %d records, %v", len(recs), err)
 	}
 	q.Ack(recs...)
-	for deadline := time.Now().Add(10 * time.Second); q.Stats().Bytes > 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("acknowledged record not deleted: %+v", q.Stats())
-		}
-	}
+	waitUntil(t, "the acknowledged record deleted", func() bool { return q.Stats().Bytes == 0 },
+		func() string { return fmt.Sprintf("%+v", q.Stats()) })
 
 	// The operator scans the refused parcel again, well within the window.
 	process(devices.Frame{Data: code, AIM: "]C0", At: t0.Add(3 * time.Second)})
