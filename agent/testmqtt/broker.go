@@ -148,15 +148,14 @@ func (b *Broker) Restart() {
 			c.Close()
 			return
 		}
-		select {
-		case <-b.done:
-			b.t.Fatalf("mosquitto exited at start (port %d): %s", b.Port, stderr.String())
-		default:
-		}
 		if time.Now().After(deadline) {
 			b.t.Fatalf("mosquitto not accepting on %s after 10s: %v", b.Addr(), err)
 		}
-		time.Sleep(20 * time.Millisecond)
+		select {
+		case <-b.done:
+			b.t.Fatalf("mosquitto exited at start (port %d): %s", b.Port, stderr.String())
+		case <-time.After(20 * time.Millisecond): // then dial again
+		}
 	}
 }
 
