@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 func openOpts(t testing.TB, dir string, o Options) *Queue {
@@ -143,6 +145,53 @@ func TestLockedStoreSaysSo(t *testing.T) {
 	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), dir) {
 		t.Fatalf("second open: %v", err)
 	}
+}
+
+// TestFailedOpenLeavesNothingRunning: an Open that fails starts no
+// goroutine, or waits for those it started, and leaves no spare journal
+// segment behind: the store locked by another open queue (which fails
+// before the store and the journal are opened), and a journal segment that
+// cannot be read (which fails once the store is open and the journal
+// listed).
+func TestFailedOpenLeavesNothingRunning(t *testing.T) {
+	t.Run("locked", func(t *testing.T) {
+		dir := t.TempDir()
+		q := openOpts(t, dir, Options{})
+		defer q.Close()
+		running := goleak.IgnoreCurrent()
+		if _, err := Open(dir, Options{}); !errors.Is(err, ErrLocked) {
+			t.Fatalf("second open: %v", err)
+		}
+		goleak.VerifyNone(t, running)
+	})
+	t.Run("journal unreadable", func(t *testing.T) {
+		dir := t.TempDir()
+		q := openOpts(t, dir, Options{})
+		appendN(t, q, 10, "x")
+		q.Close()
+		// A directory where a segment should be: its header cannot be read.
+		if err := os.Mkdir(segPath(filepath.Join(dir, "journal"), 1<<40), 0o750); err != nil {
+			t.Fatal(err)
+		}
+		running := goleak.IgnoreCurrent()
+		if _, err := Open(dir, Options{}); err == nil || !strings.Contains(err.Error(), "journal segment") {
+			t.Fatalf("open with an unreadable segment: %v", err)
+		}
+		goleak.VerifyNone(t, running)
+		tmp, _ := filepath.Glob(filepath.Join(dir, "journal", "*.tmp"))
+		if len(tmp) > 0 {
+			t.Fatalf("spare segments left behind: %v", tmp)
+		}
+		// The lock was released: the queue opens once the segment is gone.
+		if err := os.Remove(segPath(filepath.Join(dir, "journal"), 1<<40)); err != nil {
+			t.Fatal(err)
+		}
+		q = openOpts(t, dir, Options{})
+		defer q.Close()
+		if got := readAll(t, q); len(got) != 10 {
+			t.Fatalf("%d records after the failed open, want 10", len(got))
+		}
+	})
 }
 
 // TestOutOfOrderAcksExact acknowledges a shuffled window, reopens, and

@@ -330,6 +330,9 @@ func Open(dir string, opts Options) (*Queue, error) {
 		q.log.Warn("buffer: removing the open marker failed", "err", err)
 	}
 	q.checkDisk()
+	// Nothing below can fail: the queue's goroutines start only now, so a
+	// failed Open leaves none running (the journal's spare preparation,
+	// the only one started earlier, is waited for by its close above).
 	go q.commitLoop()
 	q.wg.Go(q.maintLoop)
 	q.wg.Go(q.diskLoop)

@@ -181,8 +181,9 @@ func clearMarker(dir string) error {
 
 // verifyStore checks what Badger will read at open: the MANIFEST, and
 // every table it names (present, its index readable, every block's
-// checksum right). It runs in its own goroutine so that a panic or a
-// memory fault while reading a damaged file is caught.
+// checksum right). It runs in its own goroutine, which it waits for, so
+// that a panic or a memory fault while reading a damaged file is caught
+// (SetPanicOnFault is per goroutine: it ends with this one).
 func verifyStore(dir string) error {
 	done := make(chan error, 1)
 	go func() {
