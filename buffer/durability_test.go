@@ -3,14 +3,18 @@
 package buffer
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -251,6 +255,55 @@ func TestDropOldestWhenFull(t *testing.T) {
 	// An ack for a record that was already dropped is not counted twice.
 	q.Ack(Record{Seq: 1, Value: []byte("1:d0")})
 	waitFor(t, func() bool { return q.Stats().Acked == 0 && q.Stats().Depth == int64(len(got)) })
+}
+
+// TestDropLogPacedByTheClock: the drop log's pace (a line per 10s while
+// records are dropped) follows Options.Now, like every time the queue acts
+// on.
+func TestDropLogPacedByTheClock(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC).UnixNano())
+	var log lockedLog
+	q := openOpts(t, t.TempDir(), Options{
+		Now:      func() time.Time { return time.Unix(0, clock.Load()) },
+		Logger:   slog.New(slog.NewTextHandler(&log, nil)),
+		MaxBytes: int64(10 * (len("10:d9") + valueHeaderLen + keyLen)), WhenFull: DropOldest,
+		MinFreeDisk: -1, MaintInterval: time.Hour,
+	})
+	defer q.Close()
+	lines := func() int { return strings.Count(log.String(), "oldest scans dropped") }
+	appendN(t, q, 30, "d")
+	if n := lines(); n != 1 || q.Stats().Dropped[ReasonFull] < 10 {
+		t.Fatalf("%d drop lines for %d drops at one instant, want 1", n, q.Stats().Dropped[ReasonFull])
+	}
+	clock.Add(int64(9 * time.Second))
+	appendN(t, q, 5, "e")
+	if n := lines(); n != 1 {
+		t.Fatalf("%d drop lines 9s later, want 1", n)
+	}
+	clock.Add(int64(time.Second))
+	appendN(t, q, 5, "f")
+	if n := lines(); n != 2 {
+		t.Fatalf("%d drop lines 10s later, want 2", n)
+	}
+}
+
+// lockedLog is a log destination safe for the queue's goroutines.
+type lockedLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
 
 func TestRejectNewWhenFull(t *testing.T) {

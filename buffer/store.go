@@ -62,7 +62,7 @@ func (q *Queue) openStore() (*badger.DB, bool, error) {
 		return nil, false, fmt.Errorf("open buffer %s: %w", q.dir, err)
 	}
 	if existed {
-		start := time.Now()
+		start := time.Now() // how long the check took, for the log: the monotonic wall clock, not Options.Now
 		if err := verifyStore(store); err != nil {
 			if qerr := q.quarantineStore(store, err); qerr != nil {
 				return nil, false, qerr
