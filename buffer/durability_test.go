@@ -347,7 +347,8 @@ func TestJournalKeptUntilAcknowledged(t *testing.T) {
 	}
 	waitFor(t, func() bool { return q.Stats().Appended == 40000 })
 	waitFor(t, func() bool { return q.flushedSeq() > 0 }) // Badger flushed tables
-	time.Sleep(100 * time.Millisecond)                    // a few maintenance rounds
+	// A maintenance round (its goroutine runs them every 20ms meanwhile).
+	q.maintain()
 	st := q.Stats()
 	if st.SegmentsRetired != 0 || st.JournalSegments < 40 {
 		t.Fatalf("flushed but not acknowledged: %d segments retired, %d kept; want 0 retired", st.SegmentsRetired, st.JournalSegments)
@@ -429,7 +430,7 @@ func TestDiskFullRefusesAndRecovers(t *testing.T) {
 	if err := os.WriteFile(filler, make([]byte, free-(40<<20)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(150 * time.Millisecond) // the free-space check is cached for 100ms
+	waitFor(t, func() bool { return q.Stats().DiskLow }) // the next free-space check saw it
 	_, err := q.Append(val("while-full"))
 	if !errors.Is(err, ErrDiskFull) {
 		t.Fatalf("append with the disk nearly full: %v", err)
@@ -438,7 +439,7 @@ func TestDiskFullRefusesAndRecovers(t *testing.T) {
 		t.Fatalf("not counted: %+v", st.Rejected)
 	}
 	os.Remove(filler)
-	time.Sleep(150 * time.Millisecond)
+	waitFor(t, func() bool { return !q.Stats().DiskLow })
 	if _, err := q.Append(val("after")); err != nil {
 		t.Fatalf("append after space returned: %v", err)
 	}
