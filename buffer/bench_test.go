@@ -78,7 +78,10 @@ func BenchmarkBacklog1M(b *testing.B) {
 				}
 			}
 		}
-		time.Sleep(2 * time.Second) // let flushes and journal retirement settle
+		// Let Badger's flushes and compactions finish and the disk
+		// reserve grow to what the store's size calls for (a step per
+		// free-space check, at most 500ms apart).
+		waitForWithin(b, time.Minute, steady(time.Second, func() int64 { return duBytes(b, dir) + q.Stats().ReserveBytes }))
 		disk := duBytes(b, dir)
 		reserve := q.Stats().ReserveBytes
 
@@ -106,9 +109,7 @@ func BenchmarkBacklog1M(b *testing.B) {
 			drained += len(recs)
 		}
 		readDone := time.Since(start)
-		for q.Stats().Depth > 0 {
-			time.Sleep(time.Millisecond)
-		}
+		waitForWithin(b, time.Minute, func() bool { return q.Stats().Depth == 0 })
 		el := time.Since(start)
 		b.Logf("read+ack loop %v, until deleted %v", readDone, el)
 		b.StopTimer()

@@ -3,17 +3,23 @@
 package buffer
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 func openOpts(t testing.TB, dir string, o Options) *Queue {
@@ -145,6 +151,53 @@ func TestLockedStoreSaysSo(t *testing.T) {
 	}
 }
 
+// TestFailedOpenLeavesNothingRunning: an Open that fails starts no
+// goroutine, or waits for those it started, and leaves no spare journal
+// segment behind: the store locked by another open queue (which fails
+// before the store and the journal are opened), and a journal segment that
+// cannot be read (which fails once the store is open and the journal
+// listed).
+func TestFailedOpenLeavesNothingRunning(t *testing.T) {
+	t.Run("locked", func(t *testing.T) {
+		dir := t.TempDir()
+		q := openOpts(t, dir, Options{})
+		defer q.Close()
+		running := goleak.IgnoreCurrent()
+		if _, err := Open(dir, Options{}); !errors.Is(err, ErrLocked) {
+			t.Fatalf("second open: %v", err)
+		}
+		goleak.VerifyNone(t, running)
+	})
+	t.Run("journal unreadable", func(t *testing.T) {
+		dir := t.TempDir()
+		q := openOpts(t, dir, Options{})
+		appendN(t, q, 10, "x")
+		q.Close()
+		// A directory where a segment should be: its header cannot be read.
+		if err := os.Mkdir(segPath(filepath.Join(dir, "journal"), 1<<40), 0o750); err != nil {
+			t.Fatal(err)
+		}
+		running := goleak.IgnoreCurrent()
+		if _, err := Open(dir, Options{}); err == nil || !strings.Contains(err.Error(), "journal segment") {
+			t.Fatalf("open with an unreadable segment: %v", err)
+		}
+		goleak.VerifyNone(t, running)
+		tmp, _ := filepath.Glob(filepath.Join(dir, "journal", "*.tmp"))
+		if len(tmp) > 0 {
+			t.Fatalf("spare segments left behind: %v", tmp)
+		}
+		// The lock was released: the queue opens once the segment is gone.
+		if err := os.Remove(segPath(filepath.Join(dir, "journal"), 1<<40)); err != nil {
+			t.Fatal(err)
+		}
+		q = openOpts(t, dir, Options{})
+		defer q.Close()
+		if got := readAll(t, q); len(got) != 10 {
+			t.Fatalf("%d records after the failed open, want 10", len(got))
+		}
+	})
+}
+
 // TestOutOfOrderAcksExact acknowledges a shuffled window, reopens, and
 // checks that exactly the unacknowledged records remain, in order.
 func TestOutOfOrderAcksExact(t *testing.T) {
@@ -204,6 +257,55 @@ func TestDropOldestWhenFull(t *testing.T) {
 	waitFor(t, func() bool { return q.Stats().Acked == 0 && q.Stats().Depth == int64(len(got)) })
 }
 
+// TestDropLogPacedByTheClock: the drop log's pace (a line per 10s while
+// records are dropped) follows Options.Now, like every time the queue acts
+// on.
+func TestDropLogPacedByTheClock(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC).UnixNano())
+	var log lockedLog
+	q := openOpts(t, t.TempDir(), Options{
+		Now:      func() time.Time { return time.Unix(0, clock.Load()) },
+		Logger:   slog.New(slog.NewTextHandler(&log, nil)),
+		MaxBytes: int64(10 * (len("10:d9") + valueHeaderLen + keyLen)), WhenFull: DropOldest,
+		MinFreeDisk: -1, MaintInterval: time.Hour,
+	})
+	defer q.Close()
+	lines := func() int { return strings.Count(log.String(), "oldest scans dropped") }
+	appendN(t, q, 30, "d")
+	if n := lines(); n != 1 || q.Stats().Dropped[ReasonFull] < 10 {
+		t.Fatalf("%d drop lines for %d drops at one instant, want 1", n, q.Stats().Dropped[ReasonFull])
+	}
+	clock.Add(int64(9 * time.Second))
+	appendN(t, q, 5, "e")
+	if n := lines(); n != 1 {
+		t.Fatalf("%d drop lines 9s later, want 1", n)
+	}
+	clock.Add(int64(time.Second))
+	appendN(t, q, 5, "f")
+	if n := lines(); n != 2 {
+		t.Fatalf("%d drop lines 10s later, want 2", n)
+	}
+}
+
+// lockedLog is a log destination safe for the queue's goroutines.
+type lockedLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
 func TestRejectNewWhenFull(t *testing.T) {
 	q := openOpts(t, t.TempDir(), Options{MaxBytes: 10 * int64(len("10:n9")+valueHeaderLen+keyLen), WhenFull: RejectNew})
 	defer q.Close()
@@ -245,13 +347,15 @@ func TestJournalKeptUntilAcknowledged(t *testing.T) {
 	}
 	waitFor(t, func() bool { return q.Stats().Appended == 40000 })
 	waitFor(t, func() bool { return q.flushedSeq() > 0 }) // Badger flushed tables
-	time.Sleep(100 * time.Millisecond)                    // a few maintenance rounds
+	// A maintenance round (its goroutine runs them every 20ms meanwhile).
+	q.maintain()
 	st := q.Stats()
 	if st.SegmentsRetired != 0 || st.JournalSegments < 40 {
 		t.Fatalf("flushed but not acknowledged: %d segments retired, %d kept; want 0 retired", st.SegmentsRetired, st.JournalSegments)
 	}
 	q.Ack(readAll(t, q)...)
-	waitFor(t, func() bool { st := q.Stats(); return st.Depth == 0 && st.JournalSegments <= 2 })
+	// Deleting 40000 records takes about 4s under the race detector.
+	waitForWithin(t, 30*time.Second, func() bool { st := q.Stats(); return st.Depth == 0 && st.JournalSegments <= 2 })
 }
 
 // TestReclaimAfterDrain: after a drain and Reclaim, the store's disk use
@@ -327,7 +431,7 @@ func TestDiskFullRefusesAndRecovers(t *testing.T) {
 	if err := os.WriteFile(filler, make([]byte, free-(40<<20)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(150 * time.Millisecond) // the free-space check is cached for 100ms
+	waitFor(t, func() bool { return q.Stats().DiskLow }) // the next free-space check saw it
 	_, err := q.Append(val("while-full"))
 	if !errors.Is(err, ErrDiskFull) {
 		t.Fatalf("append with the disk nearly full: %v", err)
@@ -336,7 +440,7 @@ func TestDiskFullRefusesAndRecovers(t *testing.T) {
 		t.Fatalf("not counted: %+v", st.Rejected)
 	}
 	os.Remove(filler)
-	time.Sleep(150 * time.Millisecond)
+	waitFor(t, func() bool { return !q.Stats().DiskLow })
 	if _, err := q.Append(val("after")); err != nil {
 		t.Fatalf("append after space returned: %v", err)
 	}

@@ -146,7 +146,7 @@ func (q *Queue) ReadParked(fn func(ParkedRecord) error) error {
 // again, then damaged segments are moved aside (journal.corrupt-<time>).
 // It runs once after open, in the background.
 func (q *Queue) scrub() {
-	start := time.Now()
+	start := time.Now() // how long the check took, for the log: the monotonic wall clock, not Options.Now
 	segs := q.j.closedSegments()
 	var cover rangeSet
 	var bad []*segment

@@ -323,6 +323,7 @@ func TestJournalResyncAfterDamage(t *testing.T) {
 	// The loss stays reported after a restart.
 	q.Close()
 	q = openOpts(t, dir, faultOpts)
+	defer q.Close()
 	if st := q.Stats(); st.Unrecoverable != 3 {
 		t.Fatalf("after restart: unrecoverable %d", st.Unrecoverable)
 	}

@@ -92,7 +92,6 @@ func openJournal(dir string, segSize int64) (*journal, error) {
 	j := &journal{dir: dir, segSize: segSize, syncFn: dataSync, spare: make(chan spareSeg, 1)}
 	j.marks.Store(&[2]uint64{})
 	entries, err := os.ReadDir(dir)
-	defer func() { go func() { j.spare <- j.prepare() }() }() // after the .tmp cleanup below
 	if err != nil {
 		return nil, err
 	}
@@ -131,6 +130,9 @@ func openJournal(dir string, segSize int64) (*journal, error) {
 			bound = s.hdr.base
 		}
 	}
+	// Only now that the open cannot fail (and after the .tmp cleanup
+	// above): a failed open leaves nothing running and no spare behind.
+	j.prepareNext()
 	return j, nil
 }
 
@@ -252,7 +254,7 @@ func (j *journal) startSegment(n, lastSeq uint64) error {
 	if sp.err != nil {
 		sp = j.prepare() // it failed earlier (disk full?): space may be back
 	}
-	go func() { j.spare <- j.prepare() }()
+	j.prepareNext()
 	if sp.err != nil {
 		return sp.err
 	}
@@ -273,6 +275,15 @@ func (j *journal) startSegment(n, lastSeq uint64) error {
 	}
 	j.f, j.off = f, segHeaderLen
 	return nil
+}
+
+// prepareNext starts preparing the next spare in the background. It is
+// called once by a successful openJournal and once by each startSegment,
+// right after it took the previous spare: so exactly one preparation is
+// pending or done but not taken, and close, which takes it, waits for its
+// goroutine.
+func (j *journal) prepareNext() {
+	go func() { j.spare <- j.prepare() }()
 }
 
 // prepare creates a zero-filled file so that later writes overwrite
@@ -437,10 +448,15 @@ func (j *journal) segments() int {
 	return len(j.segs) + 1
 }
 
+// close waits for the spare's preparation to finish and removes the
+// spare, then closes the active segment (if start opened one: a queue
+// whose open failed after openJournal closes a journal never started).
 func (j *journal) close() error {
-	// Wait for the spare preparation to finish, then remove it.
 	if sp := <-j.spare; sp.err == nil {
 		os.Remove(sp.path)
+	}
+	if j.f == nil {
+		return nil
 	}
 	return j.f.Close()
 }

@@ -117,7 +117,12 @@ type Options struct {
 	SegmentSize int64
 	// MaintInterval is how often journal segments are retired (default 1s).
 	MaintInterval time.Duration
-	// Now is the clock (default time.Now).
+	// Now is the clock (default time.Now): the append time of records,
+	// the time of parked records and loss records, the names of what is
+	// moved aside, the oldest record's age, and the pacing of the
+	// free-space checks and of the drop log. Timers (MaintInterval,
+	// CommitWindow, the free-space check loop) and durations measured for
+	// metrics and logs (sync latency) run on the wall clock.
 	Now func() time.Time
 	// Inspect opens the queue for looking at it (buffer stats, export):
 	// the check of the journal after open, which repairs what it finds,
@@ -330,6 +335,9 @@ func Open(dir string, opts Options) (*Queue, error) {
 		q.log.Warn("buffer: removing the open marker failed", "err", err)
 	}
 	q.checkDisk()
+	// Nothing below can fail: the queue's goroutines start only now, so a
+	// failed Open leaves none running (the journal's spare preparation,
+	// the only one started earlier, is waited for by its close above).
 	go q.commitLoop()
 	q.wg.Go(q.maintLoop)
 	q.wg.Go(q.diskLoop)
@@ -772,6 +780,8 @@ func (q *Queue) commit(batch []*appendReq, dels []ackReq) {
 		jr[i] = journalRecord{seq: r.seq, value: r.val}
 	}
 	q.lastSeq = seq // never reused, even on failure below
+	// The sync latency is a metric, not behaviour: measured on the
+	// monotonic wall clock whatever Options.Now is.
 	start := time.Now()
 	if err := q.j.write(jr); err != nil {
 		q.j.abandon()
@@ -959,7 +969,7 @@ func (q *Queue) drop(recs []dropRec) {
 	q.ackMu.Unlock()
 	q.full.Store(true)
 	// Logged at most every 10s while it goes on (the counter has it all).
-	if now := time.Now(); now.Sub(q.dropLogAt) >= 10*time.Second {
+	if now := q.now(); now.Sub(q.dropLogAt) >= 10*time.Second {
 		q.dropLogAt = now
 		q.log.Warn("buffer full: oldest scans dropped (when_full: drop_oldest)", "through_seq", last, "total_dropped", q.dropped.get(ReasonFull), "max_bytes", q.opts.MaxBytes)
 	}

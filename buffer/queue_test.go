@@ -330,14 +330,35 @@ func seqs(recs []Record) string {
 	return strings.Join(s, ",")
 }
 
-func waitFor(t *testing.T, cond func() bool) {
+// waitFor waits until cond holds, for at most 5s.
+func waitFor(t testing.TB, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	waitForWithin(t, 5*time.Second, cond)
+}
+
+// waitForWithin waits until cond holds, for at most limit. What the tests
+// wait for (Badger's flushes, the commit and maintenance goroutines, files)
+// sends no signal, so cond is polled.
+func waitForWithin(t testing.TB, limit time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("condition not reached in 5s")
+			t.Fatalf("condition not reached in %v", limit)
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond) // the poll interval
+	}
+}
+
+// steady returns a condition that holds once probe has returned the same
+// value for d.
+func steady(d time.Duration, probe func() int64) func() bool {
+	last, since := probe(), time.Now()
+	return func() bool {
+		if v := probe(); v != last {
+			last, since = v, time.Now()
+		}
+		return time.Since(since) >= d
 	}
 }
 

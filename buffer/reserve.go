@@ -313,7 +313,7 @@ func (q *Queue) diskLoop() {
 }
 
 func (q *Queue) checkDisk() {
-	if err := q.guard.check(q.bytes.Load(), time.Now()); err != nil && !q.diskErrLogged {
+	if err := q.guard.check(q.bytes.Load(), q.now()); err != nil && !q.diskErrLogged {
 		q.log.Warn("buffer: disk reserve", "err", err)
 		q.diskErrLogged = true
 	}

@@ -85,8 +85,9 @@ func Salvage(dir string, fn func(rec Record, err error) error) (problems []strin
 	return problems, nil
 }
 
-// salvageTable reads every entry of one table file, in a goroutine that
-// turns a panic or a memory fault on a damaged file into an error.
+// salvageTable reads every entry of one table file, in a goroutine (waited
+// for) that turns a panic or a memory fault on a damaged file into an
+// error.
 func salvageTable(path string, keep func(k []byte, deleted bool, v []byte)) error {
 	done := make(chan error, 1)
 	go func() {

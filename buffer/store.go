@@ -62,7 +62,7 @@ func (q *Queue) openStore() (*badger.DB, bool, error) {
 		return nil, false, fmt.Errorf("open buffer %s: %w", q.dir, err)
 	}
 	if existed {
-		start := time.Now()
+		start := time.Now() // how long the check took, for the log: the monotonic wall clock, not Options.Now
 		if err := verifyStore(store); err != nil {
 			if qerr := q.quarantineStore(store, err); qerr != nil {
 				return nil, false, qerr
@@ -181,8 +181,9 @@ func clearMarker(dir string) error {
 
 // verifyStore checks what Badger will read at open: the MANIFEST, and
 // every table it names (present, its index readable, every block's
-// checksum right). It runs in its own goroutine so that a panic or a
-// memory fault while reading a damaged file is caught.
+// checksum right). It runs in its own goroutine, which it waits for, so
+// that a panic or a memory fault while reading a damaged file is caught
+// (SetPanicOnFault is per goroutine: it ends with this one).
 func verifyStore(dir string) error {
 	done := make(chan error, 1)
 	go func() {

@@ -107,9 +107,12 @@ func (r *scaleRecorder) waitGrams(t *testing.T, grams int64, stable bool) device
 	}
 }
 
+// waitFor waits until cond holds, for at most 10s. What the tests wait for
+// (a state reported, bytes read from a pseudo-terminal) sends no signal the
+// test could select on, so cond is polled.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) { // the poll interval
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}

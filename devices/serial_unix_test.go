@@ -4,6 +4,7 @@ package devices_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -19,6 +20,7 @@ type recorder struct {
 	mu     sync.Mutex
 	frames []string
 	states []string
+	raw    []byte // everything read from the port
 	ch     chan string
 }
 
@@ -35,6 +37,32 @@ func (r *recorder) state(s devices.DeviceState, reason string) {
 	r.mu.Lock()
 	r.states = append(r.states, string(s))
 	r.mu.Unlock()
+}
+
+func (r *recorder) rawRead(p []byte, _ time.Time) {
+	r.mu.Lock()
+	r.raw = append(r.raw, p...)
+	r.mu.Unlock()
+}
+
+// stateCount is how many times the state s was reported.
+func (r *recorder) stateCount(s devices.DeviceState) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, st := range r.states {
+		if st == string(s) {
+			n++
+		}
+	}
+	return n
+}
+
+// hasRead reports whether what was read from the port ends with p.
+func (r *recorder) hasRead(p string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return strings.HasSuffix(string(r.raw), p)
 }
 
 func (r *recorder) expect(t *testing.T, want string) {
@@ -62,11 +90,12 @@ func TestScannerOverPTY(t *testing.T) {
 			Port:       devices.PortConfig{Path: link, Baud: 115200},
 			Framer:     devices.FramerConfig{Terminator: []byte("\r\n"), MaxLength: 256},
 			BackoffMin: 20 * time.Millisecond, BackoffMax: 100 * time.Millisecond,
-			Frame: rec.frame, State: rec.state, Log: slog.New(slog.NewTextHandler(t.Output(), nil)),
+			Frame: rec.frame, State: rec.state, Raw: rec.rawRead, Log: slog.New(slog.NewTextHandler(t.Output(), nil)),
 		})
 	}()
 
-	time.Sleep(100 * time.Millisecond) // let it fail to open a few times
+	// The port is missing: the open fails, and the supervisor retries.
+	waitFor(t, "the missing port reported", func() bool { return rec.stateCount(devices.StateDisconnected) >= 1 })
 	sc, err := sim.NewScanner("\r\n")
 	if err != nil {
 		t.Fatal(err)
@@ -80,16 +109,15 @@ func TestScannerOverPTY(t *testing.T) {
 	// only guards against a slow open).
 	sc.Send("]C0", "RR473124829GB")
 	rec.expect(t, "]C0|RR473124829GB")
-	// Fragmented on the wire.
-	sc.Write([]byte("]C01010002"))
-	time.Sleep(20 * time.Millisecond)
-	sc.Write([]byte("4010003\r"))
-	time.Sleep(20 * time.Millisecond)
-	sc.Write([]byte("\n"))
+	// Fragmented on the wire: each piece is read before the next is sent.
+	for _, piece := range []string{"]C01010002", "4010003\r", "\n"} {
+		sc.Write([]byte(piece))
+		waitFor(t, fmt.Sprintf("%q read", piece), func() bool { return rec.hasRead(piece) })
+	}
 	rec.expect(t, "]C0|10100024010003")
 
 	sc.Unplug()
-	time.Sleep(50 * time.Millisecond)
+	waitFor(t, "the unplug noticed", func() bool { return rec.stateCount(devices.StateDisconnected) >= 2 })
 	if err := sc.Replug(); err != nil {
 		t.Fatal(err)
 	}
@@ -155,13 +183,13 @@ func TestScannerWrongBaud(t *testing.T) {
 		}
 		return n
 	}
-	// One garbled scan every 60ms: each is a partial frame that never gets
-	// its terminator, rejected once the line is quiet.
-	for deadline := time.Now().Add(10 * time.Second); total() < 10; time.Sleep(60 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("rejects %v", rejects)
-		}
+	// Garbled scans, each sent once the one before was rejected: each is a
+	// partial frame that never gets its terminator, rejected once the line
+	// is quiet.
+	for total() < 10 {
+		n := total()
 		sc.Send("]C0", "RR473124829GB")
+		waitFor(t, "a reject", func() bool { return total() > n })
 	}
 	cancel()
 	<-done
