@@ -175,6 +175,7 @@ func TestChaosStorage(t *testing.T) {
 		f.Close()
 		r.broker.Restart()
 		opened := r.log.count("buffer open")
+		r.refusing = true
 		r.start() // on the full disk: the reserve is released, the backlog drains
 		waitFor(t, 60*time.Second, "the buffer to open on the full disk", func() bool { return r.log.count("buffer open") > opened })
 		r.alive()
