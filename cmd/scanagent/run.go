@@ -175,7 +175,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		usage:   "scanagent run -c FILE   (or: scanagent -c FILE)",
 		summary: "Run the agent (scanners and scales -> disk buffer -> MQTT) until it is stopped.",
 		more: `SIGINT or SIGTERM stops it; SIGHUP re-reads the config (stations and
-log level). Logs go to stderr. Validate a config first with scanagent check.
+log level; not on Windows). Logs go to stderr. Validate a config first
+with scanagent check.
 `,
 		example: "scanagent run -c /etc/scanagent/scanagent.yaml",
 	}, stdout, stderr)
