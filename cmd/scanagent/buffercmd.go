@@ -34,7 +34,8 @@ const bufferUsage = `usage: scanagent buffer <stats|export|import> -c FILE [flag
 
 The agent must be stopped: the buffer is locked while it runs. Run the
 commands as the user the agent runs as (sudo -u scanagent ...): files they
-create must stay the agent's.
+create must stay the agent's. "scanagent buffer SUBCOMMAND -h" shows its
+flags and an example.
 `
 
 // exportLine is one line of "buffer export".
@@ -54,13 +55,54 @@ type parkedInfo struct {
 	Raw []byte `json:"raw,omitempty"`
 }
 
+// bufferHelp is each buffer subcommand's -h.
+var bufferHelp = map[string]help{
+	"stats": {
+		usage:   "scanagent buffer stats -c FILE [--json]",
+		summary: "Print the backlog: depth, oldest age, journal, damage, parked scans, disk use.",
+		more:    bufferNote,
+		example: "sudo -u scanagent scanagent buffer stats -c /etc/scanagent/scanagent.yaml",
+	},
+	"export": {
+		usage:   "scanagent buffer export -c FILE [--out FILE] [--parked | --store DIR]",
+		summary: "Write the backlog as JSON lines, in order, without removing it.",
+		more: `A record damaged in the store is exported from its journal copy, or named
+on stderr and skipped (exit 1 at the end). --parked exports the parked
+scans instead, with why; --store reads a quarantined store's files (the
+agent may run).
+
+` + bufferNote,
+		example: "sudo -u scanagent scanagent buffer export -c /etc/scanagent/scanagent.yaml --out backlog.jsonl",
+	},
+	"import": {
+		usage:   "scanagent buffer import -c FILE --in FILE",
+		summary: "Append the events of an export to the backlog (new seq, same id).",
+		more:    bufferNote,
+		example: "sudo -u scanagent scanagent buffer import -c /etc/scanagent/scanagent.yaml --in backlog.jsonl",
+	},
+}
+
+const bufferNote = `The agent must be stopped: the buffer is locked while it runs. Run the
+commands as the user the agent runs as: files they create must stay the
+agent's.
+`
+
 func cmdBuffer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && isHelpFlag(args[0]) {
+		fmt.Fprint(stdout, bufferUsage)
+		return nil
+	}
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		fmt.Fprint(stderr, bufferUsage)
 		return usagef("buffer needs a subcommand")
 	}
 	sub, args := args[0], args[1:]
-	fs := newFlags("buffer "+sub, stderr)
+	h, ok := bufferHelp[sub]
+	if !ok {
+		fmt.Fprint(stderr, bufferUsage)
+		return usagef("unknown buffer subcommand %q", sub)
+	}
+	fs := newFlags("buffer "+sub, h, stdout, stderr)
 	path := fs.String("c", "", "config `FILE`")
 	var asJSON, parked *bool
 	var out, in, store *string
@@ -73,11 +115,8 @@ func cmdBuffer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		store = fs.String("store", "", "export the records of a quarantined store `DIR` (store.corrupt-*)")
 	case "import":
 		in = fs.String("in", "", "export `FILE` to import (- for standard input)")
-	default:
-		fmt.Fprint(stderr, bufferUsage)
-		return usagef("unknown buffer subcommand %q", sub)
 	}
-	if err := parseFlags(fs, args); err != nil {
+	if err := fs.parse(args); err != nil {
 		return err
 	}
 	cfg, err := loadConfig(*path, stderr)

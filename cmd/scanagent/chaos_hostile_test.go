@@ -50,14 +50,11 @@ func (l *hostileLog) find(msg string, ok func(map[string]any) bool) (map[string]
 
 func (l *hostileLog) wait(t *testing.T, d time.Duration, msg string, ok func(map[string]any) bool) map[string]any {
 	t.Helper()
-	for deadline := time.Now().Add(d); ; time.Sleep(10 * time.Millisecond) {
-		if m, found := l.find(msg, ok); found {
-			return m
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q log line within %v", msg, d)
-		}
+	var m map[string]any
+	if !poll(d, func() (found bool) { m, found = l.find(msg, ok); return found }) {
+		t.Fatalf("no %q log line within %v", msg, d)
 	}
+	return m
 }
 
 // startLogged starts the rig's agent with its log lines collected.
@@ -67,19 +64,11 @@ func (r *chaosRig) startLogged() *hostileLog {
 	return logs
 }
 
-func (r *chaosRig) acceptedCount() int {
-	n := 0
-	r.accepted.Range(func(_, _ any) bool { n++; return true })
-	return n
-}
-
 // waitMoreAccepted waits until the agents have accepted more than n scans.
 func (r *chaosRig) waitMoreAccepted(what string, n int) {
 	r.t.Helper()
-	for deadline := time.Now().Add(15 * time.Second); r.acceptedCount() <= n; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			r.t.Fatalf("%s: no scan accepted in 15 s (still %d)", what, n)
-		}
+	if !poll(15*time.Second, func() bool { return r.acceptedCount() > n }) {
+		r.t.Fatalf("%s: no scan accepted in 15 s (still %d)", what, n)
 	}
 }
 
@@ -137,6 +126,8 @@ func TestChaosHostile(t *testing.T) {
 		t.Logf("%d connections opened in %v", flood, time.Since(start).Round(time.Millisecond))
 		before := r.acceptedCount()
 		peak := 0
+		// The flood is held for 10 s (the wall time is the test), its
+		// descriptors sampled every 50 ms.
 		for hold := time.Now().Add(10 * time.Second); time.Now().Before(hold); time.Sleep(50 * time.Millisecond) {
 			peak = max(peak, openFDs(t, pid))
 		}

@@ -104,13 +104,20 @@ func TestChaosStorage(t *testing.T) {
 			r.broker.Stop()
 			r.burst(30000) // the backlog: in the store's tables and in the journal
 			r.waitAccepted(60000, 60*time.Second)
-			time.Sleep(time.Second)
+			// Badger flushes its full memtables to tables in the
+			// background; each one's .mem file goes when it is flushed.
+			waitFor(t, 30*time.Second, "the backlog's memtables to be flushed", func() bool {
+				mems, _ := filepath.Glob(filepath.Join(buf, "store", "*.mem"))
+				return len(mems) <= 1
+			})
 			r.alive()
 			r.stop(syscall.SIGKILL)
 			tc.harm(t, buf)
 			r.broker.Restart()
+			n := r.acceptedCount()
 			r.start()
-			time.Sleep(2 * time.Second)
+			// Opened on the damaged files, the agent accepts the feed again.
+			r.waitAccepted(n+1, 120*time.Second)
 			r.alive()
 			r.finish("storage: " + tc.name + " (after retirement, 30,000-scan backlog)")
 		})
@@ -134,23 +141,29 @@ func TestChaosStorage(t *testing.T) {
 		r.broker.Stop()
 		r.start()
 		r.feed()
-		for i := 0; !r.log.seen("buffer: disk nearly full, refusing new scans until space is freed; the backlog keeps draining"); i++ {
+		const guard = "buffer: disk nearly full, refusing new scans until space is freed; the backlog keeps draining"
+		for i := 0; !r.log.seen(guard); i++ {
 			if i == 200 {
 				t.Fatal("the guard never refused")
 			}
 			r.burst(2000)
-			time.Sleep(100 * time.Millisecond)
+			last := r.lastFed()
+			waitFor(t, 60*time.Second, "the burst to be accepted, or the guard to refuse", func() bool {
+				_, ok := r.accepted.Load(last)
+				return ok || r.log.seen(guard)
+			})
 			r.alive()
 		}
 		r.burst(5000) // refused
-		time.Sleep(2 * time.Second)
-		r.alive()
-		r.log.mu.Lock()
-		refused := r.log.refused["disk_full"]
-		r.log.mu.Unlock()
-		if refused == 0 {
+		refused := func() int64 {
+			r.log.mu.Lock()
+			defer r.log.mu.Unlock()
+			return r.log.refused["disk_full"]
+		}
+		if !poll(15*time.Second, func() bool { return refused() > 0 }) {
 			t.Fatal("no scan refused with disk_full")
 		}
+		r.alive()
 		r.stop(syscall.SIGKILL)
 		// Another program takes what is left.
 		f, _ := os.Create(filepath.Join(mnt, "filler"))
@@ -161,8 +174,10 @@ func TestChaosStorage(t *testing.T) {
 		}
 		f.Close()
 		r.broker.Restart()
+		opened := r.log.count("buffer open")
+		r.refusing = true
 		r.start() // on the full disk: the reserve is released, the backlog drains
-		time.Sleep(3 * time.Second)
+		waitFor(t, 60*time.Second, "the buffer to open on the full disk", func() bool { return r.log.count("buffer open") > opened })
 		r.alive()
 		r.finish("storage: 64 MB disk filled by the agent (min_free_disk 8MiB), then by another program; restart, drain")
 	})
@@ -178,9 +193,9 @@ func TestChaosStorage(t *testing.T) {
 		r.poison = map[string]bool{poison: true}
 		r.start()
 		r.feed()
-		time.Sleep(time.Second)
+		r.waitMoreAccepted("before the long code", 0)
 		r.send(poison)
-		time.Sleep(5 * time.Second)
+		waitFor(t, 60*time.Second, "the long code to be parked", func() bool { return r.log.count("scan parked") > 0 })
 		r.alive()
 		r.finish("storage: a 10,000-character code behind a broker's 8 KiB packet limit (parked)")
 		if _, ok := r.accepted.Load(poison); !ok {
@@ -192,13 +207,7 @@ func TestChaosStorage(t *testing.T) {
 // waitFile waits until path exists (or, with exists false, is gone).
 func waitFile(t *testing.T, path string, exists bool, d time.Duration) {
 	t.Helper()
-	for deadline := time.Now().Add(d); ; time.Sleep(50 * time.Millisecond) {
-		_, err := os.Stat(path)
-		if (err == nil) == exists {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: exists=%v not reached in %v", path, exists, d)
-		}
+	if !poll(d, func() bool { _, err := os.Stat(path); return (err == nil) == exists }) {
+		t.Fatalf("%s: exists=%v not reached in %v", path, exists, d)
 	}
 }

@@ -43,6 +43,9 @@ type chaosRig struct {
 	proc     *agentProc
 	log      *chaosLog
 	poison   map[string]bool // codes the broker refuses: parked, not delivered
+	// refusing: the agent that finishes refuses new scans (a full disk),
+	// so finish does not wait for the last code fed to be accepted.
+	refusing bool
 }
 
 // chaosLog reads the agents' JSON log lines (all but "scan accepted"):
@@ -80,15 +83,20 @@ func (l *chaosLog) Write(p []byte) (int, error) {
 }
 
 // seen reports whether a line with msg was logged.
-func (l *chaosLog) seen(msg string) bool {
+func (l *chaosLog) seen(msg string) bool { return l.count(msg) > 0 }
+
+// count is how many lines whose msg begins with msg were logged, by all
+// the agents of the scenario so far.
+func (l *chaosLog) count(msg string) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	n := 0
 	for _, m := range l.lines {
-		if m["msg"] == msg {
-			return true
+		if s, _ := m["msg"].(string); strings.HasPrefix(s, msg) {
+			n++
 		}
 	}
-	return false
+	return n
 }
 
 // newChaos starts mosquitto, a subscriber, a scanner feeding one unique
@@ -133,15 +141,24 @@ func (r *chaosRig) feed() {
 				return
 			default:
 			}
-			r.feedMu.Lock()
-			if r.sc.Send("]C0", s10(int(r.next.Load()))) == nil {
-				r.next.Add(1)
-				r.fed.Add(1) // not while unplugged: nothing was written
-			}
-			r.feedMu.Unlock()
-			time.Sleep(2 * time.Millisecond)
+			r.feedOne()
+			time.Sleep(2 * time.Millisecond) // paces the feed: one scan every 2 ms
 		}
 	}()
+}
+
+// feedOne feeds the next code, and reports it and whether it was written
+// (not while the scanner is unplugged).
+func (r *chaosRig) feedOne() (string, bool) {
+	r.feedMu.Lock()
+	defer r.feedMu.Unlock()
+	code := s10(int(r.next.Load()))
+	if r.sc.Send("]C0", code) != nil {
+		return code, false
+	}
+	r.next.Add(1)
+	r.fed.Add(1)
+	return code, true
 }
 
 // burst feeds n unique codes as fast as the scanner's pseudo-terminal
@@ -183,20 +200,23 @@ func (r *chaosRig) alive() {
 	}
 }
 
+func (r *chaosRig) acceptedCount() int {
+	n := 0
+	r.accepted.Range(func(_, _ any) bool { n++; return true })
+	return n
+}
+
 // waitAccepted waits until at least n scans were logged as accepted.
 func (r *chaosRig) waitAccepted(n int, d time.Duration) {
 	r.t.Helper()
-	for deadline := time.Now().Add(d); ; time.Sleep(50 * time.Millisecond) {
-		got := 0
-		r.accepted.Range(func(_, _ any) bool { got++; return true })
-		if got >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("%d scans accepted, want %d", got, n)
-		}
+	if !poll(d, func() bool { return r.acceptedCount() >= n }) {
+		r.t.Fatalf("%d scans accepted, want %d", r.acceptedCount(), n)
 	}
 }
+
+// lastFed is the last code the scanner was given (by the feed or a
+// burst).
+func (r *chaosRig) lastFed() string { return s10(int(r.next.Load() - 1)) }
 
 func (r *chaosRig) stop(sig syscall.Signal) {
 	if r.proc != nil {
@@ -211,6 +231,12 @@ func (r *chaosRig) finish(name string) {
 	t := r.t
 	close(r.stopFeed)
 	<-r.feedDone
+	// A last code once the feed has stopped: one scanner, one port, so once
+	// it is accepted, so is every scan read before it that will be.
+	last, ok := r.feedOne()
+	if !ok {
+		t.Fatal("the scanner is unplugged at the end of the scenario")
+	}
 	if r.proc == nil {
 		r.start()
 	}
@@ -228,14 +254,10 @@ func (r *chaosRig) finish(name string) {
 		})
 		return missing == 0
 	}
-	deadline := time.Now().Add(120 * time.Second)
-	for !wantAll(r.sub.Messages()) && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
+	if !r.refusing && !poll(30*time.Second, func() bool { _, ok := r.accepted.Load(last); return ok }) {
+		t.Logf("the last code fed (%s) was not accepted", last)
 	}
-	time.Sleep(500 * time.Millisecond) // let the last scans read from the pty be accepted too
-	for !wantAll(r.sub.Messages()) && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
+	poll(120*time.Second, func() bool { return wantAll(r.sub.Messages()) })
 	r.stop(syscall.SIGTERM)
 	parked := map[string]bool{}
 	if out, err := exec.Command(r.bin, "buffer", "export", "--parked", "-c", r.cfg).Output(); err == nil {
@@ -300,6 +322,7 @@ func TestChaos(t *testing.T) {
 		r.feed()
 		for range 20 {
 			r.start()
+			// A random moment to kill it at: the wall time is the test.
 			time.Sleep(time.Duration(200+rand.IntN(800)) * time.Millisecond)
 			r.stop(syscall.SIGKILL)
 		}
@@ -310,17 +333,21 @@ func TestChaos(t *testing.T) {
 		r := newChaos(t, bin, nil, "")
 		r.feed()
 		r.start()
+		connected := 0
 		for range 5 {
+			// Up and down for random spans: the wall time is the test.
 			time.Sleep(time.Duration(500+rand.IntN(1000)) * time.Millisecond)
 			r.broker.Stop()
 			time.Sleep(time.Duration(300+rand.IntN(1500)) * time.Millisecond)
+			connected = r.log.count("mqtt connected")
 			r.broker.Restart()
 		}
-		time.Sleep(time.Second)
+		// The long outage cuts a session: it begins once the agent is
+		// connected again.
+		waitFor(t, 30*time.Second, "the agent to reconnect", func() bool { return r.log.count("mqtt connected") > connected })
 		r.broker.Stop()
-		time.Sleep(outage())
+		time.Sleep(outage()) // the outage's length is the test
 		r.broker.Restart()
-		time.Sleep(time.Second)
 		r.finish(fmt.Sprintf("broker restarted 5x, then down %v", outage()))
 	})
 
@@ -330,15 +357,18 @@ func TestChaos(t *testing.T) {
 		r.feed()
 		r.start()
 		for i := range 12 {
+			// A random span between faults: the wall time is the test.
 			time.Sleep(time.Duration(300+rand.IntN(700)) * time.Millisecond)
 			switch i % 3 {
 			case 0: // cut between PUBLISH and PUBACK
 				px.Hold()
+				// The PUBACKs of 200 ms of scans (one every 2 ms) pile up
+				// at the proxy; the proxy cannot tell how many.
 				time.Sleep(200 * time.Millisecond)
 				px.Cut()
 			case 1: // stall past the keepalive: the agent gives up the session
 				px.Hold()
-				time.Sleep(5 * time.Second)
+				time.Sleep(5 * time.Second) // the stall's length (keepalive 2 s) is the test
 				px.Release()
 			default: // plain cut
 				px.Cut()
@@ -352,6 +382,7 @@ func TestChaos(t *testing.T) {
 		r.start()
 		r.feed()
 		for range 10 {
+			// Plugged and unplugged for random spans: the wall time is the test.
 			time.Sleep(time.Duration(200+rand.IntN(500)) * time.Millisecond)
 			r.sc.Unplug()
 			time.Sleep(time.Duration(100+rand.IntN(400)) * time.Millisecond)
@@ -373,15 +404,19 @@ func TestChaos(t *testing.T) {
 		r.broker.Stop() // the backlog stays on the small disk
 		r.feed()
 		r.start()
-		time.Sleep(time.Second)
+		r.waitAccepted(500, 30*time.Second) // a backlog on the small disk
 		var st syscall.Statfs_t
 		syscall.Statfs(mnt, &st)
 		free := int64(st.Bavail) * int64(st.Bsize)
 		filler := filepath.Join(mnt, "filler")
 		os.WriteFile(filler, make([]byte, free-(16<<20)), 0o644) // below min_free_disk
+		// The disk stays nearly full for 2 s: the wall time is the test.
 		time.Sleep(2 * time.Second)
+		n := r.acceptedCount()
 		os.Remove(filler)
-		time.Sleep(time.Second)
+		// Scans are accepted again once the agent sees the room (the
+		// backlog stays: the broker is still down).
+		waitFor(t, 15*time.Second, "scans accepted with room on the disk again", func() bool { return r.acceptedCount() > n })
 		r.broker.Restart()
 		r.finish("disk nearly full for 2 s (tmpfs, min_free_disk 24MiB)")
 	})
@@ -391,7 +426,7 @@ func TestChaos(t *testing.T) {
 		r.broker.Stop()
 		r.feed()
 		r.start()
-		time.Sleep(2 * time.Second)
+		r.waitAccepted(500, 30*time.Second) // a backlog in the store
 		r.stop(syscall.SIGKILL)
 		manifest := filepath.Join(r.dir, "data", "buffer", "store", "MANIFEST")
 		if err := os.WriteFile(manifest, []byte("garbage, not a manifest"), 0o644); err != nil {
@@ -399,9 +434,12 @@ func TestChaos(t *testing.T) {
 		}
 		r.broker.Restart()
 		r.start()
-		time.Sleep(2 * time.Second)
-		if m, _ := filepath.Glob(filepath.Join(r.dir, "data", "buffer", "store.corrupt-*")); len(m) != 1 {
-			t.Fatalf("store not quarantined: %v", m)
+		var quarantined []string
+		if !poll(30*time.Second, func() bool {
+			quarantined, _ = filepath.Glob(filepath.Join(r.dir, "data", "buffer", "store.corrupt-*"))
+			return len(quarantined) > 0
+		}) || len(quarantined) != 1 {
+			t.Fatalf("store not quarantined: %v", quarantined)
 		}
 		r.finish("corrupt store at start (quarantined, journal replayed)")
 	})

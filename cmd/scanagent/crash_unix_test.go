@@ -132,7 +132,7 @@ stations:
 				return
 			}
 			fed.Store(int64(i))
-			time.Sleep(time.Millisecond)
+			time.Sleep(time.Millisecond) // paces the feed: one scan every millisecond
 		}
 	}()
 
@@ -140,6 +140,7 @@ stations:
 	const cycles = 6
 	for c := range cycles {
 		p := startAgent(t, bin, cfg, &accepted, nil)
+		// A random moment to kill it at: the wall time is the test.
 		time.Sleep(time.Duration(300+rand.IntN(700)) * time.Millisecond)
 		p.signal(t, syscall.SIGKILL)
 		t.Logf("cycle %d: fed %d", c, fed.Load())

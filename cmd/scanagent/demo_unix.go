@@ -32,18 +32,27 @@ var demoStations = []struct{ id, event, scale string }{
 	{"customs-3", "EDB", ""},
 }
 
+var demoHelp = help{
+	usage:   "scanagent demo [flags]",
+	summary: "Run end to end with simulated scanners, scales and an in-process MQTT broker.",
+	more: `It prints each scan as a central subscriber receives it, then a summary
+(sent, accepted, received, left in the buffer). Ctrl-C stops it.
+`,
+	example: "scanagent demo --duration 30s --rate 5",
+}
+
 // cmdDemo runs the real agent pipeline (serial ports, buffer, MQTT uplink)
 // against simulated scanners on pseudo-terminals and an in-process broker,
 // and prints what a central subscriber receives.
 func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("demo", stderr)
+	fs := newFlags("demo", demoHelp, stdout, stderr)
 	rate := fs.Float64("rate", 2, "scans per second per scanner")
 	bad := fs.Float64("bad", 0.1, "share of codes with a wrong check digit")
 	duration := fs.Duration("duration", 0, "stop after this long (0 = until Ctrl-C)")
 	dataDir := fs.String("data-dir", "", "buffer directory (default: a temporary one, removed at exit)")
 	quiet := fs.Bool("quiet", false, "print only the summary")
 	verbose := fs.Bool("v", false, "show the agent's info logs")
-	if err := parseFlags(fs, args); err != nil {
+	if err := fs.parse(args); err != nil {
 		return err
 	}
 	if *rate <= 0 {

@@ -5,15 +5,28 @@ package main
 import (
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 )
 
 // TestDemo runs the demo end to end for a few seconds and checks that the
-// central subscriber received every accepted scan.
+// central subscriber received every accepted scan, and that the agent
+// logged no warning or error: the simulated line runs clean (a streaming
+// scale's bytes sent before the agent opened its port were once read as
+// garbage).
 func TestDemo(t *testing.T) {
 	code, out, errs := runCmd(t, "demo", "--duration", "3s", "--rate", "20", "--quiet")
 	if code != 0 {
 		t.Fatalf("exit %d\n%s\n%s", code, out, errs)
+	}
+	var bad []string
+	for l := range strings.Lines(errs) {
+		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+			bad = append(bad, l)
+		}
+	}
+	if len(bad) > 0 {
+		t.Errorf("the demo logged %d warnings or errors:\n%s", len(bad), strings.Join(bad, ""))
 	}
 	m := regexp.MustCompile(`sent (\d+), accepted (\d+) \(durable\), received by central (\d+) \(invalid (\d+), duplicates \d+\), left in buffer (\d+)`).FindStringSubmatch(out)
 	if m == nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -17,13 +16,15 @@ import (
 	"github.com/scanagent/scanagent/devices"
 )
 
-const monitorUsage = `usage: scanagent monitor PORT [flags]
-
-Open one serial port and print what the device sends, decoded, live.
-Scanner decoding is the default; --protocol decodes a scale (and sends
-its polls). --probe tries common baud rates and framings instead.
-
-`
+var monitorHelp = help{
+	usage:   "scanagent monitor PORT [flags]",
+	summary: "Open one serial port and print what the device sends, decoded, live.",
+	more: `Scanner decoding is the default; --protocol decodes a scale (and sends
+its polls). --probe tries common baud rates and framings instead and
+prints the best as config lines.
+`,
+	example: "scanagent monitor /dev/ttyUSB0 --protocol mt-sics --baud 9600",
+}
 
 type monitorFlags struct {
 	baud, dataBits                     int
@@ -37,11 +38,7 @@ type monitorFlags struct {
 }
 
 func cmdMonitor(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("monitor", stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, monitorUsage)
-		fs.PrintDefaults()
-	}
+	fs := newFlags("monitor", monitorHelp, stdout, stderr)
 	var f monitorFlags
 	fs.IntVar(&f.baud, "baud", 9600, "baud `rate`")
 	fs.IntVar(&f.dataBits, "data-bits", 8, "data bits (7 or 8)")
@@ -67,11 +64,8 @@ func cmdMonitor(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		path, args = args[0], args[1:]
 	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return errSilent{0}
-		}
-		return errSilent{2}
+	if err := fs.parseArgs(args); err != nil {
+		return err
 	}
 	if path == "" && fs.NArg() == 1 {
 		path = fs.Arg(0)

@@ -29,9 +29,16 @@ type portInfo struct {
 const byIDDir = "/dev/serial/by-id"
 
 func cmdPorts(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("ports", stderr)
+	fs := newFlags("ports", help{
+		usage:   "scanagent ports [--json]",
+		summary: "List serial ports: USB VID:PID, serial number, product, /dev/serial/by-id alias.",
+		more: `Use the by-id alias (or a udev name) as the port in the config: it stays
+the same when the adapter is plugged into another USB socket.
+`,
+		example: "scanagent ports",
+	}, stdout, stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parseFlags(fs, args); err != nil {
+	if err := fs.parse(args); err != nil {
 		return err
 	}
 	list, err := enumerator.GetDetailedPortsList()

@@ -106,10 +106,8 @@ func monitor(t *testing.T, args ...string) (out *syncBuf, wait func() int) {
 
 func waitOutput(t *testing.T, out *syncBuf, want string) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), want); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q in output:\n%s", want, out.String())
-		}
+	if !poll(10*time.Second, func() bool { return strings.Contains(out.String(), want) }) {
+		t.Fatalf("no %q in output:\n%s", want, out.String())
 	}
 }
 

@@ -70,10 +70,8 @@ stations:
 	p := startAgent(t, bin, cfg, &accepted, logs)
 	waitLog := func(what string) {
 		t.Helper()
-		for deadline := time.Now().Add(15 * time.Second); !strings.Contains(logs.String(), what); time.Sleep(20 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("no %q in the log:\n%s", what, logs.String())
-			}
+		if !poll(15*time.Second, func() bool { return strings.Contains(logs.String(), what) }) {
+			t.Fatalf("no %q in the log:\n%s", what, logs.String())
 		}
 	}
 	waitLog("scanner port open")
@@ -92,11 +90,17 @@ stations:
 			if a.Send("]C0", s10(i)) == nil {
 				fed.Store(int64(i))
 			}
-			time.Sleep(2 * time.Millisecond)
+			time.Sleep(2 * time.Millisecond) // paces the feed: one scan every 2 ms
 		}
 	}()
 
-	time.Sleep(300 * time.Millisecond)
+	acceptedCount := func() int {
+		n := 0
+		accepted.Range(func(_, _ any) bool { n++; return true })
+		return n
+	}
+	// The reloads come while the feed is being accepted.
+	waitFor(t, 15*time.Second, "the feed to be accepted", func() bool { return acceptedCount() > 0 })
 	os.WriteFile(cfg, []byte(head+"  - id: induct-1\n    scanner: {port: /dev/ttyS9}\n    event: NOPE\n"), 0o644)
 	p.cmd.Process.Signal(syscall.SIGHUP)
 	waitLog(`duplicate station id \"induct-1\"`)
@@ -105,7 +109,9 @@ stations:
 		t.Errorf("%d reload refused lines, want one per error (2)", n)
 	}
 
-	time.Sleep(300 * time.Millisecond)
+	// The agent goes on accepting scans after the refused reload.
+	n := acceptedCount()
+	waitFor(t, 15*time.Second, "scans accepted after the refused reload", func() bool { return acceptedCount() > n })
 	os.WriteFile(cfg, []byte(head+fmt.Sprintf("  - id: sort-2\n    event: EDE\n    scanner: {port: %q}\n", b.Path())), 0o644)
 	p.cmd.Process.Signal(syscall.SIGHUP)
 	waitLog("configuration reloaded")
@@ -131,8 +137,7 @@ stations:
 		return sort2 && missing == 0
 	})
 	p.signal(t, syscall.SIGTERM)
-	n := 0
-	accepted.Range(func(_, _ any) bool { n++; return true })
+	n = acceptedCount()
 	if int64(n) < fed.Load()-5 {
 		t.Errorf("fed %d, accepted only %d", fed.Load(), n)
 	}

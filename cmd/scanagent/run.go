@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -57,29 +56,22 @@ func exitCode(err error, stderr io.Writer) int {
 	}
 }
 
-const usageText = `usage: scanagent <command> [flags]
-
-commands:
-  run -c FILE     run the agent (default command)
-  check -c FILE   validate a config file; print every error
-  buffer stats|export|import -c FILE   inspect, export or re-import the backlog (agent stopped)
-  status [-c FILE | --addr A]   ask the running agent for its state (exit 1 unreachable, 3 needs attention)
-  service install|uninstall|start|stop|status   the Windows service (event log, restart on failure)
-  ports [--json]  list serial ports with USB VID:PID, serial number, product and by-id alias
-  monitor PORT    print what a scanner or scale sends, decoded, live (--probe finds the baud rate)
-  demo            run end to end with simulated scanners and an in-process broker
-  version         print version information
-`
-
 // run is the whole program: tests call it directly.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		// Nothing asked: the command list, as a usage error (like the go
+		// command), so that a script or a unit missing its arguments fails.
+		fmt.Fprint(stderr, usageText)
+		return errSilent{2}
+	}
+	// A flag first means run ("scanagent -c FILE"), except a help flag.
 	cmd := "run"
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+	if !strings.HasPrefix(args[0], "-") || isHelpFlag(args[0]) {
 		cmd, args = args[0], args[1:]
 	}
 	switch cmd {
 	case "run":
-		return cmdRun(ctx, args, stderr)
+		return cmdRun(ctx, args, stdout, stderr)
 	case "check":
 		return interruptible(ctx, cmd, 0, func() error { return cmdCheck(args, stdout, stderr) })
 	case "demo":
@@ -100,11 +92,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "monitor":
 		return cmdMonitor(ctx, args, stdout, stderr)
 	case "version":
-		fmt.Fprintln(stdout, versionString())
-		return nil
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usageText)
-		return nil
+		return cmdVersion(args, stdout, stderr)
+	case "help", "-h", "--h", "-help", "--help":
+		return cmdHelp(ctx, args, stdout, stderr)
 	}
 	fmt.Fprint(stderr, usageText)
 	return usagef("unknown command %q", cmd)
@@ -139,29 +129,10 @@ func interruptible(ctx context.Context, name string, grace time.Duration, work f
 	return fmt.Errorf("%s interrupted by a signal; stopped before it finished", name)
 }
 
-func newFlags(name string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("scanagent "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	return fs
-}
-
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return errSilent{0}
-		}
-		return errSilent{2}
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected arguments: %s", strings.Join(fs.Args(), " "))
-	}
-	return nil
-}
-
 // loadConfig loads and validates; every problem is printed, one per line.
 func loadConfig(path string, stderr io.Writer) (*config.Config, error) {
 	if path == "" {
-		return nil, usagef("-c FILE is required")
+		return nil, usagef("-c FILE is required: the config file, e.g. -c /etc/scanagent/scanagent.yaml")
 	}
 	cfg, err := config.Load(path)
 	if err != nil {
@@ -176,9 +147,13 @@ func loadConfig(path string, stderr io.Writer) (*config.Config, error) {
 }
 
 func cmdCheck(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("check", stderr)
+	fs := newFlags("check", help{
+		usage:   "scanagent check -c FILE",
+		summary: "Validate a config file: exit 0, or print every problem (file:line:col), exit 2.",
+		example: "scanagent check -c /etc/scanagent/scanagent.yaml",
+	}, stdout, stderr)
 	path := fs.String("c", "", "config `FILE`")
-	if err := parseFlags(fs, args); err != nil {
+	if err := fs.parse(args); err != nil {
 		return err
 	}
 	cfg, err := loadConfig(*path, stderr)
@@ -195,10 +170,18 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := newFlags("run", stderr)
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("run", help{
+		usage:   "scanagent run -c FILE   (or: scanagent -c FILE)",
+		summary: "Run the agent (scanners and scales -> disk buffer -> MQTT) until it is stopped.",
+		more: `SIGINT or SIGTERM stops it; SIGHUP re-reads the config (stations and
+log level; not on Windows). Logs go to stderr. Validate a config first
+with scanagent check.
+`,
+		example: "scanagent run -c /etc/scanagent/scanagent.yaml",
+	}, stdout, stderr)
 	path := fs.String("c", "", "config `FILE`")
-	if err := parseFlags(fs, args); err != nil {
+	if err := fs.parse(args); err != nil {
 		return err
 	}
 	// Reading the config may block (a FIFO, a stuck network mount): the
@@ -270,6 +253,19 @@ func newLogger(c config.Log, level *slog.LevelVar, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func cmdVersion(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("version", help{
+		usage:   "scanagent version",
+		summary: "Print the version, the commit, the build date, the Go version and the platform.",
+		example: "scanagent version",
+	}, stdout, stderr)
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, versionString())
+	return nil
 }
 
 func versionString() string {

@@ -49,6 +49,8 @@ commands (install, uninstall, start and stop need an elevated prompt):
   start              start the service
   stop               stop the service
   status             print the service state
+
+"scanagent service COMMAND -h" shows its flags and an example.
 `
 
 // serviceDir is %ProgramData%\scanagent: the default data directory, the
@@ -61,26 +63,56 @@ func serviceDir() string {
 	return filepath.Join(dir, "scanagent")
 }
 
+// serviceHelp is each service subcommand's -h.
+var serviceHelp = map[string]help{
+	"install": {
+		usage:   "scanagent service install [-c FILE]",
+		summary: "Install the Windows service, started at boot (elevated prompt).",
+		example: `scanagent service install -c C:\ProgramData\scanagent\scanagent.yaml`,
+	},
+	"uninstall": {
+		usage:   "scanagent service uninstall",
+		summary: "Stop and remove the Windows service; data and config are kept (elevated prompt).",
+		example: "scanagent service uninstall",
+	},
+	"start": {
+		usage:   "scanagent service start",
+		summary: "Start the Windows service (elevated prompt).",
+		example: "scanagent service start",
+	},
+	"stop": {
+		usage:   "scanagent service stop",
+		summary: "Stop the Windows service (elevated prompt).",
+		example: "scanagent service stop",
+	},
+	"status": {
+		usage:   "scanagent service status",
+		summary: "Print the Windows service's state.",
+		example: "scanagent service status",
+	},
+}
+
 func cmdService(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, serviceUsage)
 		return usagef("service: missing command (install, uninstall, start, stop or status)")
 	}
 	sub, args := args[0], args[1:]
-	fs := newFlags("service "+sub, stderr)
-	var path *string
-	switch sub {
-	case "install":
-		path = fs.String("c", filepath.Join(serviceDir(), "scanagent.yaml"), "config `FILE`")
-	case "uninstall", "start", "stop", "status":
-	case "help", "-h", "--help":
+	if sub == "help" || isHelpFlag(sub) {
 		fmt.Fprint(stdout, serviceUsage)
 		return nil
-	default:
+	}
+	h, ok := serviceHelp[sub]
+	if !ok {
 		fmt.Fprint(stderr, serviceUsage)
 		return usagef("service: unknown command %q", sub)
 	}
-	if err := parseFlags(fs, args); err != nil {
+	fs := newFlags("service "+sub, h, stdout, stderr)
+	var path *string
+	if sub == "install" {
+		path = fs.String("c", filepath.Join(serviceDir(), "scanagent.yaml"), "config `FILE`")
+	}
+	if err := fs.parse(args); err != nil {
 		return err
 	}
 	switch sub {

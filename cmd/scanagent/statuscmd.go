@@ -20,13 +20,21 @@ import (
 const exitUnhealthy = 3
 
 func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("status", stderr)
+	fs := newFlags("status", help{
+		usage:   "scanagent status [-c FILE | --addr ADDRESS] [flags]",
+		summary: "Ask the running agent for its state over its local HTTP server (/status).",
+		more: `Exit 0 when all is well, 1 when the agent cannot be reached, 3 when
+something needs attention (the broker or a device not connected, the
+buffer full, unable to open or the disk nearly full, scans parked or lost).
+`,
+		example: "scanagent status -c /etc/scanagent/scanagent.yaml",
+	}, stdout, stderr)
 	path := fs.String("c", "", "config `FILE` (for http.listen and the token)")
 	addr := fs.String("addr", "", "the agent's HTTP `address` (default: from -c, else 127.0.0.1:9180)")
 	tokenFile := fs.String("token-file", "", "bearer token `FILE` (default: http.token_file of -c, or $"+config.EnvHTTPToken+")")
 	asJSON := fs.Bool("json", false, "print the raw /status JSON")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the agent")
-	if err := parseFlags(fs, args); err != nil {
+	if err := fs.parse(args); err != nil {
 		return err
 	}
 	target, token := "127.0.0.1:9180", os.Getenv(config.EnvHTTPToken)

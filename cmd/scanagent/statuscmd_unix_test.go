@@ -62,11 +62,14 @@ stations:
 
 	var out string
 	code := -1
-	for deadline := time.Now().Add(15 * time.Second); code != 0; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("status never healthy: exit %d\n%s", code, out)
+	statusIs := func(want int) func() bool {
+		return func() bool {
+			code, out, _ = runCmd(t, "status", "-c", cfg)
+			return code == want
 		}
-		code, out, _ = runCmd(t, "status", "-c", cfg)
+	}
+	if !poll(15*time.Second, statusIs(0)) {
+		t.Fatalf("status never healthy: exit %d\n%s", code, out)
 	}
 	for _, want := range []string{"agent hub-1  site LAB", "healthy", "broker   connected", "station  induct-1", "scanner connected " + link} {
 		if !strings.Contains(out, want) {
@@ -78,11 +81,8 @@ stations:
 	}
 
 	sc.Unplug()
-	for deadline := time.Now().Add(15 * time.Second); code != exitUnhealthy; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("status never unhealthy: exit %d\n%s", code, out)
-		}
-		code, out, _ = runCmd(t, "status", "-c", cfg)
+	if !poll(15*time.Second, statusIs(exitUnhealthy)) {
+		t.Fatalf("status never unhealthy: exit %d\n%s", code, out)
 	}
 	if !strings.Contains(out, "NEEDS ATTENTION") || !strings.Contains(out, "attention: station induct-1: scanner disconnected") {
 		t.Errorf("unhealthy output:\n%s", out)

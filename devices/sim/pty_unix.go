@@ -15,7 +15,11 @@ import (
 
 // Line is the serial line setting a simulated device really uses. When the
 // agent opens the port at another baud rate, the device's bytes arrive
-// garbled, as on a real line. The zero value accepts any setting.
+// garbled, as on a real line; what the device sends before any program has
+// opened and set up the port is lost, as bytes sent into a closed port are
+// (a pseudo-terminal would otherwise keep them, garbled at its default
+// speed, for the first reader). The zero value accepts any setting and
+// keeps what is sent before the port is opened.
 //
 // Only the baud rate is checked: Linux pseudo-terminals force 8 data bits
 // and no parity whatever the agent asks for, so those cannot be read back.
@@ -94,7 +98,7 @@ func (d *Device) read(m *os.File) {
 		n, err := m.Read(buf)
 		if n > 0 {
 			p := buf[:n]
-			if !d.lineMatches() {
+			if d.lineState() == lineWrong {
 				p = garble(p)
 			}
 			d.mu.Lock()
@@ -167,7 +171,8 @@ func (d *Device) Link(path string) error {
 }
 
 // Write puts raw bytes on the wire, garbled when the agent's line settings
-// differ from the device's.
+// differ from the device's, lost when no program has set up the port yet
+// (see Line).
 func (d *Device) Write(p []byte) error {
 	d.mu.Lock()
 	m := d.master
@@ -175,24 +180,45 @@ func (d *Device) Write(p []byte) error {
 	if m == nil {
 		return fmt.Errorf("device unplugged")
 	}
-	if !d.lineMatches() {
+	switch d.lineState() {
+	case lineUnset:
+		return nil
+	case lineWrong:
 		p = garble(p)
 	}
 	_, err := m.Write(p)
 	return err
 }
 
-// lineMatches reports whether the port is set as the device's line (or
-// the device accepts any setting, or the settings cannot be read).
-func (d *Device) lineMatches() bool {
+// lineState is how the port is set, as the device sees it.
+type lineState int
+
+const (
+	lineSet     lineState = iota // as the device's line, or the device accepts any setting
+	lineWrong                    // at another baud rate: bytes are garbled both ways
+	lineUnset                    // not set up by any program since the pseudo-terminal was made
+	lineUnknown                  // the settings cannot be read back: taken as set
+)
+
+// lineState reads how the port is set. A device that accepts any setting
+// is always lineSet.
+func (d *Device) lineState() lineState {
 	d.mu.Lock()
 	want, m := d.line, d.master
 	d.mu.Unlock()
 	if want.Baud == 0 || m == nil {
-		return true
+		return lineSet
 	}
-	got, ok := portLine(int(m.Fd()))
-	return !ok || got == want
+	got, st := portLine(int(m.Fd()))
+	switch {
+	case st == lineUnknown:
+		return lineSet
+	case st == lineUnset:
+		return lineUnset
+	case got != want:
+		return lineWrong
+	}
+	return lineSet
 }
 
 // garble turns bytes into what a receiver with the wrong baud rate or
@@ -289,5 +315,6 @@ func makeRaw(fd int) error {
 	t.Cflag |= unix.CS8
 	t.Cc[unix.VMIN] = 1
 	t.Cc[unix.VTIME] = 0
+	clearSpeed(t)
 	return unix.IoctlSetTermios(fd, ioctlSetTermios, t)
 }

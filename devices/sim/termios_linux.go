@@ -13,12 +13,27 @@ var bauds = map[uint32]int{
 }
 
 // portLine reads the baud rate the agent set on the terminal. On Linux a
-// termios request on the master reads the slave's settings.
-func portLine(masterFd int) (Line, bool) {
+// termios request on the master reads the slave's settings. A terminal
+// still at B0, as makeRaw leaves it, was not set up by any program since
+// it was made: portLine returns lineUnset.
+func portLine(masterFd int) (Line, lineState) {
 	t, err := unix.IoctlGetTermios(masterFd, unix.TCGETS)
 	if err != nil {
-		return Line{}, false
+		return Line{}, lineUnknown
+	}
+	if t.Cflag&unix.CBAUD == unix.B0 {
+		return Line{}, lineUnset
 	}
 	l := Line{Baud: bauds[t.Cflag&unix.CBAUD]}
-	return l, l.Baud != 0
+	if l.Baud == 0 {
+		return l, lineUnknown
+	}
+	return l, lineSet
+}
+
+// clearSpeed sets the speed to B0, which no program opening the port as a
+// serial line keeps: portLine then tells whether one has set it up.
+func clearSpeed(t *unix.Termios) {
+	t.Cflag &^= unix.CBAUD
+	t.Cflag |= unix.B0
 }
