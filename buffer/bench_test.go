@@ -193,3 +193,15 @@ func fillBench(b *testing.B, q *Queue, n int) {
 		}
 	}
 }
+
+// steady returns a condition that holds once probe has returned the same
+// value for d.
+func steady(d time.Duration, probe func() int64) func() bool {
+	last, since := probe(), time.Now()
+	return func() bool {
+		if v := probe(); v != last {
+			last, since = v, time.Now()
+		}
+		return time.Since(since) >= d
+	}
+}

@@ -350,18 +350,6 @@ func waitForWithin(t testing.TB, limit time.Duration, cond func() bool) {
 	}
 }
 
-// steady returns a condition that holds once probe has returned the same
-// value for d.
-func steady(d time.Duration, probe func() int64) func() bool {
-	last, since := probe(), time.Now()
-	return func() bool {
-		if v := probe(); v != last {
-			last, since = v, time.Now()
-		}
-		return time.Since(since) >= d
-	}
-}
-
 // BenchmarkAppendParallel measures synced appends from many producers (the
 // group commit path): 16 goroutines per core, 200-byte values.
 func BenchmarkAppendParallel(b *testing.B) {
