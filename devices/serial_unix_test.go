@@ -185,7 +185,9 @@ func TestScannerWrongBaud(t *testing.T) {
 	}
 	// Garbled scans, each sent once the one before was rejected: each is a
 	// partial frame that never gets its terminator, rejected once the line
-	// is quiet.
+	// is quiet. The port is open first: what a device sends before then is
+	// lost, as on a real line.
+	waitFor(t, "the port open", func() bool { return rec.stateCount(devices.StateConnected) > 0 })
 	for total() < 10 {
 		n := total()
 		sc.Send("]C0", "RR473124829GB")
