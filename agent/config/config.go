@@ -86,6 +86,18 @@ type MQTT struct {
 	// the station (reason too_large) instead of being buffered to be
 	// refused by the broker. Default 16KiB, 512B..256KiB.
 	MaxEventBytes Size `yaml:"max_event_bytes"`
+	// Receipts, when enabled, delete a scan only once a receiver says it
+	// stored it (docs/MQTT.md, "Receipts").
+	Receipts Receipts `yaml:"receipts"`
+}
+
+// Receipts configures end-to-end receipts. With them on, a PUBACK marks a
+// scan published; it is deleted when a receipt on Topic names its seq,
+// and published again when none came within Timeout.
+type Receipts struct {
+	Enabled bool     `yaml:"enabled"`
+	Topic   string   `yaml:"topic"`   // default P/receipts
+	Timeout Duration `yaml:"timeout"` // default 5m, >= 1s
 }
 
 // TLS holds optional client TLS files; each set file exists and is readable.
@@ -342,6 +354,7 @@ func (c *Config) setDefaults() {
 		ReconnectMax:   Duration(30 * time.Second),
 		HealthInterval: Duration(30 * time.Second),
 		Order:          "seq",
+		Receipts:       Receipts{Timeout: Duration(5 * time.Minute)},
 	}
 	c.Buffer = Buffer{MaxBytes: 4 * GiB, WhenFull: "drop_oldest", MinFreeDisk: 64 * MiB}
 	c.Agent.MemoryLimit = 128 * MiB

@@ -75,6 +75,12 @@ func (c *checker) mqtt(cfg *Config, lookupEnv func(string) (string, bool)) {
 	between(c, "mqtt.max_rate", m.MaxRate, 0, 1_000_000)
 	between(c, "mqtt.max_event_bytes", m.MaxEventBytes, 512, 256*KiB) // buffer values stay inline in Badger
 	c.oneOf("mqtt.order", m.Order, "seq", "live_first")
+	if m.Receipts.Topic == "" {
+		m.Receipts.Topic = m.TopicPrefix + "/receipts"
+	} else {
+		c.topicName("mqtt.receipts.topic", m.Receipts.Topic)
+	}
+	atLeast(c, "mqtt.receipts.timeout", m.Receipts.Timeout, Duration(time.Second))
 	if m.ReconnectMax < m.ReconnectMin {
 		c.errorf("mqtt.reconnect_max", "must not be less than reconnect_min (%s), got %s", m.ReconnectMin, m.ReconnectMax)
 	}
@@ -194,6 +200,23 @@ func (c *checker) topicPrefix(path, p string) {
 		c.errorf(path, "is %d bytes, too long: the longest topic the agent publishes adds %d bytes to it "+
 			"(/devices/<station id of up to 64>/scanner) and MQTT topics are at most %d bytes, so the prefix can have %d",
 			len(p), MaxTopicSuffix, maxTopicLen, maxTopicLen-MaxTopicSuffix)
+	}
+}
+
+// topicName checks a whole topic the agent subscribes to.
+func (c *checker) topicName(path, p string) {
+	i, r, invalid := badTopicRune(p)
+	switch {
+	case invalid:
+		c.errorf(path, "must be valid UTF-8 (MQTT topics are UTF-8 strings), got %q with an invalid byte at offset %d", p, i)
+	case i >= 0:
+		c.errorf(path, "must not contain whitespace or control characters, got %q (%U at byte %d)", p, r, i)
+	case strings.ContainsAny(p, "+#"):
+		c.errorf(path, "must not contain the MQTT wildcards '+' or '#', got %q: receipts come on one topic per agent", p)
+	case strings.HasPrefix(p, "$"):
+		c.errorf(path, "must not start with '$' (reserved for broker topics), got %q", p)
+	case len(p) > maxTopicLen:
+		c.errorf(path, "is %d bytes; MQTT topics are at most %d", len(p), maxTopicLen)
 	}
 }
 
