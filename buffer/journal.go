@@ -17,7 +17,8 @@ import (
 // The journal is where an append becomes durable: a group of records is
 // written to a preallocated segment file with one write and one data sync,
 // which is both faster than a synced Badger commit and real on Windows,
-// where Badger's syncs are no-ops (LIBRARY-NOTES.md). Badger then receives
+// where Badger's syncs are no-ops (docs/BUFFER.md, "Badger's options, and
+// what Badger does not do"). Badger then receives
 // the same records without syncing.
 //
 // The journal is one of two copies of every record until it is

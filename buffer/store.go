@@ -247,7 +247,8 @@ func firstLine(s string) string {
 	return s
 }
 
-// badgerOptions sizes Badger for an edge box (see LIBRARY-NOTES.md): small
+// badgerOptions sizes Badger for an edge box (docs/BUFFER.md, "Badger's
+// options, and what Badger does not do"): small
 // memtables, no caches (which requires no compression), values inline.
 // Writes are not synced by Badger: the journal makes appends durable.
 // Tables are verified before Badger opens them (verifyStore); blocks are
