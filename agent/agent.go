@@ -321,26 +321,25 @@ func (a *Agent) Reload(cfg *config.Config) (restartNeeded []string, err error) {
 	}
 	var stopping []*running
 	var stopped, started, kept []string
-	keep := a.stations[:0:0]
 	for _, r := range a.stations {
 		if nsc, ok := want[r.cfg.ID]; ok && reflect.DeepEqual(r.cfg, nsc) {
 			kept = append(kept, r.cfg.ID)
-			keep = append(keep, r)
 			continue
 		}
 		r.cancel()
 		stopping = append(stopping, r)
 		stopped = append(stopped, r.cfg.ID)
 	}
-	a.stations = keep
 	a.mu.Unlock()
 	// Wait outside the lock: a stopping station finishes the scans it has
-	// read (Status stays available meanwhile).
+	// read (Status stays available meanwhile, and the station stays in it
+	// and in the device topics until it has stopped).
 	for _, r := range stopping {
 		<-r.done
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.stations = slices.DeleteFunc(a.stations, func(r *running) bool { return slices.Contains(stopping, r) })
 	if a.runCtx.Err() != nil {
 		return restartNeeded, errors.New("agent: stopping; reload not applied")
 	}
