@@ -14,7 +14,7 @@ import (
 )
 
 func testScan(code, aim string, at time.Time) *Scan {
-	return &Scan{Station: "induct-3", Agent: "hub", Site: "SITE", Event: "EDD", ID: uuid.Must(uuid.NewV7()), At: at,
+	return &Scan{Origin: &Origin{Station: "induct-3", Agent: "hub", Site: "SITE", Event: "EDD"}, ID: uuid.Must(uuid.NewV7()), At: at,
 		Barcode: code, AIM: aim, Kind: "s10", Valid: true}
 }
 
@@ -111,7 +111,7 @@ func FuzzScan(f *testing.F) {
 	f.Add("\xff\xc3\x28", "]d2", "X")
 	f.Fuzz(func(t *testing.T, code, aim, event string) {
 		sc := testScan(code, aim, time.Unix(1700000000, 0))
-		sc.Event = event
+		sc.Origin = &Origin{Station: sc.Station, Agent: sc.Agent, Site: sc.Site, Event: event}
 		_, payload, err := Split(encode(sc, 7))
 		if err != nil {
 			t.Fatal(err)

@@ -13,20 +13,25 @@ import (
 	"github.com/scanagent/scanagent/devices"
 )
 
-// Scan is one scan as a station reads it, kept in that form: Encode writes
+// Origin is where scans come from: the same for every scan of a station.
+type Origin struct {
+	Station            string // station id
+	Agent, Site, Event string // agent.id, agent.site, the station's event code
+}
+
+// Scan is one scan as a station reads it, kept in that form: Value writes
 // the event JSON straight into the buffer record, a few allocations
 // instead of one per string field. Event is the same scan decoded.
 type Scan struct {
-	Station            string // station id
-	Agent, Site, Event string // agent.id, agent.site, the station's event code
-	ID                 uuid.UUID
-	At                 time.Time // scanned_at
-	Barcode, AIM       string
-	Kind, Reason       string
-	Valid              bool
-	Weight             devices.Reading
-	HasWeight          bool
-	WeightStatus       string
+	*Origin
+	ID           uuid.UUID
+	At           time.Time // scanned_at
+	Barcode, AIM string
+	Kind, Reason string
+	Valid        bool
+	Weight       devices.Reading
+	HasWeight    bool
+	WeightStatus string
 }
 
 // Value returns the buffer value of s: its record, with the sequence

@@ -61,6 +61,7 @@ type Station struct {
 	q        Buffer
 	log      *slog.Logger
 	changed  chan<- struct{}
+	origin   *record.Origin       // the same in every scan
 	accept   map[parcel.Kind]bool // nil: every kind
 	frames   chan devices.Frame
 	outcomes chan buffer.Outcome
@@ -105,6 +106,7 @@ func New(c Config, d Deps) *Station {
 		cfg:        cfg,
 		agent:      c.Agent,
 		maxEvent:   c.MaxEvent,
+		origin:     &record.Origin{Station: cfg.ID, Agent: c.Agent.ID, Site: c.Agent.Site, Event: cfg.Event},
 		q:          d.Buffer,
 		log:        log.With("station", cfg.ID),
 		changed:    d.Changed,
@@ -340,7 +342,7 @@ func (s *Station) scan(f devices.Frame) *record.Scan {
 	if err != nil {
 		id = uuid.New() // only when the system's random source fails
 	}
-	return &record.Scan{Station: s.cfg.ID, Agent: s.agent.ID, Site: s.agent.Site, Event: s.cfg.Event,
+	return &record.Scan{Origin: s.origin,
 		ID: id, At: f.At, Barcode: f.Data, AIM: f.AIM, Kind: string(res.Kind), Valid: res.Valid, Reason: res.Reason}
 }
 
