@@ -54,7 +54,13 @@ type running struct {
 // mqttYAML is the mqtt section's body (flow style, without braces).
 func startAgent(t *testing.T, mqttYAML string, env map[string]string) *running {
 	t.Helper()
-	dir := t.TempDir()
+	return startAgentIn(t, t.TempDir(), mqttYAML, env)
+}
+
+// startAgentIn is startAgent with its data and scanner link under dir,
+// so that an agent can be started again on the same buffer.
+func startAgentIn(t *testing.T, dir, mqttYAML string, env map[string]string) *running {
+	t.Helper()
 	sc, err := sim.NewScanner("\r\n")
 	if err != nil {
 		t.Fatal(err)

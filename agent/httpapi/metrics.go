@@ -80,6 +80,11 @@ var (
 	mAcked          = desc("mqtt_acked_total", "Scan publishes acknowledged by the broker.")
 	mSessions       = desc("mqtt_sessions_total", "MQTT sessions opened (connects and reconnects).")
 	mMalformed      = desc("mqtt_malformed_total", "Buffer records that could not be published.")
+	mUnreceipted    = desc("mqtt_unreceipted", "Scans published and not yet receipted (mqtt.receipts).")
+	mOldestUnrcpt   = desc("mqtt_oldest_unreceipted_age_seconds", "Time since the oldest unreceipted scan was published.")
+	mReceipted      = desc("mqtt_receipted_total", "Scans deleted on a receipt.")
+	mRepublished    = desc("mqtt_republished_total", "Scans published again for want of a receipt.")
+	mBadReceipts    = desc("mqtt_bad_receipts_total", "Receipts ignored, by reason.", "reason")
 	mRSS            = desc("memory_peak_rss_bytes", "Peak resident set size (Linux).")
 )
 
@@ -161,6 +166,13 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(mSessions, m.Sessions)
 	counter(mMalformed, m.Malformed)
 	counter(mPoison, m.Parked)
+	if r := m.Receipts; r != nil {
+		gauge(mUnreceipted, float64(r.Unreceipted))
+		gauge(mOldestUnrcpt, r.OldestAge)
+		counter(mReceipted, r.Receipted)
+		counter(mRepublished, r.Republished)
+		byLabel(mBadReceipts, r.Bad)
+	}
 	if s.Process.PeakRSSBytes > 0 {
 		gauge(mRSS, float64(s.Process.PeakRSSBytes))
 	}

@@ -105,12 +105,13 @@ const (
 	UplinkAuthRefused = "auth_refused" // bad user name or password, not authorised
 	UplinkRefused     = "refused"      // other CONNACK refusals
 	UplinkStalled     = "stalled"      // connected, but PUBACKs stopped coming
+	UplinkNoReceipts  = "no_receipts"  // connected, PUBACKs come, receipts do not
 	UplinkStopped     = "stopped"
 )
 
 // UplinkStates lists every uplink state, for metrics.
 var UplinkStates = []string{UplinkStarting, UplinkConnected, UplinkUnreachable, UplinkTLSError, UplinkAuthRefused,
-	UplinkRefused, UplinkStalled, UplinkStopped}
+	UplinkRefused, UplinkStalled, UplinkNoReceipts, UplinkStopped}
 
 // Uplink is the uplink's state and counters.
 type Uplink struct {
@@ -128,4 +129,18 @@ type Uplink struct {
 	// that carried them (buffer export --parked lists them).
 	Parked     uint64 `json:"parked"`
 	LastParked string `json:"last_parked,omitempty"`
+	// Receipts, when mqtt.receipts is enabled.
+	Receipts *Receipts `json:"receipts,omitempty"`
+}
+
+// Receipts are the uplink's receipts: scans published and not yet
+// receipted (in flight or waiting), and what came of the receipts.
+type Receipts struct {
+	Unreceipted int     `json:"unreceipted"`
+	OldestAge   float64 `json:"oldest_unreceipted_age"` // seconds since the oldest one was published
+	Receipted   uint64  `json:"receipted"`              // scans deleted on a receipt
+	Republished uint64  `json:"republished"`            // publishes again, for want of a receipt
+	// Bad counts receipts ignored, by reason: malformed, schema,
+	// other_agent, bad_range, beyond_last_seq, unknown_seq, overflow.
+	Bad map[string]uint64 `json:"bad"`
 }

@@ -104,6 +104,7 @@ type Uplink struct {
 	poisoned            atomic.Uint64 // records parked because the broker would not take them
 	lastPoison          atomic.Value  // string: the last one parked
 	backlogInflight     atomic.Int64  // live_first: backlog publishes not yet acked
+	rc                  *receipts     // nil: receipts off, a PUBACK deletes
 }
 
 // New makes the uplink.
@@ -118,6 +119,9 @@ func New(c Config, d Deps) *Uplink {
 		log: log.With("component", "mqtt"), reporter: d.Reporter, devKick: d.DevicesChanged, ackLatency: d.AckLatency}
 	u.broker.Store("")
 	u.setState(status.UplinkStarting, nil, "")
+	if cfg.Receipts.Enabled {
+		u.rc = newReceipts(c.Agent.ID, cfg.Receipts.Timeout.D(), d.Queue, u.log)
+	}
 	return u
 }
 
@@ -239,6 +243,9 @@ func (u *Uplink) Stats() status.Uplink {
 	if v, ok := u.lastPoison.Load().(string); ok {
 		st.LastParked = v
 	}
+	if u.rc != nil {
+		st.Receipts = u.rc.stats(time.Now())
+	}
 	return st
 }
 
@@ -248,6 +255,12 @@ func (u *Uplink) Stats() status.Uplink {
 // waits a random time in [0, backoff] (full jitter), the backoff doubling
 // from reconnect_min up to reconnect_max.
 func (u *Uplink) Run(ctx context.Context) error {
+	if u.rc != nil {
+		loopCtx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); u.receiptLoop(loopCtx) }()
+		defer func() { stop(); <-done }()
+	}
 	bo := backoff.Backoff{Min: u.cfg.ReconnectMin.D(), Max: u.cfg.ReconnectMax.D(), FullJitter: true}
 	var lastLogged string
 	var poison poisonWatch
@@ -344,7 +357,9 @@ func (u *Uplink) session(ctx context.Context) error {
 		SetClientID(u.cfg.ClientID).
 		SetUsername(u.cfg.Username).
 		SetPassword(u.cfg.Password).
-		SetCleanSession(true).
+		// With receipts, the session persists at the broker, so that
+		// receipts published while the agent is away are kept for it.
+		SetCleanSession(u.rc == nil).
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
 		SetKeepAlive(u.cfg.KeepAlive.D()).
@@ -366,6 +381,11 @@ func (u *Uplink) session(ctx context.Context) error {
 	for _, b := range u.cfg.Brokers {
 		opts.AddBroker(b)
 	}
+	if u.rc != nil {
+		// Receipts kept for the persistent session arrive right after the
+		// CONNACK, before the subscription below is made again.
+		opts.SetDefaultPublishHandler(u.receiptHandler)
+	}
 	c := mqtt.NewClient(opts)
 	u.sessions.Add(1)
 	if err := waitToken(ctx, c.Connect(), u.cfg.ConnectTimeout.D()*time.Duration(len(u.cfg.Brokers))+time.Second); err != nil {
@@ -385,6 +405,11 @@ func (u *Uplink) session(ctx context.Context) error {
 		}
 		c.Disconnect(250)
 	}()
+	if u.rc != nil {
+		if err := u.subscribeReceipts(ctx, c); err != nil {
+			return err
+		}
+	}
 	if err := waitToken(ctx, c.Publish(u.prefix+"/status", 1, true, u.statusPayload("online")), u.cfg.ConnectTimeout.D()); err != nil {
 		return fmt.Errorf("publish online status: %w", err)
 	}
@@ -409,6 +434,9 @@ func (u *Uplink) session(ctx context.Context) error {
 		close(ackerExit)
 	}()
 
+	if u.rc != nil {
+		defer u.rc.sessionEnded()
+	}
 	err = u.pump(ctx, c, window, lost, ackerExit)
 	close(window)
 	if ctx.Err() != nil {
@@ -595,17 +623,54 @@ func (u *Uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight
 		if err != nil {
 			return fmt.Errorf("read buffer: %w", err)
 		}
+		var due []buffer.Record
+		var next time.Time
+		if u.rc != nil {
+			// Scans whose receipt is overdue go again first; while the cap
+			// of unreceipted scans is reached, nothing new goes.
+			due, next = u.rc.due(time.Now(), readPage)
+			if u.rc.full() {
+				recs = nil
+			}
+		}
+		for _, rec := range due {
+			if stop, err := u.send(ctx, c, window, lost, ackerExit, lim, rec, false, true); stop || err != nil {
+				return err
+			}
+		}
+		if len(due) > 0 {
+			continue
+		}
 		if len(recs) == 0 {
+			var wake <-chan time.Time
+			var changed <-chan struct{}
+			var t *time.Timer
+			if u.rc != nil {
+				changed = u.rc.changed
+				if !next.IsZero() {
+					t = time.NewTimer(time.Until(next))
+					wake = t.C
+				}
+			}
+			var end bool
 			select {
 			case <-u.q.Notify():
-				continue
+			case <-changed:
+			case <-wake:
 			case <-ctx.Done():
-				return nil
+				end = true
 			case <-lost.ch:
-				return lost.error()
+				err, end = lost.error(), true
 			case <-ackerExit:
-				return nil
+				end = true
 			}
+			if t != nil {
+				t.Stop()
+			}
+			if end {
+				return err
+			}
+			continue
 		}
 		for _, rec := range recs {
 			// The acker may have failed: check first, deterministically.
@@ -623,37 +688,54 @@ func (u *Uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight
 			} else {
 				backlog = rec.Seq
 			}
-			station, payload, err := record.Split(rec.Value)
-			if err != nil {
-				// Cannot be published; keep it out of the stream but say so.
-				u.malformed.Add(1)
-				u.log.Error("dropping malformed buffer record", "seq", rec.Seq, "err", err)
-				u.q.Ack(rec)
-				continue
+			if u.rc != nil && u.rc.skip(rec.Seq) {
+				continue // published, waiting for its receipt
 			}
-			if !pace(ctx, lim, lost.ch) {
-				return nil
-			}
-			tok := c.Publish(u.prefix+"/scans/"+station, 1, false, payload)
-			if isDone(tok) && tok.Error() != nil {
-				return fmt.Errorf("publish seq %d: %w", rec.Seq, tok.Error())
-			}
-			u.published.Add(1)
-			isBacklog := liveFirst && rec.Seq <= split
-			if isBacklog {
-				u.backlogInflight.Add(1)
-			}
-			select {
-			case window <- inflight{rec: rec, tok: tok, backlog: isBacklog, sent: time.Now()}:
-			case <-ctx.Done():
-				return nil
-			case <-lost.ch:
-				return lost.error()
-			case <-ackerExit:
-				return nil
+			if stop, err := u.send(ctx, c, window, lost, ackerExit, lim, rec, liveFirst && rec.Seq <= split, false); stop || err != nil {
+				return err
 			}
 		}
 	}
+}
+
+// send publishes one record and hands it to the acker; stop is true when
+// the session is over (err says why, nil for a stop or the acker's end).
+func (u *Uplink) send(ctx context.Context, c mqtt.Client, window chan<- inflight, lost *lostSignal, ackerExit <-chan struct{},
+	lim *rate.Limiter, rec buffer.Record, isBacklog, again bool) (stop bool, err error) {
+	station, payload, err := record.Split(rec.Value)
+	if err != nil {
+		// Cannot be published; keep it out of the stream but say so.
+		u.malformed.Add(1)
+		u.log.Error("dropping malformed buffer record", "seq", rec.Seq, "err", err)
+		u.q.Ack(rec)
+		return false, nil
+	}
+	if !pace(ctx, lim, lost.ch) {
+		return true, nil
+	}
+	if u.rc != nil && !u.rc.published(rec, time.Now()) {
+		return false, nil // a receipt deleted it meanwhile
+	}
+	tok := c.Publish(u.prefix+"/scans/"+station, 1, false, payload)
+	if isDone(tok) && tok.Error() != nil {
+		return true, fmt.Errorf("publish seq %d: %w", rec.Seq, tok.Error())
+	}
+	u.published.Add(1)
+	if again {
+		u.rc.countRepublished()
+	}
+	if isBacklog {
+		u.backlogInflight.Add(1)
+	}
+	select {
+	case window <- inflight{rec: rec, tok: tok, backlog: isBacklog, sent: time.Now()}:
+		return false, nil
+	case <-ctx.Done():
+	case <-lost.ch:
+		return true, lost.error()
+	case <-ackerExit:
+	}
+	return true, nil
 }
 
 // acker waits for the publish tokens in order and acknowledges each record
@@ -708,6 +790,11 @@ func (u *Uplink) acker(window <-chan inflight, lost *lostSignal) error {
 		u.observeAck(p.sent)
 		if p.backlog {
 			u.backlogInflight.Add(-1)
+		}
+		if u.rc != nil {
+			u.rc.pubacked(p.rec) // deleted when its receipt comes
+			u.acked.Add(1)
+			continue
 		}
 		if batch = append(batch, p.rec); len(batch) == cap(batch) {
 			flush()
