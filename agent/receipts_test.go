@@ -229,7 +229,10 @@ func TestReceiptsACLDenied(t *testing.T) {
 	if err := os.WriteFile(acl, []byte(deny), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	b := testmqtt.Start(t, testmqtt.WithConfig("acl_file "+acl))
+	// A site broker's queue limit (the test broker's 0, unlimited, makes
+	// mosquitto 2.0 close the connection on a denied QoS 1 publish
+	// instead of acknowledging it).
+	b := testmqtt.Start(t, testmqtt.WithConfig("acl_file "+acl+"\nmax_queued_messages 1000"))
 	rcv := startReceiver(t, b.URL())
 	r := startAgent(t, fmt.Sprintf("brokers: [%q], receipts: {enabled: true, timeout: 1s}", b.URL()), nil)
 	r.waitState(t, status.UplinkConnected)
@@ -240,7 +243,8 @@ func TestReceiptsACLDenied(t *testing.T) {
 	r.waitAccepted(t, n)
 	st := r.waitState(t, status.UplinkNoReceipts)
 	t.Logf("while the ACL denies the scans: state %s, hint: %s", st.State, st.Hint)
-	waitUntil(t, 10*time.Second, "every scan acknowledged by the broker", func() bool { return r.a.Status().MQTT.Acked >= n })
+	waitUntil(t, 10*time.Second, "every scan acknowledged by the broker", func() bool { return r.a.Status().MQTT.Acked >= n },
+		func() string { return fmt.Sprintf("%+v %+v", r.a.Status().MQTT, r.a.Status().MQTT.Receipts) })
 	if got := rcv.ids(); got != 0 {
 		t.Fatalf("the receiver got %d scans through a denying ACL", got)
 	}
@@ -286,7 +290,10 @@ func TestReceiptsAcrossRestart(t *testing.T) {
 
 	rcv.on.Store(true)
 	r = startAgentIn(t, dir, mqttYAML, nil)
-	waitUntil(t, 20*time.Second, "the unreceipted scans receipted after the restart", func() bool { return r.a.Status().Buffer.Depth == 0 },
+	waitUntil(t, 20*time.Second, "the unreceipted scans receipted after the restart", func() bool {
+		st := r.a.Status()
+		return st.BufferOpen && st.Buffer.Depth == 0
+	},
 		func() string { return fmt.Sprintf("depth %d", r.a.Status().Buffer.Depth) })
 	if again := rcv.deliveries() - before; again != n {
 		t.Fatalf("published again after the restart: %d scans, want the %d unreceipted ones", again, n)

@@ -54,6 +54,8 @@ const maxReceiptScan = 10_000
 // pending is a scan published under receipts.
 type pending struct {
 	rec       buffer.Record
+	first     time.Time // its first publish in this process
+	pubacked  bool      // a PUBACK came for it at least once
 	sent      time.Time // its last publish
 	acked     bool      // the broker's PUBACK came: waiting for the receipt
 	receipted bool      // deleted: a receipt named it
@@ -124,7 +126,7 @@ func (r *receipts) published(rec buffer.Record, now time.Time) bool {
 	}
 	p := r.pending[rec.Seq]
 	if p == nil {
-		p = &pending{rec: rec}
+		p = &pending{rec: rec, first: now}
 		r.pending[rec.Seq] = p
 	}
 	p.sent, p.acked = now, false
@@ -139,8 +141,19 @@ func (r *receipts) pubacked(rec buffer.Record) {
 	if p == nil || p.receipted || p.acked {
 		return
 	}
-	p.acked = true
+	p.acked, p.pubacked = true, true
 	r.order = append(r.order, p)
+	if len(r.order) == 1 {
+		r.kick() // the pump may be idle with no scan due: now one will be
+	}
+}
+
+// kick wakes the pump (without blocking).
+func (r *receipts) kick() {
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
 }
 
 // sessionEnded forgets the publishes of a session that ended without
@@ -238,10 +251,7 @@ func (r *receipts) apply(payload []byte) int {
 	r.mu.Lock()
 	r.receipted += uint64(len(del))
 	r.mu.Unlock()
-	select {
-	case r.changed <- struct{}{}:
-	default:
-	}
+	r.kick()
 	return len(del)
 }
 
@@ -336,8 +346,8 @@ func (r *receipts) stats(now time.Time) *status.Receipts {
 	s := &status.Receipts{Unreceipted: len(r.pending), Receipted: r.receipted, Republished: r.republished, Bad: maps.Clone(r.bad)}
 	var oldest time.Time
 	for _, p := range r.pending {
-		if oldest.IsZero() || p.sent.Before(oldest) {
-			oldest = p.sent
+		if oldest.IsZero() || p.first.Before(oldest) {
+			oldest = p.first
 		}
 	}
 	if !oldest.IsZero() {
@@ -346,16 +356,16 @@ func (r *receipts) stats(now time.Time) *status.Receipts {
 	return s
 }
 
-// overdue reports whether the oldest waiting scan has waited longer than
-// the timeout: PUBACKs come, receipts do not.
+// overdue reports whether a scan the broker acknowledged was first
+// published longer than the timeout ago and still has no receipt:
+// PUBACKs come, receipts do not.
 func (r *receipts) overdue(now time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, p := range r.order {
-		if p.receipted || !p.acked || r.pending[p.rec.Seq] != p {
-			continue
+	for _, p := range r.pending {
+		if p.pubacked && now.Sub(p.first) >= r.timeout {
+			return true
 		}
-		return now.Sub(p.sent) >= r.timeout
 	}
 	return false
 }
