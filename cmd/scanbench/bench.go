@@ -156,7 +156,11 @@ func (b *bench) setup(ctx context.Context) error {
 
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "agent: {id: bench, site: LAB, data_dir: %q}\n", b.dataDir)
-	fmt.Fprintf(&cfg, "mqtt: {brokers: [\"tcp://127.0.0.1:%d\"], window: %d, reconnect_min: 50ms, reconnect_max: 500ms}\n", b.port, window)
+	receipts := ""
+	if b.o.receipts {
+		receipts = ", receipts: {enabled: true}"
+	}
+	fmt.Fprintf(&cfg, "mqtt: {brokers: [\"tcp://127.0.0.1:%d\"], window: %d, reconnect_min: 50ms, reconnect_max: 500ms%s}\n", b.port, window, receipts)
 	if b.o.buffer != "" {
 		fmt.Fprintf(&cfg, "buffer: {%s}\n", b.o.buffer)
 	}
@@ -312,6 +316,18 @@ func (b *bench) live(ctx context.Context) error {
 		total += c
 	}
 	var delivered, dups, payload atomic.Int64
+	// With -receipts: the seqs received and not yet receipted, and when
+	// each scan's receipt was published.
+	rcpt := make([][]int64, n)
+	for i := range n {
+		rcpt[i] = make([]int64, len(sent[i]))
+	}
+	type waiting struct {
+		seq  uint64
+		i, k int
+	}
+	var rmu sync.Mutex
+	var toReceipt []waiting
 	sub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(b.broker.url()).SetClientID("scanbench-sub").
 		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(10 * time.Second))
 	if tok := sub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
@@ -330,6 +346,13 @@ func (b *bench) live(ctx context.Context) error {
 		if i >= n || k >= len(recv[i]) {
 			return
 		}
+		if o.receipts {
+			if seq, ok := seqOf(p); ok {
+				rmu.Lock()
+				toReceipt = append(toReceipt, waiting{seq, i, k})
+				rmu.Unlock()
+			}
+		}
 		if atomic.CompareAndSwapInt64(&recv[i][k], 0, now) {
 			delivered.Add(1)
 			if at, ok := scannedAt(p); ok {
@@ -344,6 +367,37 @@ func (b *bench) live(ctx context.Context) error {
 		return fmt.Errorf("subscribe: %v", tok.Error())
 	}
 
+	if o.receipts {
+		rctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go func() {
+			tick := time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-rctx.Done():
+					return
+				case <-tick.C:
+				}
+				rmu.Lock()
+				batch := toReceipt
+				toReceipt = nil
+				rmu.Unlock()
+				if len(batch) == 0 {
+					continue
+				}
+				seqs := make([]uint64, len(batch))
+				for j, w := range batch {
+					seqs[j] = w.seq
+				}
+				sub.Publish("scanagent/LAB/bench/receipts", 1, false, receiptPayload(seqs))
+				t := time.Since(t0).Nanoseconds()
+				for _, w := range batch {
+					atomic.CompareAndSwapInt64(&rcpt[w.i][w.k], 0, t)
+				}
+			}
+		}()
+	}
 	if _, err := b.startAgent(ctx); err != nil {
 		return err
 	}
@@ -438,6 +492,27 @@ func (b *bench) live(ctx context.Context) error {
 			}
 		}
 	}
+	if o.receipts {
+		waitFor(ctx, "receipts", nil, grace, 10*time.Millisecond, func() bool {
+			st, err := getStatus(b.httpAddr)
+			return err == nil && st.Buffer.Depth == 0
+		})
+		var toRcpt []time.Duration
+		for i := range n {
+			for k := range sent[i] {
+				if s, rc := atomic.LoadInt64(&sent[i][k]), atomic.LoadInt64(&rcpt[i][k]); s != 0 && rc != 0 {
+					toRcpt = append(toRcpt, time.Duration(max(0, rc-s)))
+				}
+			}
+		}
+		slices.Sort(toRcpt)
+		if len(toRcpt) > 0 {
+			r.ReceiptP50Ms, r.ReceiptP99Ms = ms(toRcpt[len(toRcpt)/2]), ms(toRcpt[len(toRcpt)*99/100])
+		}
+		if st, err := getStatus(b.httpAddr); err == nil {
+			r.Unreceipted = int(st.Buffer.Depth)
+		}
+	}
 	slices.Sort(lat)
 	slices.Sort(toFramed)
 	slices.Sort(toRecv)
@@ -487,6 +562,39 @@ func scannedAt(p []byte) (time.Time, bool) {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// seqOf reads an event's seq without decoding it.
+func seqOf(p []byte) (uint64, bool) {
+	j := bytes.Index(p, []byte(`"seq":`))
+	if j < 0 {
+		return 0, false
+	}
+	var n uint64
+	ok := false
+	for _, c := range p[j+6:] {
+		if c < '0' || c > '9' {
+			break
+		}
+		n, ok = n*10+uint64(c-'0'), true
+	}
+	return n, ok
+}
+
+// receiptPayload is a receipt for seqs, as ranges.
+func receiptPayload(seqs []uint64) []byte {
+	slices.Sort(seqs)
+	var ranges [][2]uint64
+	for _, s := range seqs {
+		if l := len(ranges); l > 0 && s <= ranges[l-1][1]+1 {
+			ranges[l-1][1] = max(ranges[l-1][1], s)
+			continue
+		}
+		ranges = append(ranges, [2]uint64{s, s})
+	}
+	b, _ := json.Marshal(map[string]any{"schema": "scanagent.receipt/v1", "agent": "bench", "ranges": ranges,
+		"receiver": "scanbench", "stored_at": time.Now().UTC().Format(time.RFC3339Nano)})
+	return b
+}
 
 // consumed returns, per station, the frames the agent has dealt with
 // (accepted, not accepted or rejected) and the accepted ones.

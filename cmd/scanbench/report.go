@@ -58,6 +58,11 @@ type LiveResult struct {
 	BenchCPUPct     float64 `json:"bench_cpu_pct"`   // this program: scanners and subscriber
 	SystemBusyPct   float64 `json:"system_busy_pct"` // all cores, % of the machine
 	AgentPeakRSS    int64   `json:"agent_peak_rss_bytes"`
+	// With -receipts: scanner write → the receipt's publish, and the scans
+	// still in the agent's buffer after the grace period.
+	ReceiptP50Ms float64 `json:"write_to_receipt_p50_ms,omitempty"`
+	ReceiptP99Ms float64 `json:"write_to_receipt_p99_ms,omitempty"`
+	Unreceipted  int     `json:"unreceipted,omitempty"`
 }
 
 type DrainResult struct {
@@ -127,6 +132,9 @@ func (r *Results) print(w io.Writer) {
 		row("live", "latency p50 / p99 / max", fmt.Sprintf("%.2f / %.2f / %.2f ms", l.P50Ms, l.P99Ms, l.MaxMs), "p99 <= 25 ms: "+verdict(l.P99Ms <= 25))
 		row("live", "  write→scanned_at p50 / p99 (ms resolution)", fmt.Sprintf("%.2f / %.2f ms", l.FramedP50Ms, l.FramedP99Ms), "")
 		row("live", "  scanned_at→receipt p50 / p99", fmt.Sprintf("%.2f / %.2f ms", l.PublishP50Ms, l.PublishP99Ms), "")
+		if l.ReceiptP99Ms > 0 {
+			row("live", "write→receipt p50 / p99 (receipts every 10 ms)", fmt.Sprintf("%.2f / %.2f ms; %d left in the buffer", l.ReceiptP50Ms, l.ReceiptP99Ms, l.Unreceipted), "p99 <= 250 ms: "+verdict(l.ReceiptP99Ms <= 250))
+		}
 		row("live", "CPU agent / mosquitto / scanbench", fmt.Sprintf("%.0f%% / %.0f%% / %.0f%% of one core", l.AgentCPUPct, l.MosquittoCPUPct, l.BenchCPUPct), "")
 		row("live", "machine busy", fmt.Sprintf("%.0f%% of %d cores", l.SystemBusyPct, r.Machine.NProc), "")
 		row("live", "agent peak RSS (VmHWM)", mb(l.AgentPeakRSS), "")
