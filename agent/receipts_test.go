@@ -302,3 +302,44 @@ func TestReceiptsAcrossRestart(t *testing.T) {
 		t.Fatalf("ids %d", rcv.ids())
 	}
 }
+
+// TestContractWithReceipts: with receipts on, every message on the wire
+// (scans, status, health carrying mqtt.receipts, devices, and the
+// receipts themselves) matches docs/asyncapi.yaml.
+func TestContractWithReceipts(t *testing.T) {
+	c := loadContract(t)
+	b := testmqtt.Start(t)
+	sub := testmqtt.Subscribe(t, b, "contract-receipts", "scanagent/#")
+	startReceiver(t, b.URL())
+	r := startAgent(t, fmt.Sprintf("brokers: [%q], health_interval: 1s, receipts: {enabled: true, timeout: 1h}", b.URL()), nil)
+	r.waitState(t, status.UplinkConnected)
+	for i := 1; i <= 5; i++ {
+		r.sc.Send("]C0", s10(i))
+	}
+	msgs := sub.WaitFor(20*time.Second, "a health document with the receipted scans", func(m []testmqtt.Message) bool {
+		for _, msg := range m {
+			var h status.Status
+			if strings.HasSuffix(msg.Topic, "/health") && json.Unmarshal(msg.Payload, &h) == nil &&
+				h.MQTT.Receipts != nil && h.MQTT.Receipts.Receipted == 5 {
+				return true
+			}
+		}
+		return false
+	})
+	kinds := map[string]int{}
+	for _, m := range msgs {
+		ch := c.match("scanagent/LAB/hub-1", m.Topic)
+		if ch == nil {
+			t.Fatalf("%s: no channel in the contract", m.Topic)
+		}
+		msg, err := ch.validateOne(m.Payload)
+		if err != nil {
+			t.Fatalf("%s: %s\n%s", m.Topic, err, m.Payload)
+		}
+		kinds[msg.name]++
+	}
+	if kinds["receipt"] == 0 || kinds["health"] == 0 || kinds["scan"] != 5 {
+		t.Fatalf("validated %v", kinds)
+	}
+	t.Logf("validated %v", kinds)
+}
