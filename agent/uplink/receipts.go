@@ -203,6 +203,10 @@ func (r *receipts) due(now time.Time, limit int) (recs []buffer.Record, next tim
 			next = now
 			break
 		}
+		// In flight again from here: if the session ends before it is
+		// published, sessionEnded forgets it and the next session
+		// publishes it from the buffer.
+		p.acked = false
 		recs = append(recs, p.rec)
 	}
 	r.order = r.order[i:]
