@@ -142,6 +142,12 @@ func (r *receipts) pubacked(rec buffer.Record) {
 		return
 	}
 	p.acked, p.pubacked = true, true
+	if len(r.order) > 2*len(r.pending)+64 {
+		// Receipted scans leave the list only as due passes them; behind a
+		// scan that waits long, drop them here so the list stays near the
+		// number waiting.
+		r.order = slices.DeleteFunc(r.order, func(q *pending) bool { return q.receipted || !q.acked || r.pending[q.rec.Seq] != q })
+	}
 	r.order = append(r.order, p)
 	if len(r.order) == 1 {
 		r.kick() // the pump may be idle with no scan due: now one will be

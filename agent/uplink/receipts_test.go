@@ -95,3 +95,23 @@ func TestReceiptForEarlierProcess(t *testing.T) {
 		t.Fatal("seq 4 has no receipt and must be published")
 	}
 }
+
+// TestWaitingListStaysSmall: behind one scan whose receipt does not come,
+// thousands are published and receipted; the list of waiting scans does
+// not keep them.
+func TestWaitingListStaysSmall(t *testing.T) {
+	q, recs := fillQueue(t, 2)
+	r := newReceipts("hub-1", time.Hour, q, slog.New(slog.DiscardHandler))
+	now := time.Now()
+	r.published(recs[0], now)
+	r.pubacked(recs[0]) // waits for ever
+	for i := range 10000 {
+		rec := buffer.Record{Seq: uint64(100 + i)}
+		r.published(rec, now)
+		r.pubacked(rec)
+		r.take(rec.Seq, rec.Seq)
+	}
+	if n := len(r.order); n > 200 {
+		t.Fatalf("the waiting list holds %d entries for 1 scan waiting", n)
+	}
+}
