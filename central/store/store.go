@@ -122,6 +122,7 @@ type Scan struct {
 	WeightStatus         string
 	ReceivedAt           time.Time
 	Payload              []byte // the event's JSON
+	Topic                string // where it came from, for messages (not stored)
 }
 
 // Rejected is a message that could not be stored as what its topic says.
