@@ -146,7 +146,13 @@ func (r *Receiver) commit(ctx, writeCtx context.Context, batch []delivery) {
 	r.stats.duplicates.Add(uint64(dups))
 	r.stats.rejected.Add(uint64(len(b.Rejected)))
 
-	r.publishReceipts(receipts, time.Now())
+	// Through the session the batch came in when it is still up: the
+	// first batches after a reconnect commit before it is made current.
+	s := batch[len(batch)-1].sess
+	if s.isLost() {
+		s = r.cur.Load()
+	}
+	r.publishReceipts(s, receipts, time.Now())
 }
 
 // writeResult is a committed write: the store's result, and what the
@@ -263,11 +269,10 @@ func (r *Receiver) writeEach(ctx context.Context, b *store.Batch) (writeResult, 
 // receipt that cannot be published is counted and logged: the agent sends
 // those scans again after its receipt timeout, and they are receipted
 // then (as duplicates, they are still stored).
-func (r *Receiver) publishReceipts(receipts map[receiptKey][]int64, storedAt time.Time) {
+func (r *Receiver) publishReceipts(s *session, receipts map[receiptKey][]int64, storedAt time.Time) {
 	if len(receipts) == 0 {
 		return
 	}
-	s := r.cur.Load()
 	if s == nil || s.isLost() {
 		r.metrics.receiptFails.Add(float64(len(receipts)))
 		r.log.Warn("receipts not published: no MQTT session", "agents", len(receipts))

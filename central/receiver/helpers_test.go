@@ -20,7 +20,7 @@ import (
 	"github.com/scanagent/scanagent/agent/record"
 	"github.com/scanagent/scanagent/agent/testmqtt"
 	"github.com/scanagent/scanagent/central/config"
-	"github.com/scanagent/scanagent/central/internal/pgtest"
+	"github.com/scanagent/scanagent/central/pgtest"
 	"github.com/scanagent/scanagent/central/receiver"
 	"github.com/scanagent/scanagent/central/store"
 )

@@ -10,7 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/scanagent/scanagent/central/internal/pgtest"
+	"github.com/scanagent/scanagent/central/pgtest"
 	"github.com/scanagent/scanagent/central/store"
 )
 
