@@ -83,6 +83,9 @@ type Receiver struct {
 	PrefixFilter string   `yaml:"prefix_filter"` // the agents' topic prefixes, default scanagent/+/+
 	BatchSize    int      `yaml:"batch_size"`    // default 500, 1..10000
 	BatchWait    Duration `yaml:"batch_wait"`    // default 50ms, 0..10s
+	// Writers is how many batches are written at once, each on its own
+	// database connection (acknowledged in order). Default 2, 1..16.
+	Writers int `yaml:"writers"`
 }
 
 // HTTP serves /metrics and /healthz.
@@ -105,7 +108,7 @@ func (c *Config) setDefaults() {
 		ReconnectMax:   Duration(30 * time.Second),
 	}
 	c.Postgres.MaxConns = 4
-	c.Receiver = Receiver{Group: "scanreceiver", PrefixFilter: "scanagent/+/+", BatchSize: 500, BatchWait: Duration(50 * time.Millisecond)}
+	c.Receiver = Receiver{Group: "scanreceiver", PrefixFilter: "scanagent/+/+", BatchSize: 500, BatchWait: Duration(50 * time.Millisecond), Writers: 2}
 	c.HTTP.Listen = "127.0.0.1:9181"
 	c.Log = Log{Level: "info", Format: "text"}
 }

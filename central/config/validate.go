@@ -34,6 +34,7 @@ func (c *checker) validate(cfg *Config, lookupEnv func(string) (string, bool)) {
 	c.prefixFilter("receiver.prefix_filter", r.PrefixFilter)
 	between(c, "receiver.batch_size", r.BatchSize, 1, 10000)
 	between(c, "receiver.batch_wait", r.BatchWait, 0, Duration(10*time.Second))
+	between(c, "receiver.writers", r.Writers, 1, 16)
 
 	m := &cfg.MQTT
 	if len(m.Brokers) == 0 {
@@ -61,6 +62,9 @@ func (c *checker) validate(cfg *Config, lookupEnv func(string) (string, bool)) {
 		c.postgresURL("postgres.url", p.URL)
 	}
 	between(c, "postgres.max_conns", p.MaxConns, 1, 100)
+	if p.MaxConns < r.Writers && !c.failed("receiver.writers") {
+		c.errorf("postgres.max_conns", "must be at least receiver.writers (%d), got %d", r.Writers, p.MaxConns)
+	}
 	p.Password = c.secret("postgres.password_file", &p.PasswordFile, EnvPostgresPassword, dir, lookupEnv)
 
 	if cfg.HTTP.Listen != "" && !isHostPort(cfg.HTTP.Listen, true) {

@@ -3,6 +3,7 @@ package receiver
 import (
 	"context"
 	"encoding/json"
+	"sync"
 	"time"
 
 	"github.com/scanagent/scanagent/central/store"
@@ -12,10 +13,19 @@ import (
 // came within batch_wait of a batch's first message, and commits each.
 // ctx ends the collecting; writeCtx bounds the writes (it outlives ctx by
 // a few seconds, for the last batch).
+//
+// Up to receiver.writers batches are written at once, each on its own
+// connection; each waits for the one before it to be acknowledged before
+// acknowledging its own, so PUBACKs leave in the order the messages came.
 func (r *Receiver) batcher(ctx, writeCtx context.Context) {
 	size, wait := r.cfg.Receiver.BatchSize, r.cfg.Receiver.BatchWait.D()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	writers := make(chan struct{}, max(r.cfg.Receiver.Writers, 1))
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	prev := make(chan struct{})
+	close(prev)
 	for {
 		var batch []delivery
 		select {
@@ -37,7 +47,16 @@ func (r *Receiver) batcher(ctx, writeCtx context.Context) {
 			}
 		}
 		timer.Stop()
-		r.commit(ctx, writeCtx, batch)
+		writers <- struct{}{}
+		done := make(chan struct{})
+		wg.Add(1)
+		go func(batch []delivery, prev <-chan struct{}) {
+			defer wg.Done()
+			defer func() { <-writers }()
+			defer close(done)
+			r.commit(ctx, writeCtx, batch, prev)
+		}(batch, prev)
+		prev = done
 	}
 }
 
@@ -58,7 +77,8 @@ const ReceiptSchema = "scanagent.receipt/v1"
 
 // commit writes one batch, retrying until it is stored; then acknowledges
 // its messages in arrival order and publishes the receipts.
-func (r *Receiver) commit(ctx, writeCtx context.Context, batch []delivery) {
+// prev is closed once the batch before this one is through.
+func (r *Receiver) commit(ctx, writeCtx context.Context, batch []delivery, prev <-chan struct{}) {
 	b := &store.Batch{Receiver: r.cfg.Receiver.Name}
 	receipts := map[receiptKey][]int64{}
 	rejected := map[string]int{}
@@ -114,10 +134,11 @@ func (r *Receiver) commit(ctx, writeCtx context.Context, batch []delivery) {
 	start := time.Now()
 	nScans := len(b.Scans)
 	res, ok := r.write(ctx, writeCtx, batch, b)
+	took := time.Since(start)
+	<-prev
 	if !ok {
 		return
 	}
-	took := time.Since(start)
 
 	for _, d := range batch { // MQTT wants PUBACKs in the order the messages came
 		if !d.sess.isLost() {

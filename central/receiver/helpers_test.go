@@ -54,7 +54,7 @@ func (r *testReceiver) stop() error {
 
 func receiverConfig(t testing.TB, b *testmqtt.Broker, dbURL, name, extra string) *config.Config {
 	t.Helper()
-	text := fmt.Sprintf("mqtt:\n  brokers: [%q]\n  reconnect_min: 50ms\n  reconnect_max: 500ms\npostgres: {url: %q}\nreceiver:\n  name: %s\n  batch_wait: 20ms\n%s",
+	text := fmt.Sprintf("mqtt:\n  brokers: [%q]\n  reconnect_min: 50ms\n  reconnect_max: 500ms\npostgres: {url: %q, max_conns: 8}\nreceiver:\n  name: %s\n  batch_wait: 20ms\n%s",
 		b.URL(), dbURL, name, extra)
 	cfg, err := config.Parse(filepath.Join(t.TempDir(), "r.yaml"), []byte(text), func(string) (string, bool) { return "", false })
 	if err != nil {

@@ -48,6 +48,9 @@ type Options struct {
 	MaxConns int32  // pool size; 0 means 4
 	Method   Method // "" means DefaultMethod
 	Log      *slog.Logger
+	// AppName is the connections' application_name (pg_stat_activity),
+	// "scanreceiver" when empty.
+	AppName string
 }
 
 // Store is a pool of connections to the receiver's database.
@@ -77,6 +80,9 @@ func Open(opts Options) (*Store, error) {
 		pc.ConnConfig.ConnectTimeout = 10 * time.Second
 	}
 	pc.ConnConfig.RuntimeParams["application_name"] = "scanreceiver"
+	if opts.AppName != "" {
+		pc.ConnConfig.RuntimeParams["application_name"] = opts.AppName
+	}
 	m := opts.Method
 	switch m {
 	case "":

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -174,5 +175,16 @@ func BenchmarkWrite(b *testing.B) {
 			b.StopTimer()
 			b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "scans/s")
 		})
+	}
+}
+
+// TestQueryDocumented: docs/CENTRAL.md shows the hubs query as it is.
+func TestQueryDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/CENTRAL.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(doc), "```sql\n"+store.HubsNeedingAttention+"\n```") {
+		t.Fatal("docs/CENTRAL.md does not hold store.HubsNeedingAttention as it is: copy it there")
 	}
 }

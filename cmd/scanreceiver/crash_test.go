@@ -31,7 +31,7 @@ func TestKill9MidBatch(t *testing.T) {
 	release := lockScans(t, db)
 	a := newAgent(t, b, "hub-1")
 	a.publish(all(1000))
-	waitFor(t, 20*time.Second, "a batch waiting inside its transaction", func() bool { return waitingBatches(t, db) == 1 })
+	waitFor(t, 20*time.Second, "a batch waiting inside its transaction", func() bool { return waitingBatches(t, db, "central-1") > 0 })
 	p.kill9(t)
 	release()
 	if n := count(t, db, "SELECT count(*) FROM scans"); n != 0 {
@@ -70,7 +70,9 @@ func TestSharedGroupMemberKilled(t *testing.T) {
 	release := lockScans(t, db)
 	a := newAgent(t, b, "hub-1")
 	a.publish(all(1000))
-	waitFor(t, 20*time.Second, "both receivers with a batch inside its transaction", func() bool { return waitingBatches(t, db) == 2 })
+	waitFor(t, 20*time.Second, "both receivers with a batch inside its transaction", func() bool {
+		return waitingBatches(t, db, "central-a") > 0 && waitingBatches(t, db, "central-b") > 0
+	})
 	pa.kill9(t)
 	release()
 

@@ -253,7 +253,8 @@ func lockScans(t *testing.T, db *pgxpool.Pool) func() {
 	return release
 }
 
-func waitingBatches(t *testing.T, db *pgxpool.Pool) int {
-	return count(t, db, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'scanreceiver' AND wait_event_type = 'Lock'")
+// waitingBatches counts the batches of the receiver named name that wait
+// inside their transaction.
+func waitingBatches(t *testing.T, db *pgxpool.Pool, name string) int {
+	return count(t, db, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'scanreceiver "+name+"' AND wait_event_type = 'Lock'")
 }
-

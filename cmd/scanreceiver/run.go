@@ -154,7 +154,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log := slog.New(h).With("receiver", cfg.Receiver.Name)
 
-	st, err := store.Open(store.Options{URL: cfg.Postgres.URL, Password: cfg.Postgres.Password, MaxConns: int32(cfg.Postgres.MaxConns), Log: log})
+	st, err := store.Open(store.Options{URL: cfg.Postgres.URL, Password: cfg.Postgres.Password, MaxConns: int32(cfg.Postgres.MaxConns), Log: log,
+		AppName: "scanreceiver " + cfg.Receiver.Name})
 	if err != nil {
 		return usageError{err}
 	}
