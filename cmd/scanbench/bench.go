@@ -21,6 +21,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/scanagent/scanagent/agent/parcel"
+	"github.com/scanagent/scanagent/central/pgtest"
 	"github.com/scanagent/scanagent/devices/sim"
 )
 
@@ -37,6 +38,8 @@ const (
 // bench holds the state shared by the phases.
 type bench struct {
 	o        options
+	pg       *pgtest.Cluster // -receiver
+	receiver *child          // -receiver
 	dir      string
 	dataDir  string
 	cfgPath  string
@@ -157,7 +160,7 @@ func (b *bench) setup(ctx context.Context) error {
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "agent: {id: bench, site: LAB, data_dir: %q}\n", b.dataDir)
 	receipts := ""
-	if b.o.receipts {
+	if b.o.receipts || b.o.receiver {
 		receipts = ", receipts: {enabled: true}"
 	}
 	fmt.Fprintf(&cfg, "mqtt: {brokers: [\"tcp://127.0.0.1:%d\"], window: %d, reconnect_min: 50ms, reconnect_max: 500ms%s}\n", b.port, window, receipts)
@@ -183,7 +186,45 @@ func (b *bench) setup(ctx context.Context) error {
 	return os.WriteFile(b.cfgPath, []byte(cfg.String()), 0o644)
 }
 
+// startReceiver starts a PostgreSQL cluster (central/pgtest) and the real
+// scanreceiver on the bench's broker.
+func (b *bench) startReceiver(ctx context.Context) error {
+	pg, err := pgtest.Start(pgtest.Options{Durable: true})
+	if err != nil {
+		return fmt.Errorf("postgresql: %w", err)
+	}
+	b.pg = pg
+	if err := pg.Exec("CREATE DATABASE bench"); err != nil {
+		return err
+	}
+	bin := filepath.Join(b.dir, "scanreceiver")
+	fmt.Fprintln(os.Stderr, "building scanreceiver")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/scanagent/scanagent/cmd/scanreceiver")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("build the receiver: %w", err)
+	}
+	cfg := filepath.Join(b.dir, "receiver.yaml")
+	text := fmt.Sprintf("mqtt: {brokers: [%q]}\npostgres: {url: %q}\nreceiver: {name: bench}\nhttp: {listen: \"\"}\nlog: {level: warn}\n",
+		b.broker.url(), pg.URL("bench"))
+	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
+		return err
+	}
+	rc, err := startChild("scanreceiver", filepath.Join(b.dir, "receiver.log"), bin, "run", "-c", cfg)
+	if err != nil {
+		return err
+	}
+	b.receiver = rc
+	return nil
+}
+
 func (b *bench) cleanup() {
+	if b.receiver != nil {
+		b.receiver.stop(10 * time.Second)
+	}
+	if b.pg != nil {
+		b.pg.Stop()
+	}
 	if b.agent != nil {
 		b.agent.stop(30 * time.Second)
 	}
@@ -196,7 +237,14 @@ func (b *bench) cleanup() {
 }
 
 func (b *bench) startBroker(ctx context.Context) error {
-	br, err := startBroker(ctx, b.dir, b.port)
+	extra := ""
+	if b.o.receiver {
+		// A receiver holds each message until its batch is committed:
+		// mosquitto's default of 20 unacknowledged per client would cap it
+		// (docs/CENTRAL.md).
+		extra = "max_inflight_messages 0\n"
+	}
+	br, err := startBroker(ctx, b.dir, b.port, extra)
 	if err != nil {
 		return err
 	}
@@ -328,6 +376,12 @@ func (b *bench) live(ctx context.Context) error {
 	}
 	var rmu sync.Mutex
 	var toReceipt []waiting
+	var seqMu sync.Mutex
+	seqAt := map[uint64]int64{} // receiver mode: when a receipt named each seq
+	seqOfScan := make([][]uint64, n)
+	for i := range n {
+		seqOfScan[i] = make([]uint64, len(sent[i]))
+	}
 	sub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(b.broker.url()).SetClientID("scanbench-sub").
 		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(10 * time.Second))
 	if tok := sub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
@@ -345,6 +399,11 @@ func (b *bench) live(ctx context.Context) error {
 		i, k := s/rangeSize, s%rangeSize
 		if i >= n || k >= len(recv[i]) {
 			return
+		}
+		if o.receiver {
+			if seq, ok := seqOf(p); ok {
+				atomic.StoreUint64(&seqOfScan[i][k], seq)
+			}
 		}
 		if o.receipts {
 			if seq, ok := seqOf(p); ok {
@@ -367,6 +426,32 @@ func (b *bench) live(ctx context.Context) error {
 		return fmt.Errorf("subscribe: %v", tok.Error())
 	}
 
+	if o.receiver {
+		if err := b.startReceiver(ctx); err != nil {
+			return err
+		}
+		tok := sub.Subscribe("scanagent/LAB/bench/receipts", 1, func(_ mqtt.Client, m mqtt.Message) {
+			now := time.Since(t0).Nanoseconds()
+			var rc struct {
+				Ranges [][2]uint64 `json:"ranges"`
+			}
+			if json.Unmarshal(m.Payload(), &rc) != nil {
+				return
+			}
+			seqMu.Lock()
+			for _, rg := range rc.Ranges {
+				for s := rg[0]; s <= rg[1] && s-rg[0] < 1<<20; s++ {
+					if _, ok := seqAt[s]; !ok {
+						seqAt[s] = now
+					}
+				}
+			}
+			seqMu.Unlock()
+		})
+		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			return fmt.Errorf("subscribe to receipts: %v", tok.Error())
+		}
+	}
 	if o.receipts {
 		rctx, stop := context.WithCancel(ctx)
 		defer stop()
@@ -492,11 +577,34 @@ func (b *bench) live(ctx context.Context) error {
 			}
 		}
 	}
-	if o.receipts {
+	if o.receiver {
 		waitFor(ctx, "receipts", nil, grace, 10*time.Millisecond, func() bool {
 			st, err := getStatus(b.httpAddr)
 			return err == nil && st.Buffer.Depth == 0
 		})
+		seqMu.Lock()
+		for i := range n {
+			for k := range sent[i] {
+				if s := atomic.LoadInt64(&sent[i][k]); s != 0 {
+					if rc, ok := seqAt[atomic.LoadUint64(&seqOfScan[i][k])]; ok {
+						atomic.StoreInt64(&rcpt[i][k], rc)
+					}
+				}
+			}
+		}
+		seqMu.Unlock()
+	}
+	if o.receipts || o.receiver {
+		r.ReceiptsBy = "scanbench, every 10 ms"
+		if o.receiver {
+			r.ReceiptsBy = "scanreceiver into PostgreSQL"
+		}
+		if !o.receiver {
+			waitFor(ctx, "receipts", nil, grace, 10*time.Millisecond, func() bool {
+				st, err := getStatus(b.httpAddr)
+				return err == nil && st.Buffer.Depth == 0
+			})
+		}
 		var toRcpt []time.Duration
 		for i := range n {
 			for k := range sent[i] {

@@ -34,6 +34,7 @@ type options struct {
 	idle      time.Duration
 	idleOnly  bool
 	receipts  bool
+	receiver  bool
 }
 
 func main() {
@@ -48,6 +49,7 @@ func main() {
 	flag.StringVar(&o.buffer, "buffer", "", "the agent's buffer settings, as YAML flow mapping content (\"min_free_disk: 0\")")
 	flag.DurationVar(&o.idle, "idle", 0, "first measure a fresh agent's CPU with its stations idle for this long (0: skip)")
 	flag.BoolVar(&o.idleOnly, "idle-only", false, "with -idle: only that phase")
+	flag.BoolVar(&o.receiver, "receiver", false, "live phase: mqtt.receipts on, answered by the real scanreceiver storing into a real PostgreSQL (Debian's postgresql package); reports write-to-receipt latency")
 	flag.BoolVar(&o.receipts, "receipts", false, "live phase: mqtt.receipts on; the subscriber answers with receipts every 10 ms, as a receiver committing batches would")
 	flag.Parse()
 

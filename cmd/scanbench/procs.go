@@ -231,9 +231,9 @@ type broker struct {
 	*child
 }
 
-func startBroker(ctx context.Context, dir string, port int) (*broker, error) {
+func startBroker(ctx context.Context, dir string, port int, extra string) (*broker, error) {
 	conf := filepath.Join(dir, "mosquitto.conf")
-	text := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nlog_dest none\n", port)
+	text := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nlog_dest none\n", port) + extra
 	if os.Geteuid() == 0 {
 		text += "user root\n"
 	}
