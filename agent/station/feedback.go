@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/scanagent/scanagent/agent/config"
+	"github.com/scanagent/scanagent/agent/internal/ratelog"
 	"github.com/scanagent/scanagent/devices"
 )
 
@@ -26,12 +27,12 @@ type feedback struct {
 
 	mu     sync.Mutex
 	port   devices.PortHandle
-	errLog rateLog
+	errLog ratelog.Limiter
 }
 
 func newFeedback(cfg config.Feedback, log *slog.Logger, n *Counts) *feedback {
 	f := &feedback{cfg: cfg, log: log.With("device", "scanner"), ch: make(chan bool, 64),
-		n: n, errLog: rateLog{every: 30 * time.Second}}
+		n: n, errLog: ratelog.Limiter{Every: 30 * time.Second}}
 	switch cfg.Protocol {
 	case "honeywell":
 		// Host ACK: application work group, ESC, command, comma.
@@ -123,7 +124,7 @@ func (f *feedback) send(ctx context.Context, good bool) {
 	if err != nil {
 		f.count("error")
 		f.mu.Lock()
-		ok, held := f.errLog.allow("feedback", time.Now())
+		ok, held := f.errLog.Allow("feedback", time.Now())
 		f.mu.Unlock()
 		if ok {
 			f.log.Warn("operator feedback not sent", "protocol", f.cfg.Protocol, "err", err, "similar_suppressed", held,

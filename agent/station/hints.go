@@ -1,8 +1,6 @@
 package station
 
 import (
-	"time"
-
 	"github.com/scanagent/scanagent/devices"
 )
 
@@ -34,26 +32,4 @@ func rejectHint(reason string) string {
 		return "a partial read was never terminated: check scanner.terminator, and the baud rate (a wrong one garbles the terminator too)"
 	}
 	return ""
-}
-
-// rateLog lets one log line per key through every period and counts the
-// ones it held back. Not safe for concurrent use (the station's mutex
-// guards it).
-type rateLog struct {
-	every      time.Duration
-	last       map[string]time.Time
-	suppressed map[string]int
-}
-
-func (r *rateLog) allow(key string, now time.Time) (bool, int) {
-	if r.last == nil {
-		r.last, r.suppressed = map[string]time.Time{}, map[string]int{}
-	}
-	if t, ok := r.last[key]; ok && now.Sub(t) < r.every {
-		r.suppressed[key]++
-		return false, 0
-	}
-	n := r.suppressed[key]
-	r.last[key], r.suppressed[key] = now, 0
-	return true, n
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/scanagent/scanagent/agent/config"
+	"github.com/scanagent/scanagent/agent/internal/ratelog"
 	"github.com/scanagent/scanagent/agent/parcel"
 	"github.com/scanagent/scanagent/agent/record"
 	"github.com/scanagent/scanagent/agent/status"
@@ -77,7 +78,7 @@ type Station struct {
 
 	mu          sync.Mutex
 	scanner     status.Device
-	errLog      rateLog
+	errLog      ratelog.Limiter
 	scale       status.Device
 	lastReading devices.Reading
 	pollNow     chan struct{}
@@ -115,7 +116,7 @@ func New(c Config, d Deps) *Station {
 		dedup:      map[string]dedupEntry{},
 		dedupSweep: 256,
 		n:          n,
-		errLog:     rateLog{every: 10 * time.Second},
+		errLog:     ratelog.Limiter{Every: 10 * time.Second},
 		scanner:    status.Device{Port: cfg.Scanner.Port, State: string(devices.StateDisconnected), Since: now},
 		scale:      status.Device{State: string(devices.StateDisconnected), Since: now},
 		pollNow:    make(chan struct{}, 1),
@@ -262,7 +263,7 @@ func (s *Station) runScale(ctx context.Context) error {
 			s.mu.Lock()
 			ok, suppressed := false, 0
 			if result != devices.ResultOK && result != devices.ErrNoWeight.Reason {
-				ok, suppressed = s.errLog.allow("scale:"+result, time.Now())
+				ok, suppressed = s.errLog.Allow("scale:"+result, time.Now())
 			}
 			s.mu.Unlock()
 			if ok {
@@ -365,7 +366,7 @@ func (s *Station) outcome(p *pending, seq uint64, err error) {
 		s.forget(p.barcode, p.at)
 		s.n.add(s.n.notAccepted, reason)
 		s.mu.Lock()
-		ok, suppressed := s.errLog.allow(reason, time.Now())
+		ok, suppressed := s.errLog.Allow(reason, time.Now())
 		s.mu.Unlock()
 		if ok {
 			s.log.Error("scan NOT accepted", "barcode", p.barcode, "reason", reason, "err", err, "similar_suppressed", suppressed)
@@ -390,7 +391,7 @@ func (s *Station) outcome(p *pending, seq uint64, err error) {
 func (s *Station) reject(reason string) {
 	s.n.add(s.n.rejected, reason)
 	s.mu.Lock()
-	ok, suppressed := s.errLog.allow("reject:"+reason, time.Now())
+	ok, suppressed := s.errLog.Allow("reject:"+reason, time.Now())
 	s.mu.Unlock()
 	if ok {
 		s.log.Warn("scanner frame rejected", "reason", reason, "similar_suppressed", suppressed, "hint", rejectHint(reason))

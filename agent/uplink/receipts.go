@@ -12,6 +12,7 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/scanagent/scanagent/agent/internal/ratelog"
 	"github.com/scanagent/scanagent/agent/status"
 	"github.com/scanagent/scanagent/buffer"
 )
@@ -83,12 +84,12 @@ type receipts struct {
 	receipted   uint64
 	republished uint64
 	bad         map[string]uint64
-	errLog      rateLog
+	errLog      ratelog.Limiter
 }
 
 func newReceipts(agent string, timeout time.Duration, q Queue, log *slog.Logger) *receipts {
 	return &receipts{agent: agent, timeout: timeout, q: q, log: log, in: make(chan []byte, 1024), changed: make(chan struct{}, 1),
-		pending: map[uint64]*pending{}, gone: map[uint64]struct{}{}, bad: map[string]uint64{}, errLog: rateLog{every: 30 * time.Second}}
+		pending: map[uint64]*pending{}, gone: map[uint64]struct{}{}, bad: map[string]uint64{}, errLog: ratelog.Limiter{Every: 30 * time.Second}}
 }
 
 // deliver hands a receipt payload over from paho's goroutine; it never
@@ -342,7 +343,7 @@ func (r *receipts) claim(seq uint64) bool {
 func (r *receipts) ignore(reason, detail string) {
 	r.mu.Lock()
 	r.bad[reason]++
-	ok, held := r.errLog.allow(reason, time.Now())
+	ok, held := r.errLog.Allow(reason, time.Now())
 	r.mu.Unlock()
 	if ok {
 		r.log.Warn("receipt ignored; nothing deleted", "reason", reason, "detail", detail, "similar_suppressed", held)
@@ -378,27 +379,6 @@ func (r *receipts) overdue(now time.Time) bool {
 		}
 	}
 	return false
-}
-
-// rateLog lets one log line per key through every period and counts the
-// ones it held back. Not safe for concurrent use.
-type rateLog struct {
-	every      time.Duration
-	last       map[string]time.Time
-	suppressed map[string]int
-}
-
-func (l *rateLog) allow(key string, now time.Time) (bool, int) {
-	if l.last == nil {
-		l.last, l.suppressed = map[string]time.Time{}, map[string]int{}
-	}
-	if t, ok := l.last[key]; ok && now.Sub(t) < l.every {
-		l.suppressed[key]++
-		return false, 0
-	}
-	n := l.suppressed[key]
-	l.last[key], l.suppressed[key] = now, 0
-	return true, n
 }
 
 // countRepublished counts a scan published again for want of its receipt.
