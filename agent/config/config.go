@@ -20,14 +20,14 @@ package config
 
 import (
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"reflect"
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/scanagent/scanagent/agent/config/yamlcfg"
 )
 
 // EnvMQTTPassword names the environment variable that supplies the MQTT
@@ -101,12 +101,7 @@ type Receipts struct {
 }
 
 // TLS holds optional client TLS files; each set file exists and is readable.
-type TLS struct {
-	CAFile     string `yaml:"ca_file"`
-	CertFile   string `yaml:"cert_file"`
-	KeyFile    string `yaml:"key_file"`
-	ServerName string `yaml:"server_name"`
-}
+type TLS = yamlcfg.TLS
 
 // Buffer configures the durable scan buffer.
 type Buffer struct {
@@ -221,48 +216,18 @@ type Log struct {
 // MaxFileSize caps a configuration file. A real one is a few KiB; the cap
 // keeps a wrong path (a log, a disk image, /dev/zero) from being read into
 // memory whole.
-const MaxFileSize = 1 << 20
+const MaxFileSize = yamlcfg.MaxFileSize
 
 // Load reads the file at path and parses it with Parse, taking the MQTT
 // password from the process environment if no password file is set. A file
 // over MaxFileSize is refused without being read whole: a regular file by
 // its size, anything else (a pipe) after MaxFileSize+1 bytes.
 func Load(path string) (*Config, error) {
-	f, err := os.Open(path)
+	data, err := yamlcfg.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
-	}
-	defer f.Close()
-	tooBig := func(what string) error {
-		return Errors{{File: path, Line: 1, Col: 1, Msg: fmt.Sprintf(
-			"%s the %s limit for a configuration file: is this the right file?", what, Size(MaxFileSize))}}
-	}
-	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && fi.Size() > MaxFileSize {
-		return nil, tooBig("the file is " + HumanBytes(fi.Size()) + ", over")
-	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
-	}
-	if len(data) > MaxFileSize {
-		return nil, tooBig("the file is longer than")
+		return nil, err
 	}
 	return Parse(path, data, os.LookupEnv)
-}
-
-// HumanBytes writes n bytes with one decimal in the largest binary unit
-// ("1.5 MiB"), for messages.
-func HumanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // Parse decodes and validates a configuration file's contents; name is used
@@ -276,21 +241,13 @@ func Parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 	c := newChecker(name)
 	cfg := &Config{File: name}
 	cfg.setDefaults()
-	root := c.parse(data)
-	if len(c.errs) > 0 {
-		return nil, c.finish()
+	if c.Decode(data, cfg) { // else what was decoded is partial: no validation
+		c.validate(cfg, lookupEnv)
 	}
-	if root != nil {
-		c.decode(root, reflect.ValueOf(cfg).Elem(), "")
-	}
-	if c.exhausted {
-		return nil, c.finish() // what was decoded is partial: no validation
-	}
-	c.validate(cfg, lookupEnv)
-	if err := c.finish(); err != nil {
+	if err := c.Err(); err != nil {
 		return nil, err
 	}
-	cfg.Warnings = c.warns
+	cfg.Warnings = c.Warnings()
 	return cfg, nil
 }
 

@@ -1,23 +1,15 @@
 package config
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
-	"strconv"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
-	"go.yaml.in/yaml/v3"
-
+	"github.com/scanagent/scanagent/agent/config/yamlcfg"
 	"github.com/scanagent/scanagent/agent/parcel"
 	"github.com/scanagent/scanagent/devices"
 )
@@ -57,7 +49,7 @@ func (c *checker) mqtt(cfg *Config, lookupEnv func(string) (string, bool)) {
 		c.errorf("mqtt.brokers", "at least one broker is required")
 	}
 	for i, b := range m.Brokers {
-		c.broker(fmt.Sprintf("mqtt.brokers[%d]", i), b)
+		c.Broker(fmt.Sprintf("mqtt.brokers[%d]", i), b)
 	}
 	if m.ClientID == "" {
 		m.ClientID = "scanagent-" + cfg.Agent.ID
@@ -85,9 +77,8 @@ func (c *checker) mqtt(cfg *Config, lookupEnv func(string) (string, bool)) {
 		c.errorf("mqtt.reconnect_max", "must not be less than reconnect_min (%s), got %s", m.ReconnectMin, m.ReconnectMax)
 	}
 
-	dir := filepath.Dir(c.file)
 	if m.PasswordFile != "" {
-		m.PasswordFile = resolve(dir, m.PasswordFile)
+		m.PasswordFile = c.Resolve(m.PasswordFile)
 		b, err := os.ReadFile(m.PasswordFile)
 		pw := strings.TrimRight(string(b), "\r\n")
 		switch {
@@ -104,7 +95,7 @@ func (c *checker) mqtt(cfg *Config, lookupEnv func(string) (string, bool)) {
 
 	h := &cfg.HTTP
 	if h.TokenFile != "" {
-		h.TokenFile = resolve(dir, h.TokenFile)
+		h.TokenFile = c.Resolve(h.TokenFile)
 		b, err := os.ReadFile(h.TokenFile)
 		tok := strings.TrimSpace(string(b))
 		switch {
@@ -130,17 +121,17 @@ func (c *checker) mqtt(cfg *Config, lookupEnv func(string) (string, bool)) {
 		if *f.path == "" {
 			continue
 		}
-		*f.path = resolve(dir, *f.path)
-		if err := readable(*f.path); err != nil {
+		*f.path = c.Resolve(*f.path)
+		if err := yamlcfg.Readable(*f.path); err != nil {
 			c.warnf("mqtt.tls."+f.key, "%v", err)
 		}
 	}
-	if t.CAFile != "" && !c.warned("mqtt.tls.ca_file") {
+	if t.CAFile != "" && !c.Warned("mqtt.tls.ca_file") {
 		if err := CheckCA(t.CAFile); err != nil {
 			c.warnf("mqtt.tls.ca_file", "%v", err)
 		}
 	}
-	if t.CertFile != "" && t.KeyFile != "" && !c.warned("mqtt.tls.cert_file") && !c.warned("mqtt.tls.key_file") {
+	if t.CertFile != "" && t.KeyFile != "" && !c.Warned("mqtt.tls.cert_file") && !c.Warned("mqtt.tls.key_file") {
 		if err := CheckKeyPair(t.CertFile, t.KeyFile, time.Now()); err != nil {
 			c.warnf("mqtt.tls.cert_file", "%v", err)
 		}
@@ -150,26 +141,6 @@ func (c *checker) mqtt(cfg *Config, lookupEnv func(string) (string, bool)) {
 		c.errorf("mqtt.tls.cert_file", "key_file must be set together with cert_file")
 	case t.KeyFile != "" && t.CertFile == "":
 		c.errorf("mqtt.tls.key_file", "cert_file must be set together with key_file")
-	}
-}
-
-func (c *checker) broker(path, b string) {
-	schemes := []string{"tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss"}
-	u, err := url.Parse(b)
-	if err != nil {
-		if ue, ok := err.(*url.Error); ok { // its message repeats the URL, which may hold credentials
-			err = ue.Err
-		}
-		c.errorf(path, "invalid broker URL: %v", err)
-		return
-	}
-	switch {
-	case u.User != nil:
-		c.errorf(path, "broker URL must not contain credentials; use mqtt.username and mqtt.password_file")
-	case !slices.Contains(schemes, u.Scheme):
-		c.errorf(path, "unsupported scheme %q in %q; want %s://host:port", u.Scheme, b, strings.Join(schemes, "|"))
-	case !isHostPort(u.Host, false):
-		c.errorf(path, "broker %q needs a host and a port, e.g. tcp://127.0.0.1:1883", b)
 	}
 }
 
@@ -218,23 +189,6 @@ func (c *checker) topicName(path, p string) {
 	case len(p) > maxTopicLen:
 		c.errorf(path, "is %d bytes; MQTT topics are at most %d", len(p), maxTopicLen)
 	}
-}
-
-// badTopicRune finds the first character of s that a topic must not hold:
-// an invalid UTF-8 byte (invalid true), a control character (NUL
-// included) or whitespace. i is -1 when there is none.
-func badTopicRune(s string) (i int, r rune, invalid bool) {
-	for i, r := range s {
-		switch {
-		case r == utf8.RuneError:
-			if _, size := utf8.DecodeRuneInString(s[i:]); size == 1 {
-				return i, r, true // not a U+FFFD written as such
-			}
-		case unicode.IsControl(r) || unicode.IsSpace(r):
-			return i, r, false
-		}
-	}
-	return -1, 0, false
 }
 
 func (c *checker) stations(ss []Station) {
@@ -430,196 +384,6 @@ func loopback(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// isHostPort reports whether s is host:port with a numeric port. A listen
-// address may have an empty host (all interfaces) and port 0.
-func isHostPort(s string, listen bool) bool {
-	host, port, err := net.SplitHostPort(s)
-	if err != nil || port == "" || strings.Trim(port, "0123456789") != "" || (host == "" && !listen) {
-		return false
-	}
-	n, err := strconv.Atoi(port)
-	return err == nil && n <= 65535 && (n > 0 || listen)
-}
-
-// name checks a required topic-safe identifier and reports whether it is valid.
-func (c *checker) name(path, s string) bool {
-	switch {
-	case !c.present(path):
-		c.missing(path)
-	case !ValidName(s):
-		c.errorf(path, "must be 1 to 64 characters from A-Z a-z 0-9 . _ -, got %q", s)
-	default:
-		return true
-	}
-	return false
-}
-
-// ValidName reports whether s is a valid agent, site or station id: 1 to 64
-// characters from A-Z a-z 0-9 . _ - (topic-safe).
-func ValidName(s string) bool {
-	if len(s) < 1 || len(s) > 64 {
-		return false
-	}
-	for _, r := range s {
-		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '.' || r == '_' || r == '-') {
-			return false
-		}
-	}
-	return true
-}
-
 func validEvent(s string) bool {
 	return len(s) == 3 && strings.Trim(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == ""
-}
-
-func (c *checker) oneOf(path, v string, allowed ...string) {
-	if !slices.Contains(allowed, v) {
-		c.errorf(path, "must be one of %s, got %q", strings.Join(allowed, ", "), v)
-	}
-}
-
-// between, atLeast and positive check numeric values (ints, Durations, Sizes).
-func between[T ~int | ~int64](c *checker, path string, v, lo, hi T) {
-	if v < lo || v > hi {
-		c.errorf(path, "must be between %v and %v, got %v", lo, hi, v)
-	}
-}
-
-func atLeast[T ~int64](c *checker, path string, v, lo T) {
-	if v < lo {
-		c.errorf(path, "must be at least %v, got %v", lo, v)
-	}
-}
-
-func positive[T ~int64](c *checker, path string, v T) {
-	if v <= 0 {
-		c.errorf(path, "must be greater than 0, got %v", v)
-	}
-}
-
-// errorf reports a problem with the value at path, unless that value or
-// one containing it already failed to decode.
-func (c *checker) errorf(path, format string, args ...any) {
-	if !c.failed(path) {
-		c.add(c.pos(path, false), "%s: %s", path, fmt.Sprintf(format, args...))
-	}
-}
-
-// warnf records a problem that must not stop the agent from scanning
-// (files the uplink needs: it reports them and keeps retrying).
-func (c *checker) warnf(path, format string, args ...any) {
-	n := c.pos(path, false)
-	line, col := 1, 1
-	if n != nil && n.Line > 0 {
-		line, col = n.Line, max(n.Column, 1)
-	}
-	c.warns = append(c.warns, &Error{File: c.file, Line: line, Col: col, Msg: path + ": " + fmt.Sprintf(format, args...)})
-}
-
-// missing reports that the required key path is absent (or null).
-func (c *checker) missing(path string) {
-	if !c.failed(path) {
-		c.add(c.pos(path, true), "missing required key %s", path)
-	}
-}
-
-// present reports whether path has a non-null value in the file.
-func (c *checker) present(path string) bool { return c.nodes[path] != nil }
-
-func (c *checker) failed(path string) bool {
-	for p := path; ; p = parent(p) {
-		if c.bad[p] {
-			return true
-		}
-		if p == "" {
-			return false
-		}
-	}
-}
-
-// pos finds where to report a problem with path: its value, else its key,
-// else the nearest enclosing entry; nil (1:1) for an absent top-level
-// section. For a missing key the enclosing entry's key is preferred, so
-// "agent.id" missing points at "agent:".
-func (c *checker) pos(path string, missing bool) *yaml.Node {
-	for p := path; p != ""; p = parent(p) {
-		k, v := c.keys[p], c.nodes[p]
-		switch {
-		case missing && k != nil:
-			return k
-		case v != nil:
-			return v
-		case k != nil:
-			return k
-		}
-	}
-	return nil
-}
-
-// resolve makes a relative path relative to dir (the config file's directory).
-func resolve(dir, path string) string {
-	if filepath.IsAbs(path) {
-		return path
-	}
-	return filepath.Join(dir, path)
-}
-
-// readable checks that path is a regular file this process can open.
-func (c *checker) warned(path string) bool {
-	for _, w := range c.warns {
-		if strings.HasPrefix(w.Msg, path+": ") {
-			return true
-		}
-	}
-	return false
-}
-
-// CheckCA reports whether a CA file holds at least one PEM certificate.
-func CheckCA(path string) error {
-	pem, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	if !x509.NewCertPool().AppendCertsFromPEM(pem) {
-		return fmt.Errorf("no PEM certificate found in %s", path)
-	}
-	return nil
-}
-
-// CheckKeyPair loads a client certificate and key and reports a pair that
-// does not match or a certificate that is not valid at now.
-func CheckKeyPair(certFile, keyFile string, now time.Time) error {
-	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return fmt.Errorf("client certificate %s / key %s: %w", certFile, keyFile, err)
-	}
-	leaf := pair.Leaf
-	if leaf == nil && len(pair.Certificate) > 0 {
-		if leaf, err = x509.ParseCertificate(pair.Certificate[0]); err != nil {
-			return fmt.Errorf("client certificate %s: %w", certFile, err)
-		}
-	}
-	switch {
-	case now.After(leaf.NotAfter):
-		return fmt.Errorf("client certificate %s expired on %s", certFile, leaf.NotAfter.UTC().Format(time.RFC3339))
-	case now.Before(leaf.NotBefore):
-		return fmt.Errorf("client certificate %s is not valid before %s (check the clock)", certFile, leaf.NotBefore.UTC().Format(time.RFC3339))
-	}
-	return nil
-}
-
-func readable(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	if fi.IsDir() {
-		return fmt.Errorf("%s is a directory", path)
-	}
-	return nil
 }

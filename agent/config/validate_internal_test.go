@@ -29,8 +29,8 @@ func TestBadTopicRune(t *testing.T) {
 	}
 	c := newChecker("x.yaml")
 	c.topicPrefix("mqtt.topic_prefix", "ab\xffc")
-	if len(c.errs) != 1 || c.errs[0].Msg != `mqtt.topic_prefix: must be valid UTF-8 (MQTT topics are UTF-8 strings), got "ab\xffc" with an invalid byte at offset 2` {
-		t.Errorf("errors %v", c.errs)
+	if len(c.Errors()) != 1 || c.Errors()[0].Msg != `mqtt.topic_prefix: must be valid UTF-8 (MQTT topics are UTF-8 strings), got "ab\xffc" with an invalid byte at offset 2` {
+		t.Errorf("errors %v", c.Errors())
 	}
 }
 

@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -137,34 +136,6 @@ func (u *Uplink) setState(state string, err error, hint string) {
 		s.since = old.since
 	}
 	u.st.Store(s)
-}
-
-// loadTLS reads the TLS files anew for every session, so a technician can
-// fix them without restarting the agent. TLS 1.2 is the minimum.
-func loadTLS(c config.TLS) (*tls.Config, error) {
-	t := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName}
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("mqtt.tls.ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("mqtt.tls.ca_file %s: no PEM certificate found", c.CAFile)
-		}
-		t.RootCAs = pool
-	}
-	if c.CertFile != "" {
-		if err := config.CheckKeyPair(c.CertFile, c.KeyFile, time.Now()); err != nil {
-			return nil, fmt.Errorf("mqtt.tls.cert_file: %w", err)
-		}
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("mqtt.tls.cert_file/key_file: %w", err)
-		}
-		t.Certificates = []tls.Certificate{cert}
-	}
-	return t, nil
 }
 
 // errTLSClosed marks a connection that the broker closed while TLS was
@@ -346,7 +317,10 @@ func (l *lostSignal) error() error { return fmt.Errorf("connection lost: %w", l.
 // device states, then publish the buffer with a window of QoS 1 publishes
 // in flight, and health periodically.
 func (u *Uplink) session(ctx context.Context) error {
-	tlsCfg, err := loadTLS(u.cfg.TLS)
+	// The TLS files are read anew for every session, so a technician can
+	// fix them without restarting the agent; the client certificate must
+	// be valid now.
+	tlsCfg, err := u.cfg.TLS.Load(time.Now())
 	if err != nil {
 		return err
 	}

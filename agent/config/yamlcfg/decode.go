@@ -1,4 +1,14 @@
-package config
+// Package yamlcfg is the strict YAML machinery shared by the agent's and
+// the receiver's configuration files (agent/config, central/config): a
+// decoder that fills a struct by reflection and reports every problem in
+// one pass as "file:line:col: message" (unknown keys with a suggestion,
+// duplicate keys, wrong types, an expansion budget for aliases and merge
+// keys), the checks both files make of their values, the Duration and
+// Size types, the size cap on a file, and the loading of client TLS files.
+//
+// It imports nothing of the project, so that the receiver can use it
+// without the agent's serial port and device code.
+package yamlcfg
 
 import (
 	"bytes"
@@ -49,36 +59,51 @@ func (es Errors) Unwrap() []error {
 	return out
 }
 
-// checker decodes a YAML node tree into a Config by reflection and collects
-// every problem on the way. Paths name keys as the messages do:
-// "stations[1].scanner.baud"; "" is the whole document.
-type checker struct {
+// A Checker decodes one configuration file into a struct by reflection
+// and collects every problem on the way; the caller's validation then
+// reports through Errorf, Missing and the checks in check.go. Paths name
+// keys as the messages do: "stations[1].scanner.baud"; "" is the whole
+// document.
+type Checker struct {
+	// MergeKeys lets mappings use YAML merge keys ("<<: *anchor"); without
+	// it a merge key is refused.
+	MergeKeys bool
+	// Refused gives, for a path whose key is not a field, the message to
+	// report instead of "unknown key" (such as where a password belongs).
+	Refused map[string]string
+	// Defaults, if set, is called with a pointer to every struct the
+	// decoder allocates (a slice element, a pointer's target) before it is
+	// decoded into, to fill in its defaults.
+	Defaults func(ptr any)
+
 	file    string
 	errs    Errors
-	warns   Errors                // problems that do not stop the agent (see Config.Warnings)
+	warns   Errors                // problems that do not stop the program (Warnf)
 	nodes   map[string]*yaml.Node // value of each path present with a non-null value
 	keys    map[string]*yaml.Node // key of each path present in the file
-	bad     map[string]bool       // paths whose value failed to decode
+	bad     map[string]bool       // paths whose value failed to decode or was reported
 	merging map[*yaml.Node]bool   // mappings being expanded by a merge key, to stop cycles
 
 	// Aliases and merge keys are expanded as the document is decoded. A
 	// few hundred bytes of nested merges ("billion laughs") would expand
 	// to billions of entries, so what is reached through them is counted
-	// against maxExpanded; past it decoding stops with one error at the
+	// against MaxExpanded; past it decoding stops with one error at the
 	// alias or merge key that started the expansion.
 	expanding int        // depth of aliases and merge keys being followed
 	expandAt  *yaml.Node // the outermost one
 	expanded  int        // nodes and entries reached through them
-	exhausted bool       // maxExpanded was passed: decoding stopped
+	exhausted bool       // MaxExpanded was passed: decoding stopped
 }
 
-// maxExpanded bounds the nodes and mapping entries reached through aliases
+// MaxExpanded bounds the nodes and mapping entries reached through aliases
 // and merge keys. A site with hundreds of stations sharing a merged
 // scanner block stays far below it; it takes well under a second to reach.
-const maxExpanded = 100_000
+const MaxExpanded = 100_000
 
-func newChecker(file string) *checker {
-	return &checker{
+// New returns a Checker for the file name, which is used in positions and
+// to resolve relative paths.
+func New(file string) *Checker {
+	return &Checker{
 		file:    file,
 		nodes:   map[string]*yaml.Node{},
 		keys:    map[string]*yaml.Node{},
@@ -87,8 +112,37 @@ func newChecker(file string) *checker {
 	}
 }
 
+// File is the name the Checker was made for.
+func (c *Checker) File() string { return c.file }
+
+// Decode parses data, a single YAML document, and decodes it into the
+// struct v points to, which holds the defaults: a key that is absent or
+// null keeps its default. It reports whether validation should go on: not
+// after a syntax error, nor once the expansion budget is spent (what was
+// decoded is partial).
+func (c *Checker) Decode(data []byte, v any) bool {
+	root := c.parse(data)
+	if len(c.errs) > 0 {
+		return false
+	}
+	if root != nil {
+		c.decode(root, reflect.ValueOf(v).Elem(), "")
+	}
+	return !c.exhausted
+}
+
+// Err returns every problem reported, sorted by position and without
+// repeats, as an Errors value; nil if there is none.
+func (c *Checker) Err() error { return c.finish() }
+
+// Errors returns the problems reported so far, in the order reported.
+func (c *Checker) Errors() Errors { return c.errs }
+
+// Warnings returns the problems reported with Warnf.
+func (c *Checker) Warnings() Errors { return c.warns }
+
 // add records a problem at n, or at 1:1 when n is nil.
-func (c *checker) add(n *yaml.Node, format string, args ...any) {
+func (c *Checker) add(n *yaml.Node, format string, args ...any) {
 	line, col := 1, 1
 	if n != nil && n.Line > 0 {
 		line, col = n.Line, max(n.Column, 1)
@@ -97,7 +151,7 @@ func (c *checker) add(n *yaml.Node, format string, args ...any) {
 }
 
 // finish sorts and de-duplicates the problems; nil if there are none.
-func (c *checker) finish() error {
+func (c *Checker) finish() error {
 	if len(c.errs) == 0 {
 		return nil
 	}
@@ -108,7 +162,7 @@ func (c *checker) finish() error {
 }
 
 // parse returns the document's root node, or nil for an empty document.
-func (c *checker) parse(data []byte) *yaml.Node {
+func (c *Checker) parse(data []byte) *yaml.Node {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
@@ -132,7 +186,7 @@ func (c *checker) parse(data []byte) *yaml.Node {
 }
 
 // syntax records a YAML syntax error at the line the parser names.
-func (c *checker) syntax(err error) {
+func (c *Checker) syntax(err error) {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	line := 1
 	if rest, ok := strings.CutPrefix(msg, "line "); ok {
@@ -146,22 +200,20 @@ func (c *checker) syntax(err error) {
 }
 
 // fail records that the value at path could not be decoded.
-func (c *checker) fail(n *yaml.Node, path, msg string) {
+func (c *Checker) fail(n *yaml.Node, path, msg string) {
 	c.bad[path] = true
 	c.add(n, "%s: %s", label(path), msg)
 }
 
-type defaulter interface{ setDefaults() }
-
 // setDefaults fills in the defaults of a newly allocated value.
-func setDefaults(v reflect.Value) {
-	if d, ok := v.Addr().Interface().(defaulter); ok {
-		d.setDefaults()
+func (c *Checker) setDefaults(v reflect.Value) {
+	if c.Defaults != nil {
+		c.Defaults(v.Addr().Interface())
 	}
 }
 
 // expand enters an alias or merge key at n; the returned function leaves it.
-func (c *checker) expand(n *yaml.Node) func() {
+func (c *Checker) expand(n *yaml.Node) func() {
 	if c.expanding == 0 {
 		c.expandAt = n
 	}
@@ -171,7 +223,7 @@ func (c *checker) expand(n *yaml.Node) func() {
 
 // charge counts n nodes or entries reached through an alias or merge key
 // and reports false once the budget is spent (the error is recorded once).
-func (c *checker) charge(n int, path string) bool {
+func (c *Checker) charge(n int, path string) bool {
 	if c.exhausted {
 		return false
 	}
@@ -179,17 +231,21 @@ func (c *checker) charge(n int, path string) bool {
 		return true
 	}
 	c.expanded += n
-	if c.expanded <= maxExpanded {
+	if c.expanded <= MaxExpanded {
 		return true
 	}
 	c.exhausted = true
+	if !c.MergeKeys {
+		c.add(c.expandAt, "%s: aliases here expand to more than %d entries; write the values out", label(path), MaxExpanded)
+		return false
+	}
 	c.add(c.expandAt, "%s: aliases and merge keys (<<) here expand to more than %d entries (nested merges that multiply, "+
-		"a \"billion laughs\" document); write the values out, or refer to each block once", label(path), maxExpanded)
+		"a \"billion laughs\" document); write the values out, or refer to each block once", label(path), MaxExpanded)
 	return false
 }
 
 // decode stores n into v, recording positions and problems under path.
-func (c *checker) decode(n *yaml.Node, v reflect.Value, path string) {
+func (c *Checker) decode(n *yaml.Node, v reflect.Value, path string) {
 	if !c.charge(1, path) {
 		return
 	}
@@ -207,29 +263,29 @@ func (c *checker) decode(n *yaml.Node, v reflect.Value, path string) {
 	switch v.Kind() {
 	case reflect.Struct:
 		if n.Kind != yaml.MappingNode {
-			c.fail(n, path, "expected a mapping, got "+describe(n))
+			c.fail(n, path, "expected a mapping, got "+Describe(n))
 			return
 		}
 		c.decodeStruct(n, v, path)
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
-			c.fail(n, path, "expected a sequence, got "+describe(n))
+			c.fail(n, path, "expected a sequence, got "+Describe(n))
 			return
 		}
 		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 		for i, item := range n.Content {
-			setDefaults(s.Index(i))
+			c.setDefaults(s.Index(i))
 			c.decode(item, s.Index(i), fmt.Sprintf("%s[%d]", path, i))
 		}
 		v.Set(s)
 	case reflect.Pointer:
 		p := reflect.New(v.Type().Elem())
-		setDefaults(p.Elem())
+		c.setDefaults(p.Elem())
 		c.decode(n, p.Elem(), path)
 		v.Set(p)
 	case reflect.String:
 		if n.Kind != yaml.ScalarNode {
-			c.fail(n, path, "expected a string, got "+describe(n))
+			c.fail(n, path, "expected a string, got "+Describe(n))
 			return
 		}
 		s := n.Value
@@ -240,24 +296,24 @@ func (c *checker) decode(n *yaml.Node, v reflect.Value, path string) {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		var i int64
 		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" || n.Decode(&i) != nil || v.OverflowInt(i) {
-			c.fail(n, path, "expected an integer, got "+describe(n))
+			c.fail(n, path, "expected an integer, got "+Describe(n))
 			return
 		}
 		v.SetInt(i)
 	case reflect.Bool:
 		var b bool
 		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || n.Decode(&b) != nil {
-			c.fail(n, path, "expected true or false, got "+describe(n))
+			c.fail(n, path, "expected true or false, got "+Describe(n))
 			return
 		}
 		v.SetBool(b)
 	default:
-		panic("config: no decoder for " + v.Type().String())
+		panic("yamlcfg: no decoder for " + v.Type().String())
 	}
 }
 
 // decodeStruct stores the entries of mapping m into the struct v.
-func (c *checker) decodeStruct(m *yaml.Node, v reflect.Value, path string) {
+func (c *Checker) decodeStruct(m *yaml.Node, v reflect.Value, path string) {
 	fields := fieldsOf(v.Type())
 	for _, kv := range c.pairs(m, path) {
 		k, val := kv[0], kv[1]
@@ -267,9 +323,8 @@ func (c *checker) decodeStruct(m *yaml.Node, v reflect.Value, path string) {
 		}
 		idx, ok := fields[k.Value]
 		switch {
-		case !ok && p == "mqtt.password":
-			c.add(k, "mqtt.password: passwords are not read from the config file; "+
-				"put it in the file named by mqtt.password_file or in the %s environment variable", EnvMQTTPassword)
+		case !ok && c.Refused[p] != "":
+			c.add(k, "%s: %s", p, c.Refused[p])
 		case !ok:
 			msg := fmt.Sprintf("unknown key %q%s", k.Value, in(path))
 			if s := suggest(k.Value, fields); s != "" {
@@ -288,7 +343,7 @@ func (c *checker) decodeStruct(m *yaml.Node, v reflect.Value, path string) {
 // pairs returns the key/value entries of mapping m, reporting duplicate and
 // non-string keys, and expanding YAML merge keys ("<<: *anchor"); keys
 // written in m win over merged ones, earlier merge sources over later ones.
-func (c *checker) pairs(m *yaml.Node, path string) [][2]*yaml.Node {
+func (c *Checker) pairs(m *yaml.Node, path string) [][2]*yaml.Node {
 	if c.merging[m] {
 		c.add(m, "%s: merge key refers to the mapping that contains it", label(path))
 		return nil
@@ -304,10 +359,12 @@ func (c *checker) pairs(m *yaml.Node, path string) [][2]*yaml.Node {
 	for i := 0; i+1 < len(m.Content); i += 2 {
 		k, v := m.Content[i], m.Content[i+1]
 		switch {
+		case k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" && !c.MergeKeys:
+			c.add(k, "%s: merge keys (<<) are not supported here; write the keys out", label(path))
 		case k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge":
 			merged = append(merged, c.mergePairs(k, v, path)...)
 		case k.Kind != yaml.ScalarNode:
-			c.add(k, "%s: mapping keys must be strings, got %s", label(path), describe(k))
+			c.add(k, "%s: mapping keys must be strings, got %s", label(path), Describe(k))
 		case seen[k.Value] != nil:
 			c.add(k, "duplicate key %q%s, first at line %d", k.Value, in(path), seen[k.Value].Line)
 		default:
@@ -324,7 +381,7 @@ func (c *checker) pairs(m *yaml.Node, path string) [][2]*yaml.Node {
 	return out
 }
 
-func (c *checker) mergePairs(key, v *yaml.Node, path string) [][2]*yaml.Node {
+func (c *Checker) mergePairs(key, v *yaml.Node, path string) [][2]*yaml.Node {
 	defer c.expand(key)()
 	srcs := []*yaml.Node{v}
 	if v.Kind == yaml.SequenceNode {
@@ -336,7 +393,7 @@ func (c *checker) mergePairs(key, v *yaml.Node, path string) [][2]*yaml.Node {
 			s = s.Alias
 		}
 		if s.Kind != yaml.MappingNode {
-			c.add(s, "%s: merge key << needs a mapping or a list of mappings, got %s", label(path), describe(s))
+			c.add(s, "%s: merge key << needs a mapping or a list of mappings, got %s", label(path), Describe(s))
 			continue
 		}
 		out = append(out, c.pairs(s, path)...)
@@ -414,8 +471,8 @@ func in(path string) string {
 	return " in " + path
 }
 
-// parent is the path of the mapping or sequence that contains path.
-func parent(path string) string {
+// Parent is the path of the mapping or sequence that contains path.
+func Parent(path string) string {
 	i := strings.LastIndexAny(path, ".[")
 	if i < 0 {
 		return ""
