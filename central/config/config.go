@@ -11,20 +11,19 @@
 // PostgreSQL's own PGPASSWORD and .pgpass). Relative paths are resolved
 // against the config file's directory.
 //
-// It does not import agent/config: that package brings the serial port
-// and device code with it, which a central machine does not need. The
-// decoder here is the same idea, smaller (no merge keys).
+// It does not import agent/config, which brings the serial port and
+// device code with it, but shares its decoder and common checks through
+// the leaf package agent/config/yamlcfg (without merge keys here).
 //
 // It is imported by cmd/scanreceiver, which hands the parts to
 // central/receiver and central/store.
 package config
 
 import (
-	"fmt"
-	"io"
 	"os"
-	"reflect"
 	"time"
+
+	"github.com/scanagent/scanagent/agent/config/yamlcfg"
 )
 
 // Environment variables that supply the passwords when no password file
@@ -59,12 +58,7 @@ type MQTT struct {
 }
 
 // TLS holds optional client TLS files.
-type TLS struct {
-	CAFile     string `yaml:"ca_file"`
-	CertFile   string `yaml:"cert_file"`
-	KeyFile    string `yaml:"key_file"`
-	ServerName string `yaml:"server_name"`
-}
+type TLS = yamlcfg.TLS
 
 // Postgres is the database the scans are stored in.
 type Postgres struct {
@@ -114,22 +108,14 @@ func (c *Config) setDefaults() {
 }
 
 // MaxFileSize caps a configuration file.
-const MaxFileSize = 1 << 20
+const MaxFileSize = yamlcfg.MaxFileSize
 
 // Load reads and parses the file at path, taking passwords from the
 // process environment when no password file is set.
 func Load(path string) (*Config, error) {
-	f, err := os.Open(path)
+	data, err := yamlcfg.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
-	}
-	if len(data) > MaxFileSize {
-		return nil, Errors{{File: path, Line: 1, Col: 1, Msg: "the file is over the 1MiB limit for a configuration file: is this the right file?"}}
+		return nil, err
 	}
 	return Parse(path, data, os.LookupEnv)
 }
@@ -144,18 +130,10 @@ func Parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 	c := newChecker(name)
 	cfg := &Config{File: name}
 	cfg.setDefaults()
-	root := c.parse(data)
-	if len(c.errs) > 0 {
-		return nil, c.finish()
+	if c.Decode(data, cfg) {
+		c.validate(cfg, lookupEnv)
 	}
-	if root != nil {
-		c.decode(root, reflect.ValueOf(cfg).Elem(), "")
-	}
-	if c.exhausted {
-		return nil, c.finish()
-	}
-	c.validate(cfg, lookupEnv)
-	if err := c.finish(); err != nil {
+	if err := c.Err(); err != nil {
 		return nil, err
 	}
 	return cfg, nil

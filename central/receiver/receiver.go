@@ -16,13 +16,10 @@ package receiver
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -250,7 +247,9 @@ func (r *Receiver) connect(ctx context.Context) (*session, error) {
 	for _, b := range m.Brokers {
 		opts.AddBroker(b)
 	}
-	if t, err := loadTLS(m.TLS); err != nil {
+	// The TLS files are read at each connection, so renewed ones are
+	// picked up without a restart.
+	if t, err := m.TLS.Load(time.Time{}); err != nil {
 		return nil, err
 	} else {
 		opts.SetTLSConfig(t)
@@ -305,29 +304,4 @@ func (r *Receiver) handler(s *session) mqtt.MessageHandler {
 		case <-r.stopped:
 		}
 	}
-}
-
-// loadTLS reads the TLS files at each connection, so renewed ones are
-// picked up without a restart.
-func loadTLS(c config.TLS) (*tls.Config, error) {
-	t := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName}
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("mqtt.tls.ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("mqtt.tls.ca_file %s: no PEM certificate found", c.CAFile)
-		}
-		t.RootCAs = pool
-	}
-	if c.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("mqtt.tls.cert_file/key_file: %w", err)
-		}
-		t.Certificates = []tls.Certificate{cert}
-	}
-	return t, nil
 }
