@@ -325,6 +325,9 @@ func TestOverlongAndEmptyFramesCounted(t *testing.T) {
 	r := newRig(t, ", max_length: 32")
 	r.sc.Write([]byte(strings.Repeat("X", 100) + "\r\n\r\n]C0RR473124829GB\r\n"))
 	r.sub.WaitFor(15*time.Second, "the good scan", countScans(1))
+	// The buffer wakes the uplink before the station hears the scan is
+	// accepted: the published scan can come before the counter.
+	waitUntil(t, 10*time.Second, "the scan counted", func() bool { return r.a.Status().Stations[0].Counters.Scans >= 1 })
 	st := r.a.Status().Stations[0]
 	if st.Counters.Rejected["overlong"] != 1 || st.Counters.Scans != 1 {
 		t.Fatalf("counters %+v", st.Counters)
