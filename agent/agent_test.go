@@ -217,7 +217,9 @@ func TestEndToEndSchema(t *testing.T) {
 	if online["state"] != "online" || online["agent"] != "hub-test-01" {
 		t.Errorf("status = %v", online)
 	}
-	// The local status API.
+	// The local status API, once the station has heard every scan is
+	// accepted (that can come after the scan is published).
+	waitUntil(t, 10*time.Second, "five scans counted", func() bool { return r.a.Status().Stations[0].Counters.Scans == 5 })
 	addr := <-r.addr
 	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ready; broker connected"} {
 		resp, err := http.Get("http://" + addr + path)
