@@ -87,10 +87,13 @@ func Probe(ctx context.Context, o ProbeOptions) ([]ProbeResult, int) {
 			o.Progress(r)
 		}
 	}
-	// Frame counts in a window vary by a frame or two: the first (most
-	// common) setting within 10% of the top count is the best.
+	// Frame counts in a window vary (a busy machine opens a port late, a
+	// device loses what it sends before the port is set up), and several
+	// settings often decode an ASCII protocol equally well (7E1 and 8N1):
+	// the first, most common, setting with at least two thirds of the top
+	// count is the best.
 	for i, r := range results {
-		if score := first(r.Score()); top > 0 && score*10 >= top*9 {
+		if score := first(r.Score()); top > 0 && score*3 >= top*2 {
 			return results, i
 		}
 	}
