@@ -47,7 +47,7 @@ var s9Categories = [...]struct{ code, meaning string }{
 }
 
 // s9Classes are the mail classes (position 14). The one list: a class the
-// UPU adds is added here.
+// UPU adds is added here, and to the class enum of docs/schemas/scan.json.
 var s9Classes = [...]struct{ code, meaning string }{
 	{"U", "letter post"},
 	{"C", "parcels"},
