@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/scanagent/scanagent/agent/clock"
 	"github.com/scanagent/scanagent/agent/config"
 	"github.com/scanagent/scanagent/agent/httpapi"
 	"github.com/scanagent/scanagent/agent/record"
@@ -56,7 +57,8 @@ type Agent struct {
 	deps       Deps
 	ackLatency prometheus.Histogram
 	api        *httpapi.API
-	devKick    chan struct{} // a device state changed: the uplink publishes them
+	devKick    chan struct{}  // a device state changed: the uplink publishes them
+	clock      *clock.Watcher // the clock quality, read every few seconds
 
 	mu        sync.Mutex
 	cfg       *config.Config // the stations and log level follow reloads
@@ -86,7 +88,7 @@ func New(cfg *config.Config, deps Deps) (*Agent, error) {
 		deps.Log = slog.New(slog.DiscardHandler)
 	}
 	a := &Agent{log: deps.Log, deps: deps, cfg: cfg, ackLatency: httpapi.NewAckLatency(),
-		devKick: make(chan struct{}, 1), counts: map[string]*station.Counts{}}
+		devKick: make(chan struct{}, 1), counts: map[string]*station.Counts{}, clock: clock.New(deps.Log)}
 	a.api = a.newAPI(httpapi.DefaultLimits())
 	return a, nil
 }
@@ -142,6 +144,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Unlock()
 
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { a.clock.Run(gctx); return nil })
 	httpAddr := ""
 	if cfg.HTTP.Listen != "" {
 		ln, err := net.Listen("tcp", cfg.HTTP.Listen)
@@ -261,7 +264,7 @@ func (a *Agent) startStation(sc config.Station) {
 		a.counts[sc.ID] = n
 	}
 	st := station.New(station.Config{Station: sc, Agent: a.cfg.Agent, MaxEvent: int(a.cfg.MQTT.MaxEventBytes)},
-		station.Deps{Buffer: a.q, Log: a.log, Counts: n, Changed: a.devKick})
+		station.Deps{Buffer: a.q, Log: a.log, Counts: n, Changed: a.devKick, Clock: a.clock})
 	ctx, cancel := context.WithCancel(a.runCtx)
 	r := &running{st: st, cfg: sc, cancel: cancel, done: make(chan struct{})}
 	go func() {
@@ -380,7 +383,8 @@ func (a *Agent) Status() status.Status {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s := status.Status{Agent: a.cfg.Agent.ID, Site: a.cfg.Agent.Site, Version: a.deps.Version, Process: status.ReadProcess(),
-		Time: record.Timestamp(time.Now()), Started: a.started, BufferOpen: a.q != nil, BufferError: a.bufferErr}
+		Time: record.Timestamp(time.Now()), Started: a.started, BufferOpen: a.q != nil, BufferError: a.bufferErr,
+		Clock: a.clock.Quality()}
 	if !a.started.IsZero() {
 		s.Uptime = time.Since(a.started).Round(time.Second).String()
 	}

@@ -306,15 +306,16 @@ func TestContractEndToEnd(t *testing.T) {
 		return len(st) > 0 && st[0].Scale != nil && st[0].Scale.Last != nil && st[0].Scale.Last.Grams == 1234
 	})
 
-	r.sc.Send("]C0", "RR473124829GB") // valid, weighed
-	r.sc.Send("]C0", "RR473124828GB") // wrong check digit; the same stay on the scale
+	r.sc.Send("]C0", "RR473124829GB")                 // valid, weighed
+	r.sc.Send("]C0", "RR473124828GB")                 // wrong check digit; the same stay on the scale
+	r.sc.Send("]C0", "INBOMAJPKWSAAUY60597001100039") // an S9 receptacle, decoded
 	has := func(m []testmqtt.Message, suffix, part string) bool {
 		return slices.ContainsFunc(m, func(m testmqtt.Message) bool {
 			return strings.HasSuffix(m.Topic, suffix) && strings.Contains(string(m.Payload), part)
 		})
 	}
 	r.sub.WaitFor(15*time.Second, "scans, status, health and both devices", func(m []testmqtt.Message) bool {
-		return countScans(2)(m) && has(m, "/status", `"online"`) && has(m, "/health", "") &&
+		return countScans(3)(m) && has(m, "/status", `"online"`) && has(m, "/health", "") &&
 			has(m, "/devices/induct-3/scanner", `"connected"`) && has(m, "/devices/induct-3/scale", `"connected"`)
 	})
 
@@ -322,8 +323,8 @@ func TestContractEndToEnd(t *testing.T) {
 	// with the scans, the scale's reading and the weight counters.
 	r.broker.Stop()
 	r.broker.Restart()
-	r.sub.WaitFor(20*time.Second, "health with both scans", func(m []testmqtt.Message) bool {
-		return has(m, "/health", `"scans":2,`) && has(m, "/health", `"last":{`)
+	r.sub.WaitFor(20*time.Second, "health with the scans", func(m []testmqtt.Message) bool {
+		return has(m, "/health", `"scans":3,`) && has(m, "/health", `"last":{`)
 	})
 
 	// A reload removes the scale: its retained state is cleared.
@@ -374,20 +375,31 @@ func TestContractEndToEnd(t *testing.T) {
 	t.Logf("validated %d messages by channel/message: %v", len(msgs), seen)
 
 	// The content the run was built to produce.
-	var weighed, invalid, online, offline bool
+	var weighed, invalid, receptacle, online, offline bool
+	clockRE := regexp.MustCompile(`,"clock":"(synced|unsynced|unknown)"[,}]`)
 	for _, m := range msgs {
 		s := string(m.Payload)
 		switch {
 		case strings.Contains(m.Topic, "/scans/"):
 			weighed = weighed || strings.Contains(s, `"weight_status":"ok"`) && strings.Contains(s, `"grams":1234`)
 			invalid = invalid || strings.Contains(s, `"reason":"check_digit"`)
+			receptacle = receptacle || strings.Contains(s, `"kind":"s9","valid":true,"s9":{"origin":"INBOMA","destination":"JPKWSA",`+
+				`"category":"A","class":"U","subclass":"Y","year":6,"dispatch":"INBOMAJPKWSAAUY60597","serial":1,"highest":true,`+
+				`"registered":false,"declared_grams":3900}`)
+			if !strings.HasSuffix(s, `"}`) || !clockRE.MatchString(s) || !strings.Contains(s[strings.LastIndex(s, `,"`):], `"clock"`) {
+				t.Errorf("scan event without clock as its last field: %s", s)
+			}
+		case strings.HasSuffix(m.Topic, "/health"):
+			if !clockRE.MatchString(s) {
+				t.Errorf("health without clock: %.200s", s)
+			}
 		case strings.HasSuffix(m.Topic, "/status"):
 			online = online || strings.Contains(s, `"state":"online"`)
 			offline = offline || strings.Contains(s, `"state":"offline"`)
 		}
 	}
-	if !weighed || !invalid || !online || !offline {
-		t.Errorf("weighed scan %v, invalid scan %v, online %v, offline %v: want all", weighed, invalid, online, offline)
+	if !weighed || !invalid || !receptacle || !online || !offline {
+		t.Errorf("weighed scan %v, invalid scan %v, receptacle %v, online %v, offline %v: want all", weighed, invalid, receptacle, online, offline)
 	}
 
 	// Not vacuous: a real scan event without its id fails.
@@ -488,6 +500,42 @@ func TestContractExamples(t *testing.T) {
 		}
 	}
 	t.Logf("%d examples of %d messages valid", n, len(c.messages))
+}
+
+// TestContractS9AndClock: the scan schema holds s9 to its kind and
+// fields, and clock to its three values; health's clock too.
+func TestContractS9AndClock(t *testing.T) {
+	c := loadContract(t)
+	const head = `{"schema":"scanagent.scan/v1","id":"019aa8f0-4d20-7c33-9b44-556677889900","seq":1,"agent":"hub","site":"S","station":"st",` +
+		`"scanned_at":"2026-11-22T01:31:47.305Z","barcode":"BEBRUABOLPBBAEN60073003000227",`
+	const s9 = `"s9":{"origin":"BEBRUA","destination":"BOLPBB","category":"A","class":"E","subclass":"N","year":6,` +
+		`"dispatch":"BEBRUABOLPBBAEN60073","serial":3,"highest":false,"registered":false,"declared_grams":22700}`
+	scan := c.messages["scan"]
+	for _, good := range []string{
+		head + `"kind":"s9","valid":true,` + s9 + `,"clock":"synced"}`,
+		head + `"kind":"s9","valid":false,"reason":"unexpected_kind",` + s9 + `}`,
+		head + `"kind":"s9","valid":false,"reason":"serial","clock":"unknown"}`,
+		head + `"kind":"s9","valid":true,` + strings.Replace(s9, `"highest":false,"registered":false,`, "", 1) + `}`, // both not given
+	} {
+		if err := scan.validate([]byte(good)); err != nil {
+			t.Errorf("valid event refused: %s\n%v", good, err)
+		}
+	}
+	for _, bad := range []string{
+		head + `"kind":"s10","valid":true,` + s9 + `}`,                                        // s9 of another kind
+		head + `"kind":"s9","valid":false,"reason":"serial",` + s9 + `}`,                      // s9 of a code that failed
+		head + `"kind":"s9","valid":true,` + strings.Replace(s9, `60073"`, `60000"`, 1) + `}`, // dispatch 0000
+		head + `"kind":"s9","valid":true,` + strings.Replace(s9, `"serial":3`, `"serial":0`, 1) + `}`,
+		head + `"kind":"s9","valid":true,` + strings.Replace(s9, `"class":"E"`, `"class":"X"`, 1) + `}`,
+		head + `"kind":"s9","valid":true,` + strings.Replace(s9, `22700`, `22750`, 1) + `}`, // not in 0.1 kg
+		head + `"kind":"s9","valid":true,` + strings.Replace(s9, `,"year":6`, ``, 1) + `}`,
+		head + `"kind":"s9","valid":true,"clock":"ntp"}`,
+		head + `"kind":"s9","valid":true,"clock":""}`,
+	} {
+		if err := scan.validate([]byte(bad)); err == nil {
+			t.Errorf("invalid event passed: %s", bad)
+		}
+	}
 }
 
 // TestContractReceipt: the agent does not publish receipts, it receives

@@ -118,8 +118,8 @@ type Station struct {
 	// AllowCustomEvents accepts an event code outside the known list
 	// (three upper-case letters).
 	AllowCustomEvents bool `yaml:"allow_custom_events"`
-	// Accept lists the identifier kinds expected here (s10, ru14, gs1,
-	// other); a code of another kind is delivered with valid false and
+	// Accept lists the identifier kinds expected here (s10, s9, ru14,
+	// gs1, other); a code of another kind is delivered with valid false and
 	// reason unexpected_kind. Empty accepts every kind.
 	Accept []string `yaml:"accept"`
 	// DedupWindow suppresses the same code read again at this station

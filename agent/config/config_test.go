@@ -132,7 +132,7 @@ func TestParseErrors(t *testing.T) {
 		{"unknown event code", head + "    event: XYZ\n",
 			[]string{`8:12: stations[0].event: unknown tracking event code "XYZ" (known: EMA EMB`}},
 		{"accept kinds and dedup window", head + "    accept: [s10, upc]\n    dedup_window: -1s\n",
-			[]string{`8:19: stations[0].accept[1]: must be one of s10, ru14, gs1, other, got "upc"`,
+			[]string{`8:19: stations[0].accept[1]: must be one of s10, s9, ru14, gs1, other, got "upc"`,
 				`9:19: stations[0].dedup_window: must be at least 0s, got -1s`}},
 		{"feedback", head + "    feedback: {protocol: honeywell, group: 12}\n",
 			[]string{`8:44: stations[0].feedback.group: must be between 0 and 9, got 12`}},

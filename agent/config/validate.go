@@ -221,7 +221,7 @@ func (c *checker) stations(ss []Station) {
 				s.Event, strings.Join(parcel.EventCodes(), " "))
 		}
 		for j, k := range s.Accept {
-			c.oneOf(fmt.Sprintf("%s.accept[%d]", p, j), k, "s10", "ru14", "gs1", "other")
+			c.oneOf(fmt.Sprintf("%s.accept[%d]", p, j), k, "s10", "s9", "ru14", "gs1", "other")
 		}
 		atLeast(c, p+".dedup_window", s.DedupWindow, 0)
 		if f := s.Feedback; f != nil {

@@ -1,5 +1,6 @@
-// Package parcel classifies and validates parcel identifiers (UPU S10,
-// Russian Post 14-digit, GS1 SSCC/GTIN and GS1 element strings) read by a
+// Package parcel classifies and validates parcel identifiers (UPU S10, UPU
+// S9 receptacles, Russian Post 14-digit, GS1 SSCC/GTIN and GS1 element
+// strings) read by a
 // barcode scanner. The agent's scan pipeline calls Classify once per scan and
 // copies the Result into the scan event's kind, valid and reason fields.
 //
@@ -20,6 +21,7 @@ type Kind string
 // Kinds, as written in the scan event's "kind" field.
 const (
 	KindS10   Kind = "s10"   // UPU S10 item identifier
+	KindS9    Kind = "s9"    // UPU S9 receptacle identifier (s9.go)
 	KindRU14  Kind = "ru14"  // Russian Post domestic 14-digit identifier
 	KindGS1   Kind = "gs1"   // GS1 keys (SSCC, GTIN) and GS1 element strings
 	KindOther Kind = "other" // anything else; carries no validation
@@ -31,7 +33,7 @@ const (
 	ReasonCheckDigit       = "check_digit"       // check digit does not match
 	ReasonServiceIndicator = "service_indicator" // S10 service indicator starts with a reserved letter
 	ReasonCountry          = "country"           // S10 country is not an assigned ISO 3166-1 alpha-2 code
-	ReasonFormat           = "format"            // malformed for its kind (GS1 only)
+	ReasonFormat           = "format"            // malformed for its kind (GS1; S9: a letter where a digit belongs)
 )
 
 // Result is the classification of one scanned code.
@@ -65,6 +67,13 @@ const gs = 0x1D // <GS>, how scanners transmit a GS1 FNC1 separator
 //     check: when it fails the read itself is suspect and the remedy is to
 //     rescan. The other two are faults of the printed label and do not go
 //     away on a rescan.
+//   - A code shaped like a UPU S9 receptacle identifier (29 upper-case
+//     letters and digits, letters at positions 1–2, 7–8, 13 and 14: see
+//     isS9) is always KindS9, whatever the AIM. Its reasons, first match
+//     wins: format (a letter in positions 16–29), origin, destination,
+//     category, mail_class, dispatch, serial, indicator (s9.go). No other
+//     kind has that shape (GS1 keys and AIs start with digits), so it takes
+//     no code from another kind but other.
 //   - With a GS1 AIM (]C1, ]d2, ]Q3, ]e0) the code is a GS1 element string
 //     (FNC1 as <GS>, or the bracketed form "(00)..."): KindGS1, invalid with
 //     format when it does not parse, else with check_digit when an AI 00/01/02
@@ -85,6 +94,9 @@ const gs = 0x1D // <GS>, how scanners transmit a GS1 FNC1 separator
 func Classify(code, aim string) Result {
 	if isS10(code) {
 		return classifyS10(code)
+	}
+	if isS9(code) {
+		return classifyS9(code)
 	}
 	switch aim {
 	case aimGS1128, aimGS1DM, aimGS1QR, aimDataBar:

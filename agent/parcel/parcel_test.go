@@ -18,6 +18,9 @@ func TestClassify(t *testing.T) {
 		{"RR287043775IN", "", ok(KindS10)}, // S mod 11 = 0: C = 11 → 5
 		{"RR473124850GB", "", ok(KindS10)}, // S = 221, S mod 11 = 1: C = 10 → 0
 		{"EA123456785RU", "", ok(KindS10)},
+		{"LA123456785RU", "", ok(KindS10)}, // Russian Post small packets since 1 Dec 2025 (L, not R)
+		{"LA123456785RU", "]C0", ok(KindS10)},
+		{"LA123456784RU", "", bad(KindS10, ReasonCheckDigit)},
 		{"RR473124828GB", "]C0", bad(KindS10, ReasonCheckDigit)},
 		{"RR287043770IN", "", bad(KindS10, ReasonCheckDigit)},
 		{"RR473124851GB", "", bad(KindS10, ReasonCheckDigit)},
@@ -187,6 +190,8 @@ var seeds = []struct{ code, aim string }{
 	{"0109506000134352\x1d10AB\x1d21X", "]d2"}, {"(01)09506000134352(10)AB", "]e0"},
 	{"4006381333931", "]E0"}, {"96385074", "]E4"}, {"10614141000415", "]I1"},
 	{"106141412345678908", ""}, {"()", "]Q3"}, {"", ""}, {"\xff", "]C1"},
+	{"LA123456785RU", ""}, {"BEBRUABOLPBBAEN60073003000227", "]C0"}, {"INBOMAJPKWSAAUY60597001100039", ""},
+	{"XXBRUABOLPBBAEN60073003000227", ""}, {"BEBRUABOLPBBAEN6007300300022O", ""},
 }
 
 func FuzzClassify(f *testing.F) {
@@ -196,7 +201,7 @@ func FuzzClassify(f *testing.F) {
 	f.Fuzz(func(t *testing.T, code, aim string) {
 		r := Classify(code, aim)
 		switch r.Kind {
-		case KindS10, KindRU14, KindGS1, KindOther:
+		case KindS10, KindS9, KindRU14, KindGS1, KindOther:
 		default:
 			t.Fatalf("Classify(%q, %q): unknown kind %q", code, aim, r.Kind)
 		}
@@ -204,12 +209,16 @@ func FuzzClassify(f *testing.F) {
 			t.Fatalf("Classify(%q, %q) = %+v: Valid must be Reason == \"\"", code, aim, r)
 		}
 		switch r.Reason {
-		case "", ReasonCheckDigit, ReasonServiceIndicator, ReasonCountry, ReasonFormat:
+		case "", ReasonCheckDigit, ReasonServiceIndicator, ReasonCountry, ReasonFormat,
+			ReasonOrigin, ReasonDestination, ReasonCategory, ReasonMailClass, ReasonDispatch, ReasonSerial, ReasonIndicator:
 		default:
 			t.Fatalf("Classify(%q, %q): unknown reason %q", code, aim, r.Reason)
 		}
 		if r.Kind == KindS10 && len(code) != 13 {
 			t.Fatalf("Classify(%q, %q): s10 of length %d", code, aim, len(code))
+		}
+		if r.Kind == KindS9 && len(code) != 29 {
+			t.Fatalf("Classify(%q, %q): s9 of length %d", code, aim, len(code))
 		}
 		if r.Kind == KindOther && !r.Valid {
 			t.Fatalf("Classify(%q, %q): invalid other", code, aim)

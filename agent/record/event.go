@@ -32,11 +32,38 @@ type Event struct {
 	Kind      string  `json:"kind"`
 	Valid     bool    `json:"valid"`
 	Reason    string  `json:"reason,omitempty"`
+	S9        *S9     `json:"s9,omitempty"` // the code decoded, when it is a well-formed S9 (see S9)
 	Weight    *Weight `json:"weight,omitempty"`
 	// WeightStatus says why weight is what it is, on stations with a
 	// scale: ok, or none, motion, overload, underload, stale, empty,
 	// already_used, scale_offline.
 	WeightStatus string `json:"weight_status,omitempty"`
+	// Clock is the quality of the agent's clock when it made the event:
+	// synced, unsynced or unknown (agent/clock); absent from events made
+	// before agents reported it.
+	Clock string `json:"clock,omitempty"`
+}
+
+// S9 is a UPU S9 receptacle identifier as the scan event carries it
+// (package parcel decodes it; docs/schemas/scan.json, s9): present when
+// the code is kind s9 with no identifier reason, also when the station
+// does not accept s9 (reason unexpected_kind).
+type S9 struct {
+	Origin      string `json:"origin"`      // origin office of exchange (IMPC code)
+	Destination string `json:"destination"` // destination office of exchange
+	Category    string `json:"category"`    // mail category: A, B, C, D
+	Class       string `json:"class"`       // mail class: U, C, E, T
+	Subclass    string `json:"subclass"`    // mail subclass: a letter or digit
+	Year        int    `json:"year"`        // the last digit of the year
+	Dispatch    string `json:"dispatch"`    // the S8 dispatch identifier (the code's first 20 characters)
+	Serial      int    `json:"serial"`      // receptacle serial number, 1–999
+	// Highest and Registered are absent when the label leaves them
+	// unstated (the digit 9).
+	Highest    *bool `json:"highest,omitempty"`    // the highest-numbered receptacle of its dispatch
+	Registered *bool `json:"registered,omitempty"` // holds registered or insured items
+	// DeclaredGrams is the gross weight on the label; 999900 stands for
+	// 999.9 kg or more.
+	DeclaredGrams int64 `json:"declared_grams"`
 }
 
 // Weight is a scale reading attached to a scan.

@@ -31,19 +31,37 @@ func encode(s *Scan, seq uint64) []byte {
 func TestScanMatchesEvent(t *testing.T) {
 	at := time.Date(2026, 11, 22, 1, 31, 44, 781_000_000, time.UTC)
 	w := readingOf(t, "S S      1.234 kg\r\n", at.Add(-131*time.Millisecond))
+	yes, no := true, false
+	s9 := &S9{Origin: "BEBRUA", Destination: "BOLPBB", Category: "A", Class: "E", Subclass: "N", Year: 6,
+		Dispatch: "BEBRUABOLPBBAEN60073", Serial: 3, Highest: &no, Registered: &no, DeclaredGrams: 22700}
+	s9Highest := &S9{Origin: "INBOMA", Destination: "JPKWSA", Category: "A", Class: "U", Subclass: "Y", Year: 6,
+		Dispatch: "INBOMAJPKWSAAUY60597", Serial: 1, Highest: &yes, Registered: &no, DeclaredGrams: 3900}
+	s9Unstated := &S9{Origin: "RUMOWD", Destination: "DEFRAA", Category: "C", Class: "C", Subclass: "N", Year: 5,
+		Dispatch: "RUMOWDDEFRAACCN59999", Serial: 999, Registered: &yes, DeclaredGrams: 999900}
 	for _, tc := range []struct {
 		code, aim string
 		weight    bool
 		status    string
+		s9        *S9
+		clock     string
 	}{
-		{"RR473124829GB", "]C0", true, "ok"},
-		{"RR473124828GB", "", false, "motion"},
-		{"0109506000134352\x1d10AB-123", "]C1", false, ""},
-		{`quote" back\slash tab\t nl\n \x01 \x7f Посылка \u2028`, "", false, ""},
-		{"\xff\xfebad utf-8", "", false, ""},
+		{"RR473124829GB", "]C0", true, "ok", nil, ""},
+		{"RR473124828GB", "", false, "motion", nil, ""},
+		{"0109506000134352\x1d10AB-123", "]C1", false, "", nil, ""},
+		{`quote" back\slash tab\t nl\n \x01 \x7f Посылка \u2028`, "", false, "", nil, ""},
+		{"\xff\xfebad utf-8", "", false, "", nil, ""},
+		{"RR473124829GB", "]C0", true, "ok", nil, "synced"},
+		{"RR473124829GB", "", false, "", nil, "unknown"},
+		{"BEBRUABOLPBBAEN60073003000227", "]C0", true, "ok", s9, "synced"},
+		{"INBOMAJPKWSAAUY60597001100039", "", false, "", s9Highest, "unsynced"},
+		{"RUMOWDDEFRAACCN59999999919999", "]C0", false, "none", s9Unstated, ""},
+		{"RUMOWDDEFRAACCN59999999999999", "]C0", false, "", &S9{Origin: "a\"b<", Dispatch: "\x01"}, "unknown"},
 	} {
 		sc := testScan(tc.code, tc.aim, at)
-		sc.HasWeight, sc.WeightStatus = tc.weight, tc.status
+		sc.HasWeight, sc.WeightStatus, sc.S9, sc.Clock = tc.weight, tc.status, tc.s9, tc.clock
+		if tc.s9 != nil {
+			sc.Kind = "s9"
+		}
 		if tc.weight {
 			sc.Weight = w
 		}
@@ -54,7 +72,7 @@ func TestScanMatchesEvent(t *testing.T) {
 		}
 		want := Event{Schema: Schema, ID: sc.ID.String(), Seq: 1042, Agent: "hub", Site: "SITE", Station: "induct-3", Event: "EDD",
 			ScannedAt: Timestamp(at), Barcode: viaJSON(tc.code), AIM: tc.aim, Kind: sc.Kind, Valid: sc.Valid, Reason: sc.Reason,
-			WeightStatus: tc.status}
+			S9: tc.s9, WeightStatus: tc.status, Clock: tc.clock}
 		if tc.weight {
 			want.Weight = WeightOf(w)
 		}
@@ -65,7 +83,12 @@ func TestScanMatchesEvent(t *testing.T) {
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("decoded\n%+v\nwant\n%+v", got, want)
 		}
-		if std, _ := json.Marshal(want); !strings.ContainsAny(tc.code, "<>&\x7f\u2028") && utf8.ValidString(tc.code) {
+		if v, room := sc.Value(), 448+len(tc.code); len(v.Head)+len(v.Tail) > room && tc.s9 == nil ||
+			len(v.Head)+len(v.Tail) > room+256 {
+			t.Errorf("%q: the record's %d bytes outgrow the one allocation of Value", tc.code, len(v.Head)+len(v.Tail))
+		}
+		if std, _ := json.Marshal(want); !strings.ContainsAny(tc.code, "<>&\x7f\u2028") && utf8.ValidString(tc.code) &&
+			(tc.s9 == nil || !strings.ContainsAny(tc.s9.Origin, "<>&")) {
 			if string(std) != string(payload) {
 				t.Errorf("bytes differ from encoding/json:\n%s\n%s", payload, std)
 			}
@@ -106,12 +129,27 @@ func TestEventValueLongStation(t *testing.T) {
 }
 
 func FuzzScan(f *testing.F) {
-	f.Add("RR473124829GB", "]C0", "EDD")
-	f.Add("a\x1db\"c\\", "", "")
-	f.Add("\xff\xc3\x28", "]d2", "X")
-	f.Fuzz(func(t *testing.T, code, aim, event string) {
+	f.Add("RR473124829GB", "]C0", "EDD", "", "", int64(0))
+	f.Add("a\x1db\"c\\", "", "", "", "synced", int64(0))
+	f.Add("\xff\xc3\x28", "]d2", "X", "\xff\"", "\x00", int64(-1))
+	f.Add("BEBRUABOLPBBAEN60073003000227", "]C0", "EDD", "BEBRUA", "unknown", int64(22700))
+	f.Fuzz(func(t *testing.T, code, aim, event, office, clock string, n int64) {
 		sc := testScan(code, aim, time.Unix(1700000000, 0))
 		sc.Origin = &Origin{Station: sc.Station, Agent: sc.Agent, Site: sc.Site, Event: event}
+		sc.Clock = clock
+		var s9 *S9
+		if office != "" { // every field of the S9 from the office and n
+			yes := n%2 == 0
+			s9 = &S9{Origin: office, Destination: office, Category: office, Class: office, Subclass: office, Year: int(n % 10),
+				Dispatch: office, Serial: int(n), DeclaredGrams: n}
+			if n%3 != 0 {
+				s9.Highest = &yes
+			}
+			if n%5 != 0 {
+				s9.Registered = &yes
+			}
+			sc.S9 = s9
+		}
 		_, payload, err := Split(encode(sc, 7))
 		if err != nil {
 			t.Fatal(err)
@@ -120,8 +158,19 @@ func FuzzScan(f *testing.F) {
 		if err := json.Unmarshal(payload, &got); err != nil {
 			t.Fatalf("invalid JSON %q: %v", payload, err)
 		}
-		if got.Barcode != viaJSON(code) || got.AIM != viaJSON(aim) || got.Seq != 7 || got.Event != viaJSON(event) {
-			t.Fatalf("round trip: %+v from %q %q %q", got, code, aim, event)
+		if got.Barcode != viaJSON(code) || got.AIM != viaJSON(aim) || got.Seq != 7 || got.Event != viaJSON(event) ||
+			got.Clock != viaJSON(clock) {
+			t.Fatalf("round trip: %+v from %q %q %q %q", got, code, aim, event, clock)
+		}
+		if s9 != nil {
+			o := viaJSON(office)
+			want := *s9
+			want.Origin, want.Destination, want.Category, want.Class, want.Subclass, want.Dispatch = o, o, o, o, o, o
+			if got.S9 == nil || !reflect.DeepEqual(*got.S9, want) {
+				t.Fatalf("s9 round trip: %+v, want %+v", got.S9, want)
+			}
+		} else if got.S9 != nil {
+			t.Fatalf("s9 %+v from a scan without one", got.S9)
 		}
 	})
 }

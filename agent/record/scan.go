@@ -29,16 +29,22 @@ type Scan struct {
 	Barcode, AIM string
 	Kind, Reason string
 	Valid        bool
+	S9           *S9 // a decoded S9 receptacle identifier, or nil
 	Weight       devices.Reading
 	HasWeight    bool
 	WeightStatus string
+	Clock        string // clock quality: synced, unsynced, unknown ("": not written)
 }
 
 // Value returns the buffer value of s: its record, with the sequence
 // number left to the buffer, in the field order and with the omissions of
 // Event's JSON encoding. Head and Tail share one allocation.
 func (s *Scan) Value() buffer.Value {
-	b := make([]byte, 0, 448+len(s.Barcode))
+	n := 448 + len(s.Barcode)
+	if s.S9 != nil {
+		n += 256
+	}
+	b := make([]byte, 0, n)
 	b = appendStation(b, s.Station)
 	b = append(b, `{"schema":"`+Schema+`","id":"`...)
 	b = appendUUID(b, s.ID)
@@ -63,6 +69,9 @@ func (s *Scan) Value() buffer.Value {
 	if s.Reason != "" {
 		b = appendField(b, "reason", s.Reason)
 	}
+	if s.S9 != nil {
+		b = appendS9(b, s.S9)
+	}
 	if s.HasWeight {
 		w := &s.Weight
 		b = append(b, `,"weight":{"grams":`...)
@@ -80,6 +89,9 @@ func (s *Scan) Value() buffer.Value {
 	if s.WeightStatus != "" {
 		b = appendField(b, "weight_status", s.WeightStatus)
 	}
+	if s.Clock != "" {
+		b = appendField(b, "clock", s.Clock)
+	}
 	b = append(b, '}')
 	return buffer.Value{Head: b[:split:split], Tail: b[split:]}
 }
@@ -91,6 +103,32 @@ func WeightOf(r devices.Reading) *Weight {
 		return nil
 	}
 	return &Weight{Grams: r.Grams, Value: r.Value.String(), Unit: r.Unit, Stable: r.Stable, MeasuredAt: Timestamp(r.At)}
+}
+
+// appendS9 appends ,"s9":{...} in the field order of S9's JSON.
+func appendS9(b []byte, s *S9) []byte {
+	b = append(b, `,"s9":{"origin":`...)
+	b = appendString(b, s.Origin)
+	b = appendField(b, "destination", s.Destination)
+	b = appendField(b, "category", s.Category)
+	b = appendField(b, "class", s.Class)
+	b = appendField(b, "subclass", s.Subclass)
+	b = append(b, `,"year":`...)
+	b = strconv.AppendInt(b, int64(s.Year), 10)
+	b = appendField(b, "dispatch", s.Dispatch)
+	b = append(b, `,"serial":`...)
+	b = strconv.AppendInt(b, int64(s.Serial), 10)
+	if s.Highest != nil {
+		b = append(b, `,"highest":`...)
+		b = strconv.AppendBool(b, *s.Highest)
+	}
+	if s.Registered != nil {
+		b = append(b, `,"registered":`...)
+		b = strconv.AppendBool(b, *s.Registered)
+	}
+	b = append(b, `,"declared_grams":`...)
+	b = strconv.AppendInt(b, s.DeclaredGrams, 10)
+	return append(b, '}')
 }
 
 // appendField appends ,"name":"value" with value as a JSON string.

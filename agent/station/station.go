@@ -19,6 +19,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/scanagent/scanagent/agent/clock"
 	"github.com/scanagent/scanagent/agent/config"
 	"github.com/scanagent/scanagent/agent/internal/ratelog"
 	"github.com/scanagent/scanagent/agent/parcel"
@@ -51,7 +52,14 @@ type Deps struct {
 	// Changed, if set, gets a value (without blocking) after each device
 	// state change.
 	Changed chan<- struct{}
+	// Clock, if set, gives the clock quality each scan event carries
+	// (a *clock.Watcher); without it, every scan says unknown.
+	Clock Clock
 }
+
+// Clock tells the system clock's quality: clock.Synced, clock.Unsynced or
+// clock.Unknown. It is asked once per scan, so it must not wait.
+type Clock interface{ Quality() string }
 
 // Station is one configured station. New starts nothing; Run does the
 // work. Status and Devices are safe for concurrent use.
@@ -62,6 +70,7 @@ type Station struct {
 	q        Buffer
 	log      *slog.Logger
 	changed  chan<- struct{}
+	clock    Clock                // nil: unknown
 	origin   *record.Origin       // the same in every scan
 	accept   map[parcel.Kind]bool // nil: every kind
 	frames   chan devices.Frame
@@ -111,6 +120,7 @@ func New(c Config, d Deps) *Station {
 		q:          d.Buffer,
 		log:        log.With("station", cfg.ID),
 		changed:    d.Changed,
+		clock:      d.Clock,
 		frames:     make(chan devices.Frame, 1024),
 		outcomes:   make(chan buffer.Outcome, 1024),
 		dedup:      map[string]dedupEntry{},
@@ -336,6 +346,10 @@ func (s *Station) value(sc *record.Scan) buffer.Value {
 // scan validates a frame into a scan (without weight).
 func (s *Station) scan(f devices.Frame) *record.Scan {
 	res := parcel.Classify(f.Data, f.AIM)
+	var s9 *record.S9
+	if res.Kind == parcel.KindS9 && res.Valid { // decoded also when the station does not accept s9
+		s9 = s9Of(f.Data)
+	}
 	if s.accept != nil && !s.accept[res.Kind] {
 		res.Valid, res.Reason = false, ReasonUnexpectedKind
 	}
@@ -343,8 +357,31 @@ func (s *Station) scan(f devices.Frame) *record.Scan {
 	if err != nil {
 		id = uuid.New() // only when the system's random source fails
 	}
+	q := clock.Unknown
+	if s.clock != nil {
+		q = s.clock.Quality()
+	}
 	return &record.Scan{Origin: s.origin,
-		ID: id, At: f.At, Barcode: f.Data, AIM: f.AIM, Kind: string(res.Kind), Valid: res.Valid, Reason: res.Reason}
+		ID: id, At: f.At, Barcode: f.Data, AIM: f.AIM, Kind: string(res.Kind), Valid: res.Valid, Reason: res.Reason,
+		S9: s9, Clock: q}
+}
+
+// s9Of decodes an S9 receptacle identifier for the scan event; nil if it
+// does not parse.
+func s9Of(code string) *record.S9 {
+	p, err := parcel.ParseS9(code)
+	if err != nil {
+		return nil
+	}
+	e := &record.S9{Origin: p.Origin, Destination: p.Destination, Category: p.Category, Class: p.Class, Subclass: p.Subclass,
+		Year: p.Year, Dispatch: p.Dispatch, Serial: p.Serial, DeclaredGrams: p.DeclaredGrams}
+	if v, given := p.Highest.Bool(); given {
+		e.Highest = &v
+	}
+	if v, given := p.Registered.Bool(); given {
+		e.Registered = &v
+	}
+	return e
 }
 
 // outcome counts a scan once it is durable (err nil) or has failed, and

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -56,6 +57,12 @@ func TestStationValidation(t *testing.T) {
 		{nil, "400638133393", "]E4", "gs1", false, "format"},
 		{nil, "106141412345678908", "", "gs1", true, ""}, // SSCC without AIM
 		{nil, "HELLO-123", "]C0", "other", true, ""},
+		// UPU S9 receptacles.
+		{nil, "BEBRUABOLPBBAEN60073003000227", "]C0", "s9", true, ""},
+		{nil, "BEBRUABOLPBBAEN60073000000227", "]C0", "s9", false, "serial"},
+		{nil, "XXBRUABOLPBBAEN60073003000227", "]C0", "s9", false, "origin"},
+		{[]string{"s10", "s9"}, "INBOMAJPKWSAAUY60597001100039", "]C0", "s9", true, ""},
+		{[]string{"s10"}, "INBOMAJPKWSAAUY60597001100039", "]C0", "s9", false, "unexpected_kind"},
 		// Accepted kinds.
 		{[]string{"s10"}, "RR473124829GB", "]C0", "s10", true, ""},
 		{[]string{"s10"}, "10100024010003", "]C0", "ru14", false, "unexpected_kind"},
@@ -208,5 +215,46 @@ func TestForgetKeepsNewerRead(t *testing.T) {
 	s.forget("A", t0) // a stale refusal: the rescan's entry stays
 	if !read(300 * time.Millisecond) {
 		t.Fatal("double read of the rescan not suppressed")
+	}
+}
+
+type fixedClock string
+
+func (c fixedClock) Quality() string { return string(c) }
+
+// TestScanS9AndClock: an S9 receptacle identifier's fields land in the
+// event when it parses (also at a station that does not accept s9), not
+// when a field fails; every event carries the clock quality, unknown
+// without a clock.
+func TestScanS9AndClock(t *testing.T) {
+	yes, no := true, false
+	decoded := &record.S9{Origin: "INBOMA", Destination: "JPKWSA", Category: "A", Class: "U", Subclass: "Y", Year: 6,
+		Dispatch: "INBOMAJPKWSAAUY60597", Serial: 1, Highest: &yes, Registered: &no, DeclaredGrams: 3900}
+	for _, tc := range []struct {
+		accept []string
+		code   string
+		clock  Clock
+		s9     *record.S9
+		q      string
+	}{
+		{nil, "INBOMAJPKWSAAUY60597001100039", fixedClock("synced"), decoded, "synced"},
+		{[]string{"s10"}, "INBOMAJPKWSAAUY60597001100039", fixedClock("unsynced"), decoded, "unsynced"},
+		{nil, "RUMOWDDEFRAACCN59999999919999", nil, &record.S9{Origin: "RUMOWD", Destination: "DEFRAA", Category: "C", Class: "C",
+			Subclass: "N", Year: 5, Dispatch: "RUMOWDDEFRAACCN59999", Serial: 999, Registered: &yes, DeclaredGrams: 999900}, "unknown"},
+		{nil, "INBOMAJPKWSAAUY60597000100039", fixedClock("synced"), nil, "synced"}, // serial 000
+		{nil, "RR473124829GB", fixedClock("synced"), nil, "synced"},
+	} {
+		s := New(Config{Station: config.Station{ID: "induct-1", Accept: tc.accept}, Agent: config.Agent{ID: "hub", Site: "SITE"}},
+			Deps{Log: discardLog(), Clock: tc.clock})
+		_, ev, err := record.Decode(s.value(s.scan(devices.Frame{Data: tc.code, AIM: "]C0", At: time.Now()})).Bytes(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(ev.S9, tc.s9) {
+			t.Errorf("%s: s9 %+v, want %+v", tc.code, ev.S9, tc.s9)
+		}
+		if ev.Clock != tc.q {
+			t.Errorf("%s: clock %q, want %q", tc.code, ev.Clock, tc.q)
+		}
 	}
 }

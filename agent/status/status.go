@@ -18,6 +18,7 @@ type Status struct {
 	Version string       `json:"version"`
 	Time    string       `json:"time"`
 	Uptime  string       `json:"uptime"`
+	Clock   string       `json:"clock,omitempty"` // synced, unsynced or unknown, as scan events carry it (agent/clock)
 	Process Process      `json:"process"`
 	Buffer  buffer.Stats `json:"buffer"`
 	// BufferError says why the buffer is not open yet (scans are not
