@@ -47,9 +47,9 @@ const (
 // the broker with its whole backlog, nor hold it all in memory.
 const maxUnreceipted = 8192
 
-// maxReceiptScan caps the buffer records one receipt range looks up
-// beyond what this process published (a receipt for scans published
-// before a restart).
+// maxReceiptScan caps the buffer records one receipt looks up, over all
+// its ranges, beyond what this process published (a receipt for scans
+// published before a restart): a receipt of many ranges costs no more.
 const maxReceiptScan = 10_000
 
 // pending is a scan published under receipts.
@@ -250,9 +250,17 @@ func (r *receipts) apply(payload []byte) int {
 		}
 	}
 	var del []buffer.Record
+	budget := maxReceiptScan
 	for _, rg := range rc.Ranges {
-		del = append(del, r.take(rg[0], rg[1])...)
-		del = append(del, r.fromBuffer(rg[0], rg[1])...)
+		taken := r.take(rg[0], rg[1])
+		del = append(del, taken...)
+		// A range whose every seq was waiting here (the usual receipt of
+		// live scans) needs no look at the buffer.
+		if uint64(len(taken)) <= rg[1]-rg[0] && budget > 0 {
+			var found []buffer.Record
+			found, budget = r.fromBuffer(rg[0], rg[1], budget)
+			del = append(del, found...)
+		}
 	}
 	if len(del) == 0 {
 		r.ignore(BadUnknown, fmt.Sprintf("ranges %v from %s name no scan waiting here (a second receipt?)", rc.Ranges, rc.Receiver))
@@ -299,28 +307,31 @@ func (r *receipts) take(first, last uint64) []buffer.Record {
 
 // fromBuffer returns the records in [first, last] still in the buffer
 // that this process has not published (published before a restart): the
-// receiver stored them, so they are deleted too. At most maxReceiptScan
-// records are looked at.
-func (r *receipts) fromBuffer(first, last uint64) []buffer.Record {
+// receiver stored them, so they are deleted too. It looks at no more than
+// budget records, and returns what is left of it.
+func (r *receipts) fromBuffer(first, last uint64, budget int) ([]buffer.Record, int) {
 	var out []buffer.Record
-	after, seen := first-1, 0
-	for seen < maxReceiptScan {
-		recs, err := r.q.Read(after, min(512, maxReceiptScan-seen))
+	after := first - 1
+	for budget > 0 {
+		recs, err := r.q.Read(after, int(min(512, uint64(budget), last-after)))
 		if err != nil || len(recs) == 0 {
 			break
 		}
+		budget -= len(recs)
 		for _, rec := range recs {
 			if rec.Seq > last {
-				return out
+				return out, budget
 			}
 			if r.claim(rec.Seq) {
 				out = append(out, rec)
 			}
 		}
-		seen += len(recs)
 		after = recs[len(recs)-1].Seq
+		if after >= last {
+			break
+		}
 	}
-	return out
+	return out, budget
 }
 
 // claim takes seq for deletion by a receipt unless it is pending (take

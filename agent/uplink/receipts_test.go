@@ -115,3 +115,27 @@ func TestWaitingListStaysSmall(t *testing.T) {
 		t.Fatalf("the waiting list holds %d entries for 1 scan waiting", n)
 	}
 }
+
+// TestReceiptOfManyRangesIsBounded: a receipt of thousands of ranges that
+// name nothing waiting looks at a bounded number of buffer records, and
+// deletes nothing.
+func TestReceiptOfManyRangesIsBounded(t *testing.T) {
+	q, _ := fillQueue(t, 3)
+	r := newReceipts("hub-1", time.Minute, q, slog.New(slog.DiscardHandler))
+	ranges := make([][2]uint64, 5000)
+	for i := range ranges {
+		ranges[i] = [2]uint64{1, 3}
+	}
+	r.claim(1) // as if receipted before: the ranges find nothing new
+	r.claim(2)
+	r.claim(3)
+	if n := r.apply(receiptJSON("hub-1", ranges...)); n != 0 {
+		t.Fatalf("deleted %d", n)
+	}
+	if got, left := r.fromBuffer(1, 3, 2); len(got) != 0 || left != 0 {
+		t.Fatalf("fromBuffer with a budget of 2: %d found, %d left", len(got), left)
+	}
+	if q.Stats().Depth != 3 || r.bad[BadUnknown] != 1 {
+		t.Fatalf("depth %d, bad %v", q.Stats().Depth, r.bad)
+	}
+}
