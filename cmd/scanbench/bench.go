@@ -22,6 +22,7 @@ import (
 
 	"github.com/scanagent/scanagent/agent/parcel"
 	"github.com/scanagent/scanagent/central/pgtest"
+	"github.com/scanagent/scanagent/central/receiver"
 	"github.com/scanagent/scanagent/devices/sim"
 )
 
@@ -471,9 +472,9 @@ func (b *bench) live(ctx context.Context) error {
 				if len(batch) == 0 {
 					continue
 				}
-				seqs := make([]uint64, len(batch))
+				seqs := make([]int64, len(batch))
 				for j, w := range batch {
-					seqs[j] = w.seq
+					seqs[j] = int64(w.seq)
 				}
 				sub.Publish("scanagent/LAB/bench/receipts", 1, false, receiptPayload(seqs))
 				t := time.Since(t0).Nanoseconds()
@@ -688,19 +689,11 @@ func seqOf(p []byte) (uint64, bool) {
 	return n, ok
 }
 
-// receiptPayload is a receipt for seqs, as ranges.
-func receiptPayload(seqs []uint64) []byte {
-	slices.Sort(seqs)
-	var ranges [][2]uint64
-	for _, s := range seqs {
-		if l := len(ranges); l > 0 && s <= ranges[l-1][1]+1 {
-			ranges[l-1][1] = max(ranges[l-1][1], s)
-			continue
-		}
-		ranges = append(ranges, [2]uint64{s, s})
-	}
-	b, _ := json.Marshal(map[string]any{"schema": "scanagent.receipt/v1", "agent": "bench", "ranges": ranges,
-		"receiver": "scanbench", "stored_at": time.Now().UTC().Format(time.RFC3339Nano)})
+// receiptPayload is a receipt for seqs, as ranges, as the reference
+// receiver writes it.
+func receiptPayload(seqs []int64) []byte {
+	b, _ := json.Marshal(receiver.Receipt{Schema: receiver.ReceiptSchema, Agent: "bench", Ranges: receiver.Ranges(seqs),
+		Receiver: "scanbench", StoredAt: time.Now().UTC().Format(time.RFC3339Nano)})
 	return b
 }
 
