@@ -116,10 +116,10 @@ func (fs *flagSet) parseArgs(args []string) error {
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		fs.printHelp(fs.stdout)
-		return errSilent{0}
+		return errSilent{Code: 0}
 	case err != nil:
 		fs.stderr.Write(msg.Bytes()) // the problem, then the help
-		return errSilent{2}
+		return errSilent{Code: 2}
 	}
 	return nil
 }

@@ -283,7 +283,7 @@ func runProbe(ctx context.Context, o devices.ProbeOptions, stdout io.Writer) err
 	results, best := devices.Probe(ctx, o)
 	if best < 0 {
 		fmt.Fprintln(stdout, "\nno setting gave valid frames: is the device powered, cabled and sending?")
-		return errSilent{1}
+		return errSilent{Code: 1}
 	}
 	r := results[best]
 	score, det := r.Score()

@@ -14,6 +14,7 @@ import (
 
 	"github.com/scanagent/scanagent/agent"
 	"github.com/scanagent/scanagent/agent/config"
+	"github.com/scanagent/scanagent/cmd/internal/exitcode"
 )
 
 // Stamped by scripts/build.sh with -ldflags -X; without them the Go
@@ -24,37 +25,16 @@ var (
 	buildDate = ""
 )
 
-// usageError is a usage or configuration problem: exit code 2.
-type usageError struct{ err error }
+// The exit codes: 0 ok, 1 runtime failure, 2 usage or configuration
+// error (cmd/internal/exitcode).
+type (
+	usageError = exitcode.Usage
+	errSilent  = exitcode.Silent
+)
 
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
+func usagef(format string, a ...any) error { return exitcode.Usagef(format, a...) }
 
-func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
-
-// errSilent carries an exit code whose message was already printed.
-type errSilent struct{ code int }
-
-func (e errSilent) Error() string { return fmt.Sprintf("exit %d", e.code) }
-
-// exitCode maps run's error to the process exit code: 0 ok, 1 runtime
-// failure, 2 usage or configuration error.
-func exitCode(err error, stderr io.Writer) int {
-	var silent errSilent
-	var usage usageError
-	switch {
-	case err == nil:
-		return 0
-	case errors.As(err, &silent):
-		return silent.code
-	case errors.As(err, &usage):
-		fmt.Fprintln(stderr, "scanagent:", err)
-		return 2
-	default:
-		fmt.Fprintln(stderr, "scanagent:", err)
-		return 1
-	}
-}
+func exitCode(err error, stderr io.Writer) int { return exitcode.Of(err, "scanagent", stderr) }
 
 // run is the whole program: tests call it directly.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -62,7 +42,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		// Nothing asked: the command list, as a usage error (like the go
 		// command), so that a script or a unit missing its arguments fails.
 		fmt.Fprint(stderr, usageText)
-		return errSilent{2}
+		return errSilent{Code: 2}
 	}
 	// A flag first means run ("scanagent -c FILE"), except a help flag.
 	cmd := "run"
@@ -139,9 +119,9 @@ func loadConfig(path string, stderr io.Writer) (*config.Config, error) {
 		var errs config.Errors
 		if errors.As(err, &errs) {
 			fmt.Fprintln(stderr, err)
-			return nil, errSilent{2}
+			return nil, errSilent{Code: 2}
 		}
-		return nil, usageError{err}
+		return nil, usageError{Err: err}
 	}
 	return cfg, nil
 }
@@ -163,7 +143,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 	if len(cfg.Warnings) > 0 {
 		// The agent would run (and buffer), but could not deliver.
 		fmt.Fprintln(stderr, cfg.Warnings)
-		return errSilent{2}
+		return errSilent{Code: 2}
 	}
 	fmt.Fprintf(stdout, "%s: ok (agent %s, site %s, %d stations, brokers %s)\n",
 		*path, cfg.Agent.ID, cfg.Agent.Site, len(cfg.Stations), strings.Join(cfg.MQTT.Brokers, ","))
@@ -225,7 +205,7 @@ with scanagent check.
 	}
 	a, err := agent.New(cfg, agent.Deps{Log: log, Level: level, Version: version, Ready: ready, Waiting: waiting})
 	if err != nil {
-		return usageError{err}
+		return usageError{Err: err}
 	}
 	watchReload(ctx, *path, a, log)
 	if n != nil {

@@ -371,7 +371,7 @@ func serviceStatus(stdout io.Writer) error {
 	sh, err := windows.OpenService(h, name, windows.SERVICE_QUERY_STATUS|windows.SERVICE_QUERY_CONFIG)
 	if errors.Is(err, windows.ERROR_SERVICE_DOES_NOT_EXIST) {
 		fmt.Fprintf(stdout, "service %s: not installed\n", serviceName)
-		return errSilent{3}
+		return errSilent{Code: 3}
 	}
 	if err != nil {
 		return scmError("open service "+serviceName, err)
@@ -399,7 +399,7 @@ func serviceStatus(stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "  log: %s\n", filepath.Join(serviceDir(), serviceLogName))
 	if st.State != svc.Running {
-		return errSilent{3} // like systemctl status: not running
+		return errSilent{Code: 3} // like systemctl status: not running
 	}
 	return nil
 }

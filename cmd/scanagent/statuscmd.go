@@ -94,7 +94,7 @@ buffer full, unable to open or the disk nearly full, scans parked or lost).
 		printStatus(stdout, st, problems)
 	}
 	if len(problems) > 0 {
-		return errSilent{exitUnhealthy}
+		return errSilent{Code: exitUnhealthy}
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/scanagent/scanagent/central/config"
 	"github.com/scanagent/scanagent/central/receiver"
 	"github.com/scanagent/scanagent/central/store"
+	"github.com/scanagent/scanagent/cmd/internal/exitcode"
 )
 
 // Stamped with -ldflags -X; without it the toolchain's VCS information is used.
@@ -28,41 +29,20 @@ const usageText = `scanreceiver: the reference central receiver (docs/CENTRAL.md
   scanreceiver help            this list
 `
 
-// usageError is a usage or configuration problem: exit code 2.
-type usageError struct{ err error }
+// The exit codes: 0 ok, 1 runtime failure, 2 usage or configuration
+// error (cmd/internal/exitcode).
+type (
+	usageError = exitcode.Usage
+	errSilent  = exitcode.Silent
+)
 
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
-
-// errSilent carries an exit code whose message was already printed.
-type errSilent struct{ code int }
-
-func (e errSilent) Error() string { return fmt.Sprintf("exit %d", e.code) }
-
-// exitCode maps run's error to the exit code: 0 ok, 1 runtime failure, 2
-// usage or configuration error.
-func exitCode(err error, stderr io.Writer) int {
-	var silent errSilent
-	var usage usageError
-	switch {
-	case err == nil:
-		return 0
-	case errors.As(err, &silent):
-		return silent.code
-	case errors.As(err, &usage):
-		fmt.Fprintln(stderr, "scanreceiver:", err)
-		return 2
-	default:
-		fmt.Fprintln(stderr, "scanreceiver:", err)
-		return 1
-	}
-}
+func exitCode(err error, stderr io.Writer) int { return exitcode.Of(err, "scanreceiver", stderr) }
 
 // run is the whole program: tests call it directly.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usageText)
-		return errSilent{2}
+		return errSilent{Code: 2}
 	}
 	cmd := "run"
 	if args[0] == "" || args[0][0] != '-' || args[0] == "-h" || args[0] == "--help" {
@@ -81,7 +61,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	fmt.Fprint(stderr, usageText)
-	return usageError{fmt.Errorf("unknown command %q", cmd)}
+	return usageError{Err: fmt.Errorf("unknown command %q", cmd)}
 }
 
 func buildVersion() string {
@@ -104,12 +84,12 @@ func configFlag(name string, args []string, stderr io.Writer) (string, error) {
 	file := fs.String("c", "/etc/scanreceiver/scanreceiver.yaml", "the configuration file")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return "", errSilent{0}
+			return "", errSilent{Code: 0}
 		}
-		return "", usageError{err}
+		return "", usageError{Err: err}
 	}
 	if fs.NArg() > 0 {
-		return "", usageError{fmt.Errorf("%s: unexpected argument %q", name, fs.Arg(0))}
+		return "", usageError{Err: fmt.Errorf("%s: unexpected argument %q", name, fs.Arg(0))}
 	}
 	return *file, nil
 }
@@ -123,9 +103,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 		var errs config.Errors
 		if errors.As(err, &errs) {
 			fmt.Fprintln(stderr, err)
-			return errSilent{2}
+			return errSilent{Code: 2}
 		}
-		return usageError{err}
+		return usageError{Err: err}
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", file)
 	return nil
@@ -141,9 +121,9 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		var errs config.Errors
 		if errors.As(err, &errs) {
 			fmt.Fprintln(stderr, err)
-			return errSilent{2}
+			return errSilent{Code: 2}
 		}
-		return usageError{err}
+		return usageError{Err: err}
 	}
 	var level slog.Level
 	level.UnmarshalText([]byte(cfg.Log.Level)) // checked by config
@@ -157,7 +137,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	st, err := store.Open(store.Options{URL: cfg.Postgres.URL, Password: cfg.Postgres.Password, MaxConns: int32(cfg.Postgres.MaxConns), Log: log,
 		AppName: "scanreceiver " + cfg.Receiver.Name})
 	if err != nil {
-		return usageError{err}
+		return usageError{Err: err}
 	}
 	defer st.Close()
 	r, err := receiver.New(cfg, st, log)
