@@ -60,6 +60,28 @@ type Station struct {
 	Counters Counters `json:"counters"`
 	Scanner  Device   `json:"scanner"`
 	Scale    *Scale   `json:"scale,omitempty"`
+	// Workflow is the station's sorting context (docs/WORKFLOWS.md).
+	Workflow *Workflow `json:"workflow,omitempty"`
+}
+
+// Workflow is a station's sorting context: its workflow, the operator
+// signed in and the receptacle (or bag session) open at it.
+type Workflow struct {
+	Name       string      `json:"name"` // items, open_receptacles, fill_receptacles
+	Operator   string      `json:"operator,omitempty"`
+	Receptacle *Receptacle `json:"receptacle,omitempty"`
+}
+
+// Receptacle is what is open at a station: a receptacle being emptied
+// (open_receptacles: Receptacle is its S9 label) or a bag being filled
+// (fill_receptacles: BagSession, until its label closes it).
+type Receptacle struct {
+	Receptacle string `json:"receptacle,omitempty"`
+	BagSession string `json:"bag_session,omitempty"`
+	Items      int    `json:"items"`
+	ItemsGrams int64  `json:"items_grams"`
+	OpenedAt   string `json:"opened_at"`
+	LastScanAt string `json:"last_scan_at,omitempty"`
 }
 
 // Counters are one station's totals since the agent started; a reload
