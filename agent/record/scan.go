@@ -42,7 +42,10 @@ type Scan struct {
 // number left to the buffer, in the field order and with the omissions of
 // Event's JSON encoding. Head and Tail share one allocation.
 func (s *Scan) Value() buffer.Value {
-	n := 448 + len(s.Barcode) + len(s.Receptacle) + len(s.Operator)
+	n := 448 + len(s.Barcode)
+	if ctx := len(s.Receptacle) + len(s.BagSession) + len(s.Operator); ctx > 0 {
+		n += 48 + ctx
+	}
 	if s.S9 != nil {
 		n += 256
 	}
