@@ -87,7 +87,11 @@ func TestScanMatchesEvent(t *testing.T) {
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("decoded\n%+v\nwant\n%+v", got, want)
 		}
-		if v, room := sc.Value(), 448+len(tc.code); len(v.Head)+len(v.Tail) > room && tc.s9 == nil ||
+		room := 448 + len(tc.code)
+		if ctx := len(tc.ctx[0]) + len(tc.ctx[1]) + len(tc.ctx[2]); ctx > 0 {
+			room += 48 + ctx
+		}
+		if v := sc.Value(); len(v.Head)+len(v.Tail) > room && tc.s9 == nil ||
 			len(v.Head)+len(v.Tail) > room+256 {
 			t.Errorf("%q: the record's %d bytes outgrow the one allocation of Value", tc.code, len(v.Head)+len(v.Tail))
 		}
