@@ -72,6 +72,9 @@ type Deps struct {
 	DevicesChanged <-chan struct{}
 	// AckLatency, if set, observes each publish-to-PUBACK time (seconds).
 	AckLatency prometheus.Observer
+	// Retained, if set, gives retained messages to publish besides the
+	// device states (the dispatches, docs/WORKFLOWS.md).
+	Retained Retained
 }
 
 type uplinkState struct {
@@ -93,6 +96,7 @@ type Uplink struct {
 	log      *slog.Logger
 	reporter Reporter
 	devKick  <-chan struct{}
+	retained Retained // nil: none
 
 	st                  atomic.Pointer[uplinkState]
 	connected           atomic.Bool
@@ -115,7 +119,8 @@ func New(c Config, d Deps) *Uplink {
 		log = slog.New(slog.DiscardHandler)
 	}
 	u := &Uplink{cfg: cfg, agent: c.Agent, prefix: cfg.TopicPrefix, version: c.Version, q: d.Queue,
-		log: log.With("component", "mqtt"), reporter: d.Reporter, devKick: d.DevicesChanged, ackLatency: d.AckLatency}
+		log: log.With("component", "mqtt"), reporter: d.Reporter, devKick: d.DevicesChanged, ackLatency: d.AckLatency,
+		retained: d.Retained}
 	u.broker.Store("")
 	u.setState(status.UplinkStarting, nil, "")
 	if cfg.Receipts.Enabled {
@@ -526,6 +531,11 @@ func (u *Uplink) side(ctx context.Context, c mqtt.Client) {
 	}
 	publishDevices()
 	publishHealth()
+	var retainedKick <-chan struct{}
+	if u.retained != nil {
+		retainedKick = u.retained.RetainedChanged()
+		u.publishRetained(ctx, c, true)
+	}
 	t := time.NewTicker(u.cfg.HealthInterval.D())
 	defer t.Stop()
 	for {
@@ -534,6 +544,8 @@ func (u *Uplink) side(ctx context.Context, c mqtt.Client) {
 			return
 		case <-u.devKick:
 			publishDevices()
+		case <-retainedKick:
+			u.publishRetained(ctx, c, false)
 		case <-t.C:
 			publishHealth()
 		}
@@ -676,7 +688,7 @@ func (u *Uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight
 // the session is over (err says why, nil for a stop or the acker's end).
 func (u *Uplink) send(ctx context.Context, c mqtt.Client, window chan<- inflight, lost *lostSignal, ackerExit <-chan struct{},
 	lim *rate.Limiter, rec buffer.Record, isBacklog, again bool) (stop bool, err error) {
-	station, payload, err := record.Split(rec.Value)
+	topic, station, payload, err := record.SplitTopic(rec.Value)
 	if err != nil {
 		// Cannot be published; keep it out of the stream but say so.
 		u.malformed.Add(1)
@@ -690,7 +702,7 @@ func (u *Uplink) send(ctx context.Context, c mqtt.Client, window chan<- inflight
 	if u.rc != nil && !u.rc.published(rec, time.Now()) {
 		return false, nil // a receipt deleted it meanwhile
 	}
-	tok := c.Publish(u.prefix+"/scans/"+station, 1, false, payload)
+	tok := c.Publish(u.prefix+"/"+topic.Name()+"/"+station, 1, false, payload)
 	if isDone(tok) && tok.Error() != nil {
 		return true, fmt.Errorf("publish seq %d: %w", rec.Seq, tok.Error())
 	}
