@@ -147,7 +147,7 @@ func (f *flow) open(n *Counts) {
 	if f.path == "" {
 		return
 	}
-	file, recs, problem, err := statefile.Open(f.path)
+	file, recs, problem, err := openStateFile(f.path)
 	if err != nil {
 		n.add(n.workflow, "state_errors")
 		f.log.Error("workflow state cannot be opened; the station keeps its operator and receptacle in memory only", "file", f.path, "err", err,
@@ -276,3 +276,6 @@ func (f *flow) status() *status.Workflow {
 	}
 	return w
 }
+
+// openStateFile opens a station's state file (a seam for tests).
+var openStateFile = statefile.Open
