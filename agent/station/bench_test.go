@@ -60,7 +60,7 @@ func BenchmarkStationProcessWorkflow(b *testing.B) {
 	for b.Loop() {
 		f := devices.Frame{Data: codes[i%len(codes)], AIM: "]C0", At: at.Add(time.Duration(i) * 2 * time.Second)}
 		i++
-		if s.double(f) || s.flowCode(f) {
+		if s.flowCode(f) || s.double(f) {
 			b.Fatal("double or control")
 		}
 		sc := s.scan(f)

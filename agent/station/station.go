@@ -375,10 +375,21 @@ type pending struct {
 // without waiting for the disk; the outcome says whether it was accepted.
 // A control code or an operator's badge is handled, not submitted.
 func (s *Station) process(ctx context.Context, f devices.Frame) {
-	if s.double(f) {
-		return
+	// Badges and control codes are not double reads (a close right after
+	// a label closes what the label opened), but for cancel: a cancel
+	// read twice would withdraw nothing the second time.
+	if s.flow != nil {
+		if s.flow.control(f.Data) == "cancel" {
+			if !s.double(f) {
+				s.flowCode(f)
+			}
+			return
+		}
+		if s.flowCode(f) {
+			return
+		}
 	}
-	if s.flow != nil && s.flowCode(f) {
+	if s.double(f) {
 		return
 	}
 	sc := s.scan(f)
