@@ -190,7 +190,7 @@ func (s *Station) closeOpen(by string, at time.Time, label string) {
 	s.n.add(s.n.workflow, "closed_"+by)
 	if ev.WeightMismatch != nil && *ev.WeightMismatch {
 		s.n.add(s.n.workflow, "weight_mismatch")
-		s.log.Warn("receptacle weight differs from its label", "receptacle", ev.Receptacle, "declared_grams", *ev.DeclaredGrams,
+		s.log.Info("receptacle weight differs from its label", "receptacle", ev.Receptacle, "declared_grams", *ev.DeclaredGrams,
 			"measured_grams", *ev.MeasuredGrams, "tolerance_percent", fl.tolerance)
 	}
 	s.submitClosing(ev)
