@@ -484,7 +484,7 @@ func TestLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Agent.ID != "hub-msk-01" || len(cfg.Stations) != 2 || cfg.Stations[0].Scale == nil ||
+	if cfg.Agent.ID != "hub-msk-01" || len(cfg.Stations) != 3 || cfg.Stations[0].Scale == nil || cfg.Stations[2].Workflow != config.WorkflowOpen ||
 		cfg.File != "../../packaging/scanagent.example.yaml" {
 		t.Errorf("example config = %+v", cfg)
 	}
