@@ -349,8 +349,9 @@ func TestContractScanStationContext(t *testing.T) {
 		ok(jsonEdit(t, wfScan, "receptacle", "BEBRUABOLPBBAEN60073003000227", "operator", "OP0042")),
 		ok(jsonEdit(t, wfScan, "bag_session", "019aa8f1-f000-7123-9456-789abcdef012", "operator", "Ivanova A.")),
 		ok(jsonEdit(t, wfScan, "operator", strings.Repeat("7", 64))),
+		ok(jsonEdit(t, wfScan, "barcode", "INBOMAJPKWSAAUY60597001100039", "kind", "s9", // the label closing a filled bag
+			"receptacle", "INBOMAJPKWSAAUY60597001100039", "bag_session", "019aa8f1-f000-7123-9456-789abcdef012")),
 
-		bad(jsonEdit(t, wfScan, "receptacle", "BEBRUABOLPBBAEN60073003000227", "bag_session", "019aa8f1-f000-7123-9456-789abcdef012")),
 		bad(jsonEdit(t, wfScan, "receptacle", "BEBRUABOLPBBAEN6007300300022")),   // 28 characters
 		bad(jsonEdit(t, wfScan, "receptacle", "BEBRUABOLPBBAEN600730030002270")), // 30
 		bad(jsonEdit(t, wfScan, "receptacle", "BEBRUABOLPBBAEN60073-03000227")),
