@@ -367,7 +367,13 @@ func TestContractEndToEnd(t *testing.T) {
 			continue
 		}
 		for _, m := range ch.msgs {
-			if seen[ch.name+"/"+m.name] == 0 {
+			key := ch.name + "/" + m.name
+			switch {
+			case contractPending[key] && seen[key] > 0:
+				t.Errorf("channel %s: the agent publishes %s messages now: remove %q from contractPending", ch.name, m.name, key)
+			case contractPending[key]:
+				t.Logf("channel %s: %s not published by the agent yet (contractPending)", ch.name, m.name)
+			case seen[key] == 0:
 				t.Errorf("channel %s: no %s message in the run: the test does not cover it", ch.name, m.name)
 			}
 		}
@@ -437,10 +443,37 @@ func TestContractEndToEnd(t *testing.T) {
 		t.Errorf("retained topics %v, want %v", topics, want)
 	}
 	for _, ch := range c.channels {
+		if ch.pending() {
+			continue
+		}
 		if ch.retain && !slices.ContainsFunc(retained, func(m testmqtt.Message) bool { return ch.regexp(prefix).MatchString(m.Topic) }) {
 			t.Errorf("channel %s is retained in asyncapi.yaml, but nothing was left retained on it", ch.name)
 		}
 	}
+}
+
+// contractPending names the channel/message pairs of the contract that
+// the agent does not publish yet (the station workflows of
+// docs/WORKFLOWS.md): TestContractEndToEnd does not require them in its
+// run, and fails once one shows up, so that this list is emptied as the
+// agent learns them. TestContractWorkflowEvents holds their schemas to
+// hand-written documents meanwhile; checkWorkflowMessage validates what
+// the agent publishes once it does.
+var contractPending = map[string]bool{
+	"scans/cancel":               true,
+	"receptacles/receptacle":     true,
+	"dispatches/dispatch":        true,
+	"dispatches/dispatchCleared": true,
+}
+
+// pending reports whether every message of the channel is pending.
+func (ch *contractChannel) pending() bool {
+	for _, m := range ch.msgs {
+		if !contractPending[ch.name+"/"+m.name] {
+			return false
+		}
+	}
+	return true
 }
 
 // retainedMessages subscribes anew to prefix/# and returns the retained
