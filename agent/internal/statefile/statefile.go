@@ -88,7 +88,8 @@ func Open(path string) (f *File, recs [][]byte, problem string, err error) {
 		return nil, nil, "", err
 	}
 	if data == nil {
-		if err := fh.Truncate(0); err == nil {
+		err = fh.Truncate(0)
+		if err == nil {
 			_, err = fh.WriteAt([]byte(magic), 0)
 		}
 		if err == nil {
