@@ -194,6 +194,23 @@ func TestWorkflowOpenReceptacles(t *testing.T) {
 	if st.Dispatches == nil || st.Dispatches.Complete != 1 || st.Stations[0].Workflow == nil || st.Stations[0].Workflow.Receptacle != nil {
 		t.Errorf("status: %+v %+v", st.Dispatches, st.Stations[0].Workflow)
 	}
+	// The metrics say the same.
+	addr := <-w.addr
+	_, text := httpGet(t, "http://"+addr+"/metrics", "")
+	for series, want := range map[string]float64{
+		`scanagent_workflow_events_total{event="closed_control",station="induct-3"}`:  2,
+		`scanagent_workflow_events_total{event="closed_label",station="induct-3"}`:    1,
+		`scanagent_workflow_events_total{event="weight_mismatch",station="induct-3"}`: 1,
+		`scanagent_workflow_events_total{event="cancelled",station="induct-3"}`:       1,
+		`scanagent_operator_signed_in{station="induct-3"}`:                            0,
+		`scanagent_receptacle_open{station="induct-3"}`:                               0,
+		`scanagent_dispatches{state="complete"}`:                                      1,
+	} {
+		if got, ok := metricValue(text, series); !ok || got != want {
+			t.Errorf("%s = %v (found %v), want %v", series, got, ok, want)
+		}
+	}
+
 	var retained []testmqtt.Message
 	for _, m := range retainedMessages(t, w.broker, prefix) {
 		if strings.Contains(m.Topic, "/dispatches/") {
