@@ -188,6 +188,24 @@ func printStatus(w io.Writer, st status.Status, problems []string) {
 			}
 			fmt.Fprintf(w, "         scale   %s %s%s, %s\n", sc.State, sc.Port, reason(sc.Reason), last)
 		}
+		if wf := s.Workflow; wf != nil {
+			op := wf.Operator
+			if op == "" {
+				op = "nobody signed in"
+			}
+			open := "nothing open"
+			if r := wf.Receptacle; r != nil {
+				what := r.Receptacle
+				if what == "" {
+					what = "bag session " + r.BagSession
+				}
+				open = fmt.Sprintf("%s open since %s, %d items", what, r.OpenedAt, r.Items)
+			}
+			fmt.Fprintf(w, "         %s: %s; %s\n", wf.Name, op, open)
+		}
+	}
+	if d := st.Dispatches; d != nil && d.Tracked > 0 {
+		fmt.Fprintf(w, "dispatches %d tracked: %d complete, %d incomplete (highest seen, some missing)\n", d.Tracked, d.Complete, d.Incomplete)
 	}
 	for _, p := range problems {
 		fmt.Fprintf(w, "attention: %s\n", p)
