@@ -374,6 +374,16 @@ func (s *Station) flowStart() {
 	for _, ev := range closing {
 		s.submitClosing(ev)
 	}
+	// A receptacle (or bag) left open by another workflow, before a reload
+	// changed it: closed now, as by the close code.
+	fl.mu.Lock()
+	o := fl.st.Open
+	stale := o != nil && !((fl.name == config.WorkflowOpen && o.Receptacle != "") || (fl.name == config.WorkflowFill && o.BagSession != ""))
+	fl.mu.Unlock()
+	if stale {
+		s.log.Warn("closing what was left open under another workflow", "workflow", fl.name, "receptacle", o.Receptacle, "bag_session", o.BagSession)
+		s.closeOpen(ClosedByControl, time.Now(), "")
+	}
 }
 
 // scanLite is what reconcile reads of a scan event.

@@ -228,10 +228,13 @@ func (f *flow) receptacle(o *openCtx, origin *record.Origin, at time.Time, by, l
 		id = uuid.New()
 	}
 	ev := &record.Receptacle{Schema: record.SchemaReceptacle, ID: id.String(), Agent: origin.Agent, Site: origin.Site,
-		Station: origin.Station, Workflow: f.name, Receptacle: o.Receptacle, BagSession: o.BagSession,
+		Station: origin.Station, Workflow: config.WorkflowOpen, Receptacle: o.Receptacle, BagSession: o.BagSession,
 		Items: o.Items, Cancelled: o.Cancelled, FirstItemSeq: o.FirstSeq, LastItemSeq: o.LastSeq, ItemsGrams: o.ItemsGrams,
 		MeasuredGrams: o.MeasuredGrams, Operator: o.Operator, OpenedAt: record.Timestamp(o.OpenedAt),
 		ClosedAt: record.Timestamp(at), ClosedBy: by, Clock: clock}
+	if o.BagSession != "" { // what was open decides, also after a reload changed the workflow
+		ev.Workflow = config.WorkflowFill
+	}
 	if label != "" {
 		ev.Receptacle = label
 	}

@@ -475,3 +475,32 @@ func writeState(t *testing.T, path string, rec []byte) {
 		t.Fatal(path)
 	}
 }
+
+// TestWorkflowChanged: a receptacle left open when a reload changes the
+// station's workflow is closed at start, as by the close code, under the
+// workflow it was opened in.
+func TestWorkflowChanged(t *testing.T) {
+	cfg := openCfg()
+	cfg.Scale = nil
+	q, err := buffer.Open(t.TempDir(), buffer.Options{MinFreeDisk: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close() })
+	stateDir := t.TempDir()
+	r := newRig(t, cfg, q, stateDir)
+	r.scan(labelA, time.Now())
+	r.scan("RR473124829GB", time.Now().Add(2*time.Second))
+	r.stop()
+	r.disp.Run(canceled())
+
+	cfg.Workflow = config.WorkflowFill
+	r2 := newRig(t, cfg, q, stateDir)
+	recs := bySchema(r2.events(), record.SchemaReceptacle)
+	if len(recs) != 1 || recs[0].ev["workflow"] != "open_receptacles" || recs[0].ev["closed_by"] != "control" || num(recs[0].ev["items"]) != 1 {
+		t.Fatalf("receptacle left open: %v", recs)
+	}
+	if r2.s.flow.status().Receptacle != nil {
+		t.Fatal("still open")
+	}
+}
