@@ -55,6 +55,9 @@ type Deps struct {
 	// Clock, if set, gives the clock quality each scan event carries
 	// (a *clock.Watcher); without it, every scan says unknown.
 	Clock Clock
+	// Console, if set, is told of each scan and keeps the devices' last
+	// frames (console.go).
+	Console Console
 }
 
 // Clock tells the system clock's quality: clock.Synced, clock.Unsynced or
@@ -78,6 +81,7 @@ type Station struct {
 	weigher  *weigher  // nil without a scale
 	fb       *feedback // nil without feedback
 	n        *Counts
+	console  Console
 
 	// The double-read filter, on the worker; forget (a refused scan) runs
 	// on the outcome goroutine: dedupMu guards both.
@@ -130,6 +134,7 @@ func New(c Config, d Deps) *Station {
 		scanner:    status.Device{Port: cfg.Scanner.Port, State: string(devices.StateDisconnected), Since: now},
 		scale:      status.Device{State: string(devices.StateDisconnected), Since: now},
 		pollNow:    make(chan struct{}, 1),
+		console:    d.Console,
 	}
 	if len(cfg.Accept) > 0 {
 		s.accept = map[parcel.Kind]bool{}
@@ -195,6 +200,7 @@ func (s *Station) Run(ctx context.Context) error {
 			StripControl: sc.ControlChars == "strip",
 		},
 		Log:    s.log.With("device", "scanner"),
+		Tap:    s.tap("scanner"),
 		Frame:  func(f devices.Frame) { s.frames <- f },
 		Reject: s.reject,
 		State:  s.setState,
@@ -262,6 +268,7 @@ func (s *Station) runScale(ctx context.Context) error {
 		PollTimeout:  sc.PollTimeout.D(),
 		PollNow:      s.pollNow,
 		Log:          log,
+		Tap:          s.tap("scale"),
 		Reading: func(r devices.Reading) {
 			s.mu.Lock()
 			s.lastReading = r
@@ -308,6 +315,7 @@ type pending struct {
 	valid   bool
 	kind    string
 	reason  string
+	scan    *record.Scan // for the console
 }
 
 // process makes one frame a scan event and submits it to the buffer,
@@ -325,7 +333,7 @@ func (s *Station) process(ctx context.Context, f devices.Frame) bool {
 		sc.Weight, sc.HasWeight, sc.WeightStatus = s.weigher.pair(ctx, f.At)
 		s.n.add(s.n.weights, sc.WeightStatus)
 	}
-	p := &pending{barcode: sc.Barcode, at: sc.At, valid: sc.Valid, kind: sc.Kind, reason: sc.Reason}
+	p := &pending{barcode: sc.Barcode, at: sc.At, valid: sc.Valid, kind: sc.Kind, reason: sc.Reason, scan: sc}
 	if err := s.q.Submit(s.value(sc), p, s.outcomes); err != nil {
 		s.outcome(p, 0, err)
 		return false
@@ -387,6 +395,7 @@ func s9Of(code string) *record.S9 {
 // outcome counts a scan once it is durable (err nil) or has failed, and
 // tells the operator.
 func (s *Station) outcome(p *pending, seq uint64, err error) {
+	s.tell(p.scan, seq, err)
 	if err != nil {
 		reason := "error"
 		switch {

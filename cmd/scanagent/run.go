@@ -203,7 +203,7 @@ with scanagent check.
 			}
 		}
 	}
-	a, err := agent.New(cfg, agent.Deps{Log: log, Level: level, Version: version, Ready: ready, Waiting: waiting})
+	a, err := agent.New(cfg, agent.Deps{Log: log, Level: level, Version: version, Ready: ready, Waiting: waiting, ConfigPath: *path})
 	if err != nil {
 		return usageError{Err: err}
 	}
