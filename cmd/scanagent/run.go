@@ -71,6 +71,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdService(ctx, args, stdout, stderr)
 	case "monitor":
 		return cmdMonitor(ctx, args, stdout, stderr)
+	case "tap":
+		return cmdTap(ctx, args, stdout, stderr)
 	case "version":
 		return cmdVersion(args, stdout, stderr)
 	case "help", "-h", "--h", "-help", "--help":
