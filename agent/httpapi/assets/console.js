@@ -144,7 +144,8 @@
   function devTile(kind, d, extra) {
     if (!d) return h("div", { class: "dev absent " + kind }, h("div", { class: "name" }, t(kind)), h("div", {}, t("no_scale")));
     const state = d.state || "disconnected";
-    const hint = state === "connected" ? "" : t("hint_" + state);
+    // The agent's reason often says what to check already.
+    const hint = state === "connected" || /check|проверьте/i.test(d.reason || "") ? "" : t("hint_" + state);
     return h("div", { class: "dev " + kind + " " + state, dataset: { state } },
       h("div", { class: "name" }, t(kind)),
       h("div", { class: "state" }, t(state)),

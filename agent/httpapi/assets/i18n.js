@@ -32,7 +32,7 @@ window.I18N = {
     frames_none: "No frame yet.", hex: "Hex", text: "Text", decoded: "Decoded",
     level_set: "Log level set to {l}", reloaded: "Configuration reloaded",
     uptime: "up", clock: "clock", version: "version",
-    w_ok: "stable", w_none: "no weight", w_motion: "in motion", w_overload: "overload", w_underload: "underload", w_stale: "stale", w_offline: "scale offline"
+    w_ok: "stable", w_none: "no weight", w_motion: "in motion", w_overload: "overload", w_underload: "underload", w_stale: "stale", w_empty: "scale empty", w_already_used: "weight already used", w_scale_offline: "scale offline"
   },
   ru: {
     title: "Консоль scanagent", language: "Язык", log_level: "Уровень журнала", reload: "Перечитать конфигурацию", logout: "Выйти",
@@ -64,7 +64,7 @@ window.I18N = {
     frames_none: "Кадров пока нет.", hex: "Hex", text: "Текст", decoded: "Разбор",
     level_set: "Уровень журнала: {l}", reloaded: "Конфигурация перечитана",
     uptime: "работает", clock: "часы", version: "версия",
-    w_ok: "стабилен", w_none: "нет веса", w_motion: "колеблется", w_overload: "перегруз", w_underload: "ниже нуля", w_stale: "устарел", w_offline: "весы не в сети"
+    w_ok: "стабилен", w_none: "нет веса", w_motion: "колеблется", w_overload: "перегруз", w_underload: "ниже нуля", w_stale: "устарел", w_empty: "весы пусты", w_already_used: "вес уже учтён", w_scale_offline: "весы не в сети"
   },
   zh: {
     title: "scanagent 控制台", language: "语言", log_level: "日志级别", reload: "重新加载配置", logout: "退出",
@@ -96,6 +96,6 @@ window.I18N = {
     frames_none: "尚无数据帧。", hex: "十六进制", text: "文本", decoded: "解析",
     level_set: "日志级别已设为 {l}", reloaded: "配置已重新加载",
     uptime: "运行", clock: "时钟", version: "版本",
-    w_ok: "稳定", w_none: "无重量", w_motion: "波动", w_overload: "超载", w_underload: "欠载", w_stale: "过期", w_offline: "秤离线"
+    w_ok: "稳定", w_none: "无重量", w_motion: "波动", w_overload: "超载", w_underload: "欠载", w_stale: "过期", w_empty: "秤上无物", w_already_used: "重量已使用", w_scale_offline: "秤离线"
   }
 };
