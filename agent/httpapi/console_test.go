@@ -353,3 +353,28 @@ func TestHistory(t *testing.T) {
 		t.Fatalf("drain rate without samples %v", r)
 	}
 }
+
+// TestConsoleFirstLoadSize: the page and everything it references fit
+// the first-load budget of 200 KB (the browser test measures the real
+// transfer).
+func TestConsoleFirstLoadSize(t *testing.T) {
+	a, _, _ := consoleAPI(t, "")
+	h := a.Handler()
+	page := do(h, "GET", "/", "", nil).Body.String()
+	total := len(page)
+	refs := 0
+	for _, part := range strings.Split(page, `"/assets/`)[1:] {
+		name, _, _ := strings.Cut(part, `"`)
+		w := do(h, "GET", "/assets/"+name, "", nil)
+		if w.Code != 200 {
+			t.Fatalf("%s: %d", name, w.Code)
+		}
+		total += w.Body.Len()
+		refs++
+	}
+	total += do(h, "GET", "/api/console", "", nil).Body.Len()
+	t.Logf("first load: %d bytes: the page, %d asset references and the snapshot", total, refs)
+	if refs < 4 || total > 200_000 {
+		t.Fatalf("first load %d bytes (%d assets); want at most 200 KB", total, refs)
+	}
+}

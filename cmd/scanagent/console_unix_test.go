@@ -237,6 +237,20 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`article[data-station="induct-1"] .dev.scale.connected`)),
 		chromedp.WaitVisible(chromedp.CSS(`article[data-station="sort-2"] .dev.scanner.disconnected`)))
 
+	// The first load: the page, its assets and the first answers, as the
+	// browser transferred them (headers included).
+	loaded, err := chromedp.Run(ctx, chromedp.Evaluate[float64](`(() => {
+		let t = performance.getEntriesByType("navigation")[0].transferSize;
+		for (const r of performance.getEntriesByType("resource")) t += r.transferSize;
+		return t; })()`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("first load transferred %.1f KB", loaded/1000)
+	if loaded <= 0 || loaded > 200_000 {
+		t.Errorf("first load transferred %.0f bytes; want at most 200 KB", loaded)
+	}
+
 	// A scan shows within a second, with its weight, then as published.
 	code := "RR473124829GB"
 	if err := r.scanner.Send("]C0", code); err != nil {
