@@ -88,9 +88,10 @@ func (l *browserLog) listen(ev any) {
 // consoleRig is the real agent, run in-process, with a simulated scanner
 // and a streaming scale on pseudo-terminals and a real mosquitto.
 type consoleRig struct {
-	addr, cfg, token string
-	scanner          *sim.Scanner
-	scale            *sim.Scale
+	addr, cfg, token       string
+	scannerLink, scaleLink string
+	scanner                *sim.Scanner
+	scale                  *sim.Scale
 }
 
 func startConsoleRig(t *testing.T) *consoleRig {
@@ -107,7 +108,16 @@ func startConsoleRig(t *testing.T) *consoleRig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { scale.Close() })
-	r := &consoleRig{addr: freePort(t), cfg: filepath.Join(dir, "scanagent.yaml"), token: "console-test-token", scanner: sc, scale: scale}
+	// The agent opens the devices by links, as by /dev/serial/by-id: once
+	// unplugged, a pty's number may go to another process's pty.
+	r := &consoleRig{addr: freePort(t), cfg: filepath.Join(dir, "scanagent.yaml"), token: "console-test-token", scanner: sc, scale: scale,
+		scannerLink: filepath.Join(dir, "scanner"), scaleLink: filepath.Join(dir, "scale")}
+	if err := sc.Link(r.scannerLink); err != nil {
+		t.Fatal(err)
+	}
+	if err := scale.Link(r.scaleLink); err != nil {
+		t.Fatal(err)
+	}
 	tokenFile := filepath.Join(dir, "token")
 	os.WriteFile(tokenFile, []byte(r.token+"\n"), 0o600)
 	os.WriteFile(r.cfg, fmt.Appendf(nil, `agent: {id: hub-msk-01, site: MSK-VNUKOVO, data_dir: %q}
@@ -120,7 +130,7 @@ stations:
     scale: {port: %q, baud: 9600, protocol: toledo, wait_stable: 500ms}
   - id: sort-2
     scanner: {port: %q, terminator: crlf}
-`, filepath.Join(dir, "data"), broker.URL(), r.addr, tokenFile, sc.Path(), scale.Path(), filepath.Join(dir, "no-such-port")), 0o644)
+`, filepath.Join(dir, "data"), broker.URL(), r.addr, tokenFile, r.scannerLink, r.scaleLink, filepath.Join(dir, "no-such-port")), 0o644)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"run", "-c", r.cfg}, io.Discard, io.Discard) }()
@@ -304,6 +314,7 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// Unplug the scanner: its tile turns to disconnected.
 	r.scanner.Unplug()
+	os.Remove(r.scannerLink) // unplugged: its link goes too
 	do("unplugged", chromedp.WaitVisible(chromedp.CSS(`article[data-station="induct-1"] .dev.scanner.disconnected`)))
 	screenshot(t, ctx, "unplugged")
 
