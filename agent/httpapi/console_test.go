@@ -378,3 +378,29 @@ func TestConsoleFirstLoadSize(t *testing.T) {
 		t.Fatalf("first load %d bytes (%d assets); want at most 200 KB", total, refs)
 	}
 }
+
+// TestNoTokenLocalNames: without a token, a request that changes state
+// must name the agent by an IP address or localhost (a rebound DNS name
+// passes the same-origin check); reading is as before.
+func TestNoTokenLocalNames(t *testing.T) {
+	a, fc, _ := consoleAPI(t, "")
+	h := a.Handler()
+	for host, want := range map[string]int{
+		"127.0.0.1:9180": 200, "localhost:9180": 200, "[::1]:9180": 200, "10.1.2.3": 200, "LOCALHOST": 200,
+		"evil.example:9180": 403, "hub.local": 403,
+	} {
+		r := httptest.NewRequest("POST", "/api/reload", nil)
+		r.Host = host
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != want {
+			t.Errorf("POST with Host %s: %d, want %d", host, w.Code, want)
+		}
+	}
+	if fc.reloads != 5 {
+		t.Errorf("%d reloads", fc.reloads)
+	}
+	if w := do(h, "GET", "/api/console", "", nil); w.Code != 200 { // Host example.com
+		t.Errorf("GET by a name: %d", w.Code)
+	}
+}

@@ -218,6 +218,29 @@ func (a *API) routes() http.Handler {
 	return headers(cop.Handler(authorize(a.cfg.Token, mux)))
 }
 
+// localOnly refuses requests that change state, without a token, unless
+// they name the agent by an IP address or localhost: a web page whose
+// name was made to resolve to 127.0.0.1 (DNS rebinding) is then the same
+// origin as the console, and only its Host shows it.
+func localOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodGet, http.MethodHead, http.MethodOptions:
+		default:
+			host, _, err := net.SplitHostPort(r.Host)
+			if err != nil {
+				host = r.Host
+			}
+			host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+			if net.ParseIP(host) == nil && !strings.EqualFold(host, "localhost") {
+				http.Error(w, "refused: without http.token_file, requests that change state must name the agent by its IP address or localhost", http.StatusForbidden)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 // headers sets the security headers on every answer.
 func headers(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -232,7 +255,7 @@ func headers(next http.Handler) http.Handler {
 // cookie. No token: no check.
 func authorize(token string, next http.Handler) http.Handler {
 	if token == "" {
-		return next
+		return localOnly(next)
 	}
 	want := sha256.Sum256([]byte(token))
 	session := sha256.Sum256([]byte(sessionValue(token)))
