@@ -28,11 +28,13 @@ import (
 	"github.com/scanagent/scanagent/agent/config"
 	"github.com/scanagent/scanagent/agent/dispatch"
 	"github.com/scanagent/scanagent/agent/httpapi"
+	"github.com/scanagent/scanagent/agent/live"
 	"github.com/scanagent/scanagent/agent/record"
 	"github.com/scanagent/scanagent/agent/station"
 	"github.com/scanagent/scanagent/agent/status"
 	"github.com/scanagent/scanagent/agent/uplink"
 	"github.com/scanagent/scanagent/buffer"
+	"github.com/scanagent/scanagent/devices"
 	"github.com/scanagent/scanagent/devices/backoff"
 )
 
@@ -49,6 +51,9 @@ type Deps struct {
 	// Waiting, if set, is called when the buffer cannot open yet (the
 	// agent retries); the HTTP listener, if any, is bound.
 	Waiting func(httpAddr, reason string)
+	// ConfigPath is the file the config was loaded from: ReloadFile (the
+	// console's reload, SIGHUP) reads it again ("": no reload).
+	ConfigPath string
 }
 
 // Agent is one configured daemon. New validates and starts nothing; Run
@@ -60,6 +65,14 @@ type Agent struct {
 	api        *httpapi.API
 	devKick    chan struct{}  // a device state changed: the uplink publishes them
 	clock      *clock.Watcher // the clock quality, read every few seconds
+	bus        *live.Bus      // the console's scan events
+
+	tapMu sync.Mutex
+	taps  map[tapKey]*devices.Tap // the serial taps, kept across reloads
+
+	reloadMu sync.Mutex // one ReloadFile at a time
+	loadMu   sync.Mutex
+	lastLoad status.ConfigLoad
 
 	mu        sync.Mutex
 	cfg       *config.Config // the stations and log level follow reloads
@@ -90,14 +103,19 @@ func New(cfg *config.Config, deps Deps) (*Agent, error) {
 		deps.Log = slog.New(slog.DiscardHandler)
 	}
 	a := &Agent{log: deps.Log, deps: deps, cfg: cfg, ackLatency: httpapi.NewAckLatency(),
-		devKick: make(chan struct{}, 1), counts: map[string]*station.Counts{}, clock: clock.New(deps.Log)}
+		devKick: make(chan struct{}, 1), counts: map[string]*station.Counts{}, clock: clock.New(deps.Log),
+		bus: live.New(0), taps: map[tapKey]*devices.Tap{}}
+	a.lastLoad = status.ConfigLoad{Path: deps.ConfigPath, At: record.Timestamp(time.Now()), Kind: "start", OK: true}
+	for _, w := range cfg.Warnings {
+		a.lastLoad.Warnings = append(a.lastLoad.Warnings, w.Error())
+	}
 	a.api = a.newAPI(httpapi.DefaultLimits())
 	return a, nil
 }
 
 func (a *Agent) newAPI(l httpapi.Limits) *httpapi.API {
 	return httpapi.New(httpapi.Config{Token: a.cfg.HTTP.Token, Version: a.deps.Version, Limits: l},
-		httpapi.Deps{Source: a, Log: a.log, Level: a.deps.Level, AckLatency: a.ackLatency})
+		httpapi.Deps{Source: a, Log: a.log, Level: a.deps.Level, AckLatency: a.ackLatency, Console: a, Live: a.bus})
 }
 
 // BufferOptions maps the buffer section of the config.
@@ -208,7 +226,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	bs := q.Stats()
 	a.log.Info("buffer open", "dir", BufferDir(cfg), "backlog", bs.Depth, "last_seq", bs.LastSeq)
 	disp := a.openDispatches(cfg)
-	ud := uplink.Deps{Queue: q, Reporter: a, Log: a.log, DevicesChanged: a.devKick, AckLatency: a.ackLatency}
+	ud := uplink.Deps{Queue: q, Reporter: a, Log: a.log, DevicesChanged: a.devKick, AckLatency: a.ackLatency, Delivery: a.bus}
 	if disp != nil {
 		ud.Retained = retainedSource{disp}
 	}
@@ -316,7 +334,7 @@ func (a *Agent) startStation(sc config.Station) {
 		n = station.NewCounts()
 		a.counts[sc.ID] = n
 	}
-	d := station.Deps{Buffer: a.q, Log: a.log, Counts: n, Changed: a.devKick, Clock: a.clock}
+	d := station.Deps{Buffer: a.q, Log: a.log, Counts: n, Changed: a.devKick, Clock: a.clock, Console: stationConsole{a}}
 	if a.disp != nil {
 		d.Dispatches = dispatchSink{a.disp}
 	}

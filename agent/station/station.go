@@ -64,6 +64,9 @@ type Deps struct {
 	// Dispatches, if set, is told of the receptacle labels accepted at an
 	// open_receptacles station.
 	Dispatches Dispatches
+	// Console, if set, is told of each scan and keeps the devices' last
+	// frames (console.go).
+	Console Console
 }
 
 // Clock tells the system clock's quality: clock.Synced, clock.Unsynced or
@@ -96,6 +99,7 @@ type Station struct {
 	bmu     sync.Mutex
 	bcond   *sync.Cond
 	outDone uint64
+	console Console
 
 	// The double-read filter, on the worker; forget (a refused scan) runs
 	// on the outcome goroutine: dedupMu guards both.
@@ -148,6 +152,7 @@ func New(c Config, d Deps) *Station {
 		scanner:    status.Device{Port: cfg.Scanner.Port, State: string(devices.StateDisconnected), Since: now},
 		scale:      status.Device{State: string(devices.StateDisconnected), Since: now},
 		pollNow:    make(chan struct{}, 1),
+		console:    d.Console,
 	}
 	if len(cfg.Accept) > 0 {
 		s.accept = map[parcel.Kind]bool{}
@@ -213,6 +218,7 @@ func (s *Station) Run(ctx context.Context) error {
 			StripControl: sc.ControlChars == "strip",
 		},
 		Log:    s.log.With("device", "scanner"),
+		Tap:    s.tap("scanner"),
 		Frame:  func(f devices.Frame) { s.frames <- f },
 		Reject: s.reject,
 		State:  s.setState,
@@ -284,6 +290,7 @@ func (s *Station) runScale(ctx context.Context) error {
 		PollTimeout:  sc.PollTimeout.D(),
 		PollNow:      s.pollNow,
 		Log:          log,
+		Tap:          s.tap("scale"),
 		Reading: func(r devices.Reading) {
 			s.mu.Lock()
 			s.lastReading = r
@@ -358,6 +365,7 @@ type pending struct {
 	valid   bool
 	kind    string
 	reason  string
+	scan    *record.Scan // for the console
 
 	// The workflow's (docs/WORKFLOWS.md).
 	id         uuid.UUID          // the scan's id, for a cancel
@@ -400,7 +408,7 @@ func (s *Station) process(ctx context.Context, f devices.Frame) {
 		sc.Weight, sc.HasWeight, sc.WeightStatus = s.weigher.pair(ctx, f.At)
 		s.n.add(s.n.weights, sc.WeightStatus)
 	}
-	p := &pending{barcode: sc.Barcode, at: sc.At, valid: sc.Valid, kind: sc.Kind, reason: sc.Reason, id: sc.ID}
+	p := &pending{barcode: sc.Barcode, at: sc.At, valid: sc.Valid, kind: sc.Kind, reason: sc.Reason, id: sc.ID, scan: sc}
 	if s.flow != nil {
 		s.place(sc, p)
 	}
@@ -492,6 +500,7 @@ func (s *Station) outcome(p *pending, seq uint64, err error) {
 		s.cancelOutcome(p, seq, err)
 		return
 	}
+	s.tell(p.scan, seq, err)
 	if err != nil {
 		reason := "error"
 		switch {

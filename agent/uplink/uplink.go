@@ -75,6 +75,9 @@ type Deps struct {
 	// Retained, if set, gives retained messages to publish besides the
 	// device states (the dispatches, docs/WORKFLOWS.md).
 	Retained Retained
+	// Delivery, if set, is told of each scan published and receipted
+	// (delivery.go).
+	Delivery Delivery
 }
 
 type uplinkState struct {
@@ -108,6 +111,7 @@ type Uplink struct {
 	lastPoison          atomic.Value  // string: the last one parked
 	backlogInflight     atomic.Int64  // live_first: backlog publishes not yet acked
 	rc                  *receipts     // nil: receipts off, a PUBACK deletes
+	delivery            Delivery      // nil: nobody to tell
 }
 
 // New makes the uplink.
@@ -120,11 +124,11 @@ func New(c Config, d Deps) *Uplink {
 	}
 	u := &Uplink{cfg: cfg, agent: c.Agent, prefix: cfg.TopicPrefix, version: c.Version, q: d.Queue,
 		log: log.With("component", "mqtt"), reporter: d.Reporter, devKick: d.DevicesChanged, ackLatency: d.AckLatency,
-		retained: d.Retained}
+		retained: d.Retained, delivery: d.Delivery}
 	u.broker.Store("")
 	u.setState(status.UplinkStarting, nil, "")
 	if cfg.Receipts.Enabled {
-		u.rc = newReceipts(c.Agent.ID, cfg.Receipts.Timeout.D(), d.Queue, u.log)
+		u.rc = newReceipts(c.Agent.ID, cfg.Receipts.Timeout.D(), receiptedQueue(d.Queue, d.Delivery), u.log)
 	}
 	return u
 }
@@ -774,6 +778,7 @@ func (u *Uplink) acker(window <-chan inflight, lost *lostSignal) error {
 			return &unackedError{rec: p.rec, err: fmt.Errorf("publish seq %d: %w", p.rec.Seq, err)}
 		}
 		u.observeAck(p.sent)
+		u.published1(p.rec.Seq)
 		if p.backlog {
 			u.backlogInflight.Add(-1)
 		}

@@ -56,6 +56,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	dataDir := fs.String("data-dir", "", "buffer directory (default: a temporary one, removed at exit)")
 	quiet := fs.Bool("quiet", false, "print only the summary")
 	verbose := fs.Bool("v", false, "show the agent's info logs")
+	httpAddr := fs.String("http", "127.0.0.1:0", "the technician console's `address` (port 0: any free one; the URL is printed)")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
@@ -111,7 +112,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		defer sc.Close()
 		scales[i] = sc
 	}
-	cfgText := fmt.Sprintf("agent: {id: demo-agent, site: DEMO-HUB, data_dir: %q}\nmqtt: {brokers: [%q]}\nhttp: {listen: \"127.0.0.1:0\"}\nstations:\n", dir, brokerURL)
+	cfgText := fmt.Sprintf("agent: {id: demo-agent, site: DEMO-HUB, data_dir: %q}\nmqtt: {brokers: [%q]}\nhttp: {listen: %q}\nstations:\n", dir, brokerURL, *httpAddr)
 	for i, st := range demoStations {
 		scale := ""
 		if scales[i] != nil {
@@ -144,7 +145,12 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fmt.Fprintf(stdout, "scanagent demo: %d simulated scanners and 3 scales, one station emptying receptacles -> agent (buffer %s) -> MQTT %s\n", len(demoStations), dir, brokerURL)
 	fmt.Fprintf(stdout, "central system subscribed to %s/#  (Ctrl-C to stop)\n\n", prefix)
 
-	a, err := agent.New(cfg, agent.Deps{Log: log, Version: version})
+	ready := func(addr string) {
+		if addr != "" {
+			fmt.Fprintf(stdout, "technician console: http://%s/\n\n", addr)
+		}
+	}
+	a, err := agent.New(cfg, agent.Deps{Log: log, Version: version, Ready: ready})
 	if err != nil {
 		return err
 	}

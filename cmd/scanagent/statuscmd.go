@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -37,28 +36,10 @@ buffer full, unable to open or the disk nearly full, scans parked or lost).
 	if err := fs.parse(args); err != nil {
 		return err
 	}
-	target, token := "127.0.0.1:9180", os.Getenv(config.EnvHTTPToken)
-	if *path != "" {
-		cfg, err := loadConfig(*path, stderr)
-		if err != nil {
-			return err
-		}
-		if cfg.HTTP.Listen == "" {
-			return usagef("%s: http.listen is empty: the agent serves no status", *path)
-		}
-		target, token = cfg.HTTP.Listen, cfg.HTTP.Token
+	target, token, err := agentAddress(*path, *addr, *tokenFile, stderr)
+	if err != nil {
+		return err
 	}
-	if *addr != "" {
-		target = *addr
-	}
-	if *tokenFile != "" {
-		b, err := os.ReadFile(*tokenFile)
-		if err != nil {
-			return usagef("read token: %v", err)
-		}
-		token = strings.TrimSpace(string(b))
-	}
-	target = dialable(target)
 
 	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+target+"/status", nil)
 	if err != nil {
