@@ -126,6 +126,8 @@ http: {listen: %q, token_file: %q}
 stations:
   - id: induct-1
     event: EDD
+    workflow: open_receptacles
+    operator_pattern: "^OP[0-9]{4}$"
     scanner: {port: %q, terminator: crlf}
     scale: {port: %q, baud: 9600, protocol: toledo, wait_stable: 500ms}
   - id: sort-2
@@ -292,6 +294,15 @@ func TestConsoleInBrowser(t *testing.T) {
 	if c, out, errs := runCmd(t, "tap", "-c", r.cfg, "--json", "induct-1", "scale"); c != 0 || !strings.Contains(out, `"weight":"1.234 kg"`) {
 		t.Errorf("scanagent tap --json scale: exit %d\n%.300s%s", c, out, errs)
 	}
+	// An operator signs in and opens a receptacle: the station's tile
+	// shows both.
+	r.scanner.Send("", "OP0042")
+	time.Sleep(30 * time.Millisecond)
+	r.scanner.Send("]C0", "BEBRUABOLPBBAEN60073003000227")
+	time.Sleep(30 * time.Millisecond)
+	r.scanner.Send("]C0", "LA123456785RU")
+	wait("the operator and the open receptacle", `(() => { const e = document.querySelector('article[data-station="induct-1"] .workflow');
+		return e !== null && e.innerText.includes("OP0042") && e.innerText.includes("BEBRUABOLPBBAEN60073003000227") && e.innerText.includes("(1 "); })()`, 10*time.Second)
 	do("settle", chromedp.Sleep(1200*time.Millisecond))
 	screenshot(t, ctx, "overview")
 
