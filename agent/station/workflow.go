@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -79,11 +80,15 @@ type openCtx struct {
 	OpenedAt      time.Time `json:"opened_at"`
 	LastScanAt    time.Time `json:"last_scan_at"`
 	MeasuredGrams *int64    `json:"measured_grams,omitempty"`
-	Items         int       `json:"items"`
-	Cancelled     int       `json:"cancelled,omitempty"`
-	FirstSeq      uint64    `json:"first_seq,omitempty"`
-	LastSeq       uint64    `json:"last_seq,omitempty"`
-	ItemsGrams    int64     `json:"items_grams"`
+	// LabelSeq is the seq of the label that opened it once the buffer
+	// accepted it (open_receptacles): the dispatch was told then; a label
+	// scanned again is told only while it is 0.
+	LabelSeq   uint64 `json:"label_seq,omitempty"`
+	Items      int    `json:"items"`
+	Cancelled  int    `json:"cancelled,omitempty"`
+	FirstSeq   uint64 `json:"first_seq,omitempty"`
+	LastSeq    uint64 `json:"last_seq,omitempty"`
+	ItemsGrams int64  `json:"items_grams"`
 }
 
 // lastScan is the station's last accepted scan, which cancel withdraws.
@@ -111,7 +116,11 @@ type flow struct {
 	last     *lastScan
 	file     *statefile.File
 	inFlight map[string]bool // receptacle events submitted, by id
-	errLog   time.Time
+	// The last badge or control code and when (the worker's), for their
+	// double reads.
+	lastCode   string
+	lastCodeAt time.Time
+	errLog     time.Time
 }
 
 // stateCompactAt is the state file's size that makes it one snapshot again.
@@ -158,19 +167,51 @@ func (f *flow) open(n *Counts) {
 		n.add(n.workflow, "state_damaged")
 		f.log.Error("workflow state damaged", "file", f.path, "problem", problem)
 	}
+	var st flowState
 	if len(recs) > 0 {
-		var st flowState
 		if err := json.Unmarshal(recs[len(recs)-1], &st); err != nil {
 			n.add(n.workflow, "state_damaged")
 			f.log.Error("workflow state does not decode; starting without an operator or open receptacle", "file", f.path, "err", err)
-		} else {
-			f.st = st
+			st = flowState{}
+		} else if why := st.sanitize(); why != "" {
+			n.add(n.workflow, "state_damaged")
+			f.log.Error("workflow state holds what it cannot: dropped", "file", f.path, "problem", why)
 		}
 	}
-	f.file = file
+	f.mu.Lock()
+	f.st, f.file = st, file
+	f.mu.Unlock()
 	if o := f.st.Open; o != nil {
 		f.log.Info("workflow state restored", "receptacle", o.Receptacle, "bag_session", o.BagSession, "items", o.Items, "operator", f.st.Operator)
 	}
+}
+
+// sanitize drops what a state record cannot hold (a file damaged with a
+// good checksum, or written by hand): it says what it dropped.
+func (st *flowState) sanitize() string {
+	var why []string
+	if o := st.Open; o != nil && (o.Receptacle == "") == (o.BagSession == "") {
+		why = append(why, "an open receptacle that is neither a labelled receptacle nor a bag session")
+		st.Open = nil
+	}
+	if o := st.Open; o != nil && (o.Items < 0 || o.Cancelled < 0) {
+		o.Items, o.Cancelled = max(o.Items, 0), max(o.Cancelled, 0)
+		why = append(why, "negative item counts")
+	}
+	kept := st.Closing[:0]
+	for _, ev := range st.Closing {
+		if ev == nil || ev.ID == "" || ev.Schema != record.SchemaReceptacle {
+			why = append(why, "a receptacle event without an id")
+			continue
+		}
+		kept = append(kept, ev)
+	}
+	st.Closing = kept
+	if len(st.Operator) > 256 {
+		st.Operator = ""
+		why = append(why, "an operator longer than any badge")
+	}
+	return strings.Join(why, "; ")
 }
 
 // save writes the state (f.mu held); sync makes it durable before it
@@ -229,9 +270,12 @@ func (f *flow) receptacle(o *openCtx, origin *record.Origin, at time.Time, by, l
 	}
 	ev := &record.Receptacle{Schema: record.SchemaReceptacle, ID: id.String(), Agent: origin.Agent, Site: origin.Site,
 		Station: origin.Station, Workflow: config.WorkflowOpen, Receptacle: o.Receptacle, BagSession: o.BagSession,
-		Items: o.Items, Cancelled: o.Cancelled, FirstItemSeq: o.FirstSeq, LastItemSeq: o.LastSeq, ItemsGrams: o.ItemsGrams,
+		Items: o.Items, Cancelled: o.Cancelled, ItemsGrams: o.ItemsGrams,
 		MeasuredGrams: o.MeasuredGrams, Operator: o.Operator, OpenedAt: record.Timestamp(o.OpenedAt),
 		ClosedAt: record.Timestamp(at), ClosedBy: by, Clock: clock}
+	if o.Items > 0 { // first and last of the items scanned in it (cancelled ones included)
+		ev.FirstItemSeq, ev.LastItemSeq = o.FirstSeq, o.LastSeq
+	}
 	if o.BagSession != "" { // what was open decides, also after a reload changed the workflow
 		ev.Workflow = config.WorkflowFill
 	}
