@@ -322,20 +322,27 @@ func (s *Station) flowAccepted(p *pending, seq uint64) {
 		changed = true
 	}
 	if o := p.ctx; o != nil && p.item && o == fl.st.Open {
-		o.Items++
-		if o.FirstSeq == 0 {
-			o.FirstSeq = seq
-		}
-		o.LastSeq = seq
-		o.ItemsGrams += p.grams
+		o.count(seq, p.grams)
 		last.ctx, last.grams = o, p.grams
-		changed = true
+		fl.st.LastSeq = max(fl.st.LastSeq, seq)
+		if !changed {
+			fl.items = append(fl.items, [2]int64{int64(seq), p.grams}) // written with the others of its group
+		}
 	}
 	fl.last = last
 	if changed {
 		fl.st.LastSeq = max(fl.st.LastSeq, seq)
 		fl.save(false, s.n)
 	}
+}
+
+// flowFlush writes the items accepted so far (on the outcome goroutine,
+// once it has no outcome waiting).
+func (s *Station) flowFlush() {
+	fl := s.flow
+	fl.mu.Lock()
+	fl.flushItems(s.n)
+	fl.mu.Unlock()
 }
 
 // flowTick closes an idle receptacle, signs an idle operator out, submits
@@ -357,6 +364,7 @@ func (s *Station) flowTick(now time.Time) {
 			retry = append(retry, ev)
 		}
 	}
+	fl.flushItems(s.n)
 	file := fl.file
 	fl.mu.Unlock()
 	if who != "" {

@@ -254,6 +254,9 @@ func (s *Station) drainOutcomes(submitted <-chan uint64) {
 		case o := <-s.outcomes:
 			s.outcome(o.Tag.(*pending), o.Seq, o.Err)
 			got++
+			if s.flow != nil && len(s.outcomes) == 0 {
+				s.flowFlush() // one write for the items of the group
+			}
 			s.bmu.Lock()
 			s.outDone++
 			s.bcond.Broadcast()

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -116,6 +117,8 @@ type flow struct {
 	last     *lastScan
 	file     *statefile.File
 	inFlight map[string]bool // receptacle events submitted, by id
+	items    [][2]int64      // items accepted, not yet written (seq, grams)
+	n        *Counts         // the station's, once open
 	// The last badge or control code and when (the worker's), for their
 	// double reads.
 	lastCode   string
@@ -167,9 +170,14 @@ func (f *flow) open(n *Counts) {
 		n.add(n.workflow, "state_damaged")
 		f.log.Error("workflow state damaged", "file", f.path, "problem", problem)
 	}
+	// The last snapshot, then the items accepted after it.
+	last := len(recs) - 1
+	for last >= 0 && isItems(recs[last]) {
+		last--
+	}
 	var st flowState
-	if len(recs) > 0 {
-		if err := json.Unmarshal(recs[len(recs)-1], &st); err != nil {
+	if last >= 0 {
+		if err := json.Unmarshal(recs[last], &st); err != nil {
 			n.add(n.workflow, "state_damaged")
 			f.log.Error("workflow state does not decode; starting without an operator or open receptacle", "file", f.path, "err", err)
 			st = flowState{}
@@ -177,9 +185,19 @@ func (f *flow) open(n *Counts) {
 			n.add(n.workflow, "state_damaged")
 			f.log.Error("workflow state holds what it cannot: dropped", "file", f.path, "problem", why)
 		}
+		for _, r := range recs[last+1:] {
+			var it itemsRecord
+			if json.Unmarshal(r, &it) != nil || st.Open == nil {
+				continue
+			}
+			for _, x := range it.Items {
+				st.Open.count(uint64(x[0]), x[1])
+				st.LastSeq = max(st.LastSeq, uint64(x[0]))
+			}
+		}
 	}
 	f.mu.Lock()
-	f.st, f.file = st, file
+	f.st, f.file, f.n = st, file, n
 	f.mu.Unlock()
 	if o := f.st.Open; o != nil {
 		f.log.Info("workflow state restored", "receptacle", o.Receptacle, "bag_session", o.BagSession, "items", o.Items, "operator", f.st.Operator)
@@ -217,6 +235,7 @@ func (st *flowState) sanitize() string {
 // save writes the state (f.mu held); sync makes it durable before it
 // returns. A failure is logged and counted: scanning goes on.
 func (f *flow) save(sync bool, n *Counts) {
+	f.items = f.items[:0] // the snapshot holds them
 	if f.file == nil {
 		return
 	}
@@ -237,9 +256,58 @@ func (f *flow) save(sync bool, n *Counts) {
 	}
 }
 
+// itemsRecord is a state record of items accepted since the last
+// snapshot: their seqs and weights, written in one go per group of
+// outcomes ({"items":[[seq,grams],...]}).
+type itemsRecord struct {
+	Items [][2]int64 `json:"items"`
+}
+
+func isItems(rec []byte) bool { return len(rec) > 9 && string(rec[:9]) == `{"items":` }
+
+// count adds an item accepted under seq.
+func (o *openCtx) count(seq uint64, grams int64) {
+	o.Items++
+	if o.FirstSeq == 0 {
+		o.FirstSeq = seq
+	}
+	o.LastSeq = seq
+	o.ItemsGrams += grams
+}
+
+// flushItems writes the items accepted since the last write (f.mu held),
+// without a sync; a kill before it is covered by the count again at start.
+func (f *flow) flushItems(n *Counts) {
+	if len(f.items) == 0 || f.file == nil {
+		f.items = f.items[:0]
+		return
+	}
+	b := append(make([]byte, 0, 16+24*len(f.items)), `{"items":[`...)
+	for i, x := range f.items {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '[')
+		b = strconv.AppendInt(b, x[0], 10)
+		b = append(b, ',')
+		b = strconv.AppendInt(b, x[1], 10)
+		b = append(b, ']')
+	}
+	b = append(b, "]}"...)
+	f.items = f.items[:0]
+	if err := f.file.Append(b); err != nil {
+		n.add(n.workflow, "state_errors")
+		return
+	}
+	if f.file.Size() > stateCompactAt {
+		f.save(false, n)
+	}
+}
+
 func (f *flow) close() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.flushItems(f.n)
 	if f.file != nil {
 		f.file.Close()
 		f.file = nil

@@ -625,3 +625,49 @@ func TestFillLabelAcceptedBeforeKill(t *testing.T) {
 		t.Fatal("the bag is still open")
 	}
 }
+
+// TestItemsRecords: items accepted are written as small records after the
+// last snapshot, one per group of outcomes, and read back onto it.
+func TestItemsRecords(t *testing.T) {
+	cfg := openCfg()
+	cfg.Scale = nil
+	q, err := buffer.Open(t.TempDir(), buffer.Options{MinFreeDisk: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close() })
+	stateDir := t.TempDir()
+	r := newRig(t, cfg, q, stateDir)
+	t0 := time.Now()
+	r.scan(labelA, t0)
+	for i, c := range []string{"RR473124829GB", "RR287043775IN", "CA262246684JP", "LA123456785RU"} {
+		r.scan(c, t0.Add(time.Duration(i+1)*2*time.Second))
+	}
+	r.events()
+	r.stop()
+	r.disp.Run(canceled())
+	f, recs, _, err := openStateFile(StatePath(stateDir, "open-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	items := 0
+	for _, rec := range recs {
+		if isItems(rec) {
+			var it itemsRecord
+			json.Unmarshal(rec, &it)
+			items += len(it.Items)
+		}
+	}
+	if items != 4 {
+		t.Fatalf("%d items in items records, want 4", items)
+	}
+	// Nothing to count again in the buffer: the records were delivered.
+	all, _ := q.Read(0, 100)
+	q.Ack(all...)
+	waitUntil(t, "the buffer empty", func() bool { return q.Stats().Depth == 0 }, func() string { return "" })
+	r2 := newRig(t, cfg, q, stateDir)
+	if st := r2.s.flow.status(); st.Receptacle == nil || st.Receptacle.Items != 4 {
+		t.Fatalf("after reading the items records: %+v", st.Receptacle)
+	}
+}
