@@ -44,12 +44,7 @@ func (d trackerSink) LastSeq(station string) uint64 { return d.t.LastSeq(station
 func newRig(t *testing.T, cfg config.Station, q *buffer.Queue, stateDir string) *rig {
 	t.Helper()
 	if q == nil {
-		var err error
-		q, err = buffer.Open(t.TempDir(), buffer.Options{MinFreeDisk: -1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { q.Close() })
+		q = testBuffer(t)
 	}
 	if stateDir == "" {
 		stateDir = t.TempDir()
@@ -358,12 +353,7 @@ func TestIdle(t *testing.T) {
 func TestRestartContinues(t *testing.T) {
 	cfg := openCfg()
 	cfg.Scale = nil
-	q, err := buffer.Open(t.TempDir(), buffer.Options{MinFreeDisk: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { q.Close() })
-	stateDir := t.TempDir()
+	q, stateDir := testBuffer(t), t.TempDir()
 	t0 := time.Now()
 	at := func(s int) time.Time { return t0.Add(time.Duration(s) * 2 * time.Second) }
 
@@ -482,12 +472,7 @@ func writeState(t *testing.T, path string, rec []byte) {
 func TestWorkflowChanged(t *testing.T) {
 	cfg := openCfg()
 	cfg.Scale = nil
-	q, err := buffer.Open(t.TempDir(), buffer.Options{MinFreeDisk: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { q.Close() })
-	stateDir := t.TempDir()
+	q, stateDir := testBuffer(t), t.TempDir()
 	r := newRig(t, cfg, q, stateDir)
 	r.scan(labelA, time.Now())
 	r.scan("RR473124829GB", time.Now().Add(2*time.Second))
@@ -511,12 +496,7 @@ func TestWorkflowChanged(t *testing.T) {
 func TestLabelRescanAcrossRestart(t *testing.T) {
 	cfg := openCfg()
 	cfg.Scale = nil
-	q, err := buffer.Open(t.TempDir(), buffer.Options{MinFreeDisk: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { q.Close() })
-	stateDir := t.TempDir()
+	q, stateDir := testBuffer(t), t.TempDir()
 	r := newRig(t, cfg, q, stateDir)
 	t0 := time.Now()
 	r.scan(labelA, t0)
@@ -591,12 +571,7 @@ func TestOddStateRecords(t *testing.T) {
 func TestFillLabelAcceptedBeforeKill(t *testing.T) {
 	cfg := openCfg()
 	cfg.Workflow, cfg.Scale = config.WorkflowFill, nil
-	q, err := buffer.Open(t.TempDir(), buffer.Options{MinFreeDisk: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { q.Close() })
-	stateDir := t.TempDir()
+	q, stateDir := testBuffer(t), t.TempDir()
 	r := newRig(t, cfg, q, stateDir)
 	t0 := time.Now()
 	r.scan("RR473124829GB", t0)
@@ -631,12 +606,7 @@ func TestFillLabelAcceptedBeforeKill(t *testing.T) {
 func TestItemsRecords(t *testing.T) {
 	cfg := openCfg()
 	cfg.Scale = nil
-	q, err := buffer.Open(t.TempDir(), buffer.Options{MinFreeDisk: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { q.Close() })
-	stateDir := t.TempDir()
+	q, stateDir := testBuffer(t), t.TempDir()
 	r := newRig(t, cfg, q, stateDir)
 	t0 := time.Now()
 	r.scan(labelA, t0)
@@ -670,4 +640,15 @@ func TestItemsRecords(t *testing.T) {
 	if st := r2.s.flow.status(); st.Receptacle == nil || st.Receptacle.Items != 4 {
 		t.Fatalf("after reading the items records: %+v", st.Receptacle)
 	}
+}
+
+// testBuffer opens a real buffer in a temporary directory for the test.
+func testBuffer(t *testing.T) *buffer.Queue {
+	t.Helper()
+	q, err := buffer.Open(t.TempDir(), buffer.Options{MinFreeDisk: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close() })
+	return q
 }

@@ -25,29 +25,7 @@ import (
 // operator, and the receptacle event, once the close code is scanned,
 // counts exactly the items delivered in it, from the first to the last.
 func TestKillNineMidReceptacle(t *testing.T) {
-	bin := buildAgent(t)
-	broker := testmqtt.Start(t)
-	dir := t.TempDir()
-	sc, err := sim.NewScanner("\r\n")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close()
-	link := filepath.Join(dir, "usb-scanner")
-	sc.Link(link)
-	cfg := filepath.Join(dir, "scanagent.yaml")
-	os.WriteFile(cfg, fmt.Appendf(nil, `
-agent: {id: crash-02, site: LAB, data_dir: %q}
-mqtt: {brokers: [%q], reconnect_min: 50ms, reconnect_max: 300ms, keepalive: 2s}
-http: {listen: ""}
-log: {level: debug, format: json}
-stations:
-  - id: open-1
-    workflow: open_receptacles
-    operator_pattern: "^OP[0-9]{4}$"
-    controls: {close: CTL-CLOSE}
-    scanner: {port: %q, baud: 115200}
-`, filepath.Join(dir, "data"), broker.URL(), link), 0o644)
+	bin, broker, sc, _, cfg := workflowBinary(t, "crash-02", "keepalive: 2s")
 	sub := testmqtt.Subscribe(t, broker, "central-crash-receptacle", "scanagent/LAB/crash-02/#")
 	const label = "BEBRUABOLPBBAEN60073003000227"
 
@@ -135,6 +113,42 @@ stations:
 	}
 }
 
+// workflowBinary builds the real binary and starts mosquitto and a
+// simulated scanner; it writes the config of one open_receptacles station
+// (badges OP0000-OP9999, the close code CTL-CLOSE) of agent id, with
+// mqtt keys extra. It returns the config's path and its directory (the
+// data_dir is dir/data).
+func workflowBinary(t *testing.T, id, extra string) (bin string, broker *testmqtt.Broker, sc *sim.Scanner, dir, cfg string) {
+	t.Helper()
+	bin = buildAgent(t)
+	broker = testmqtt.Start(t)
+	dir = t.TempDir()
+	sc, err := sim.NewScanner("\r\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sc.Close() })
+	link := filepath.Join(dir, "usb-scanner")
+	sc.Link(link)
+	if extra != "" {
+		extra = ", " + extra
+	}
+	cfg = filepath.Join(dir, "scanagent.yaml")
+	os.WriteFile(cfg, fmt.Appendf(nil, `
+agent: {id: %s, site: LAB, data_dir: %q}
+mqtt: {brokers: [%q], reconnect_min: 50ms, reconnect_max: 300ms%s}
+http: {listen: ""}
+log: {level: debug, format: json}
+stations:
+  - id: open-1
+    workflow: open_receptacles
+    operator_pattern: "^OP[0-9]{4}$"
+    controls: {close: CTL-CLOSE}
+    scanner: {port: %q, baud: 115200}
+`, id, filepath.Join(dir, "data"), broker.URL(), extra, link), 0o644)
+	return bin, broker, sc, dir, cfg
+}
+
 // lockedLog collects an agent's log lines for a test to read while the
 // agent runs.
 type lockedLog struct {
@@ -159,30 +173,8 @@ func (l *lockedLog) String() string {
 // damaged, then a data directory where the state cannot be written at
 // all: each time it says so in its log, keeps running and accepts scans.
 func TestWorkflowStateFaults(t *testing.T) {
-	bin := buildAgent(t)
-	broker := testmqtt.Start(t)
-	dir := t.TempDir()
-	sc, err := sim.NewScanner("\r\n")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close()
-	link := filepath.Join(dir, "usb-scanner")
-	sc.Link(link)
+	bin, broker, sc, dir, cfg := workflowBinary(t, "state-01", "")
 	data := filepath.Join(dir, "data")
-	cfg := filepath.Join(dir, "scanagent.yaml")
-	os.WriteFile(cfg, fmt.Appendf(nil, `
-agent: {id: state-01, site: LAB, data_dir: %q}
-mqtt: {brokers: [%q], reconnect_min: 50ms, reconnect_max: 300ms}
-http: {listen: ""}
-log: {level: debug, format: json}
-stations:
-  - id: open-1
-    workflow: open_receptacles
-    operator_pattern: "^OP[0-9]{4}$"
-    controls: {close: CTL-CLOSE}
-    scanner: {port: %q, baud: 115200}
-`, data, broker.URL(), link), 0o644)
 	sub := testmqtt.Subscribe(t, broker, "central-state-faults", "scanagent/LAB/state-01/#")
 	const label = "BEBRUABOLPBBAEN60073003000227"
 	var accepted sync.Map
