@@ -115,6 +115,9 @@ func BufferOptions(cfg *config.Config, log *slog.Logger) buffer.Options {
 	return o
 }
 
+// SessionFile is where the uplink keeps its session number under data_dir.
+func SessionFile(cfg *config.Config) string { return filepath.Join(cfg.Agent.DataDir, "mqtt-session") }
+
 // BufferDir is where the agent keeps its Badger buffer under data_dir.
 func BufferDir(cfg *config.Config) string { return filepath.Join(cfg.Agent.DataDir, "buffer") }
 
@@ -169,7 +172,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	bs := q.Stats()
 	a.log.Info("buffer open", "dir", BufferDir(cfg), "backlog", bs.Depth, "last_seq", bs.LastSeq)
-	up := uplink.New(uplink.Config{MQTT: cfg.MQTT, Agent: cfg.Agent, Version: a.deps.Version},
+	up := uplink.New(uplink.Config{MQTT: cfg.MQTT, Agent: cfg.Agent, Version: a.deps.Version, SessionFile: SessionFile(cfg)},
 		uplink.Deps{Queue: q, Reporter: a, Log: a.log, DevicesChanged: a.devKick, AckLatency: a.ackLatency})
 	// The uplink outlives the stations: it stops once they have.
 	upCtx, stopUplink := context.WithCancel(context.WithoutCancel(gctx))

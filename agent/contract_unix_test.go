@@ -419,8 +419,8 @@ func TestContractEndToEnd(t *testing.T) {
 		break
 	}
 
-	// The retained messages left at the broker: the offline status and
-	// the scanner's state (the scale's was cleared), each on a channel
+	// The retained messages left at the broker: the offline status, the
+	// last health and the scanner's state (the scale's was cleared), each on a channel
 	// marked retained; nothing of a channel that is not.
 	retained := retainedMessages(t, r.broker, prefix)
 	var topics []string
@@ -431,7 +431,7 @@ func TestContractEndToEnd(t *testing.T) {
 			t.Errorf("retained message on %s: its channel is not retained in asyncapi.yaml", m.Topic)
 		}
 	}
-	want := []string{prefix + "/devices/induct-3/scanner", prefix + "/status"}
+	want := []string{prefix + "/devices/induct-3/scanner", prefix + "/health", prefix + "/status"}
 	sort.Strings(topics)
 	if !slices.Equal(topics, want) {
 		t.Errorf("retained topics %v, want %v", topics, want)

@@ -60,6 +60,9 @@ type Config struct {
 	MQTT    config.MQTT
 	Agent   config.Agent
 	Version string
+	// SessionFile keeps the session number across restarts (the agent
+	// puts it in agent.data_dir); empty: numbers from memory and the clock.
+	SessionFile string
 }
 
 // Deps are what the uplink takes from the agent.
@@ -104,6 +107,8 @@ type Uplink struct {
 	lastPoison          atomic.Value  // string: the last one parked
 	backlogInflight     atomic.Int64  // live_first: backlog publishes not yet acked
 	rc                  *receipts     // nil: receipts off, a PUBACK deletes
+	sessionNo           atomic.Uint64 // the number of the current or last session
+	numbers             sessionNumbers
 }
 
 // New makes the uplink.
@@ -117,6 +122,7 @@ func New(c Config, d Deps) *Uplink {
 	u := &Uplink{cfg: cfg, agent: c.Agent, prefix: cfg.TopicPrefix, version: c.Version, q: d.Queue,
 		log: log.With("component", "mqtt"), reporter: d.Reporter, devKick: d.DevicesChanged, ackLatency: d.AckLatency}
 	u.broker.Store("")
+	u.numbers = sessionNumbers{file: c.SessionFile, log: u.log}
 	u.setState(status.UplinkStarting, nil, "")
 	if cfg.Receipts.Enabled {
 		u.rc = newReceipts(c.Agent.ID, cfg.Receipts.Timeout.D(), d.Queue, u.log)
@@ -210,6 +216,7 @@ func (u *Uplink) Stats() status.Uplink {
 		Sessions:  u.sessions.Load(),
 		Malformed: u.malformed.Load(),
 		Parked:    u.poisoned.Load(),
+		Session:   u.sessionNo.Load(),
 	}
 	if v, ok := u.lastPoison.Load().(string); ok {
 		st.LastParked = v
@@ -224,7 +231,10 @@ func (u *Uplink) Stats() status.Uplink {
 // flushes what is in flight (bounded), publishes the offline status and
 // disconnects. Between rounds (each round tries every broker in order) it
 // waits a random time in [0, backoff] (full jitter), the backoff doubling
-// from reconnect_min up to reconnect_max.
+// from reconnect_min (or connect_spread, when larger) up to reconnect_max.
+// The first connect after start waits a random time within
+// connect_spread, and so does the first reconnect after a session that
+// lasted a minute (docs/FLEET.md).
 func (u *Uplink) Run(ctx context.Context) error {
 	if u.rc != nil {
 		loopCtx, stop := context.WithCancel(ctx)
@@ -232,7 +242,11 @@ func (u *Uplink) Run(ctx context.Context) error {
 		go func() { defer close(done); u.receiptLoop(loopCtx) }()
 		defer func() { stop(); <-done }()
 	}
-	bo := backoff.Backoff{Min: u.cfg.ReconnectMin.D(), Max: u.cfg.ReconnectMax.D(), FullJitter: true}
+	bo := backoff.Backoff{Min: max(u.cfg.ReconnectMin.D(), u.cfg.ConnectSpread.D()), Max: u.cfg.ReconnectMax.D(), FullJitter: true}
+	if d := spread(u.cfg.ConnectSpread.D()); d > 0 {
+		u.log.Debug("mqtt first connect spread", "in", d.Round(time.Millisecond))
+		sleep(ctx, d)
+	}
 	var lastLogged string
 	var poison poisonWatch
 	for ctx.Err() == nil {
@@ -277,10 +291,11 @@ type statusMsg struct {
 	Site    string `json:"site"`
 	Version string `json:"version,omitempty"`
 	Since   string `json:"since"`
+	Session uint64 `json:"session"`
 }
 
-func (u *Uplink) statusPayload(state string) []byte {
-	b, _ := json.Marshal(statusMsg{State: state, Agent: u.agent.ID, Site: u.agent.Site, Version: u.version, Since: record.Timestamp(time.Now())})
+func (u *Uplink) statusPayload(state string, session uint64) []byte {
+	b, _ := json.Marshal(statusMsg{State: state, Agent: u.agent.ID, Site: u.agent.Site, Version: u.version, Since: record.Timestamp(time.Now()), Session: session})
 	return b
 }
 
@@ -325,6 +340,9 @@ func (u *Uplink) session(ctx context.Context) error {
 		return err
 	}
 	lost := &lostSignal{ch: make(chan struct{})}
+	// Every attempt gets a new number: its Will and its online status
+	// carry it.
+	session := u.numbers.next(time.Now())
 	var attempted atomic.Value // the broker of the last connection attempt
 	attempted.Store("")
 	opts := mqtt.NewClientOptions().
@@ -339,7 +357,7 @@ func (u *Uplink) session(ctx context.Context) error {
 		SetKeepAlive(u.cfg.KeepAlive.D()).
 		SetConnectTimeout(u.cfg.ConnectTimeout.D()).
 		SetWriteTimeout(u.cfg.ConnectTimeout.D()).
-		SetBinaryWill(u.prefix+"/status", u.statusPayload("offline"), 1, true).
+		SetBinaryWill(u.prefix+"/status", u.statusPayload("offline", session), 1, true).
 		SetTLSConfig(tlsCfg).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) { lost.fire(err) }).
 		SetConnectionAttemptHandler(func(broker *url.URL, t *tls.Config) *tls.Config {
@@ -373,7 +391,7 @@ func (u *Uplink) session(ctx context.Context) error {
 	defer func() {
 		if ctx.Err() != nil {
 			// A clean DISCONNECT suppresses the Will: say offline ourselves.
-			if err := waitToken(context.Background(), c.Publish(u.prefix+"/status", 1, true, u.statusPayload("offline")), 2*time.Second); err != nil {
+			if err := waitToken(context.Background(), c.Publish(u.prefix+"/status", 1, true, u.statusPayload("offline", session)), 2*time.Second); err != nil {
 				u.log.Warn("shutdown: offline status not published", "err", err)
 			}
 		}
@@ -384,12 +402,13 @@ func (u *Uplink) session(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := waitToken(ctx, c.Publish(u.prefix+"/status", 1, true, u.statusPayload("online")), u.cfg.ConnectTimeout.D()); err != nil {
+	if err := waitToken(ctx, c.Publish(u.prefix+"/status", 1, true, u.statusPayload("online", session)), u.cfg.ConnectTimeout.D()); err != nil {
 		return fmt.Errorf("publish online status: %w", err)
 	}
+	u.sessionNo.Store(session)
 	u.connected.Store(true)
 	u.setState(status.UplinkConnected, nil, "")
-	u.log.Info("mqtt connected", "broker", u.broker.Load(), "client_id", u.cfg.ClientID, "backlog", u.q.Stats().Depth)
+	u.log.Info("mqtt connected", "broker", u.broker.Load(), "client_id", u.cfg.ClientID, "session", session, "backlog", u.q.Stats().Depth)
 
 	sideCtx, stopSide := context.WithCancel(ctx)
 	sideDone := make(chan struct{})
@@ -521,7 +540,7 @@ func (u *Uplink) side(ctx context.Context, c mqtt.Client) {
 	publishHealth := func() {
 		b, err := json.Marshal(u.reporter.Status())
 		if err == nil {
-			waitToken(ctx, c.Publish(u.prefix+"/health", 1, false, b), u.cfg.ConnectTimeout.D())
+			waitToken(ctx, c.Publish(u.prefix+"/health", 1, true, b), u.cfg.ConnectTimeout.D())
 		}
 	}
 	publishDevices()
@@ -551,7 +570,7 @@ func (u *Uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight
 	liveFirst := u.cfg.Order == "live_first"
 	split := u.q.Durable() // live_first: records above this are live
 	live = split
-	lim := newLimiter(u.cfg.MaxRate)
+	lim := newPacers(u.cfg.MaxRate, u.cfg.DrainRate, split)
 	for {
 		var recs []buffer.Record
 		var err error
@@ -675,7 +694,7 @@ func (u *Uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight
 // send publishes one record and hands it to the acker; stop is true when
 // the session is over (err says why, nil for a stop or the acker's end).
 func (u *Uplink) send(ctx context.Context, c mqtt.Client, window chan<- inflight, lost *lostSignal, ackerExit <-chan struct{},
-	lim *rate.Limiter, rec buffer.Record, isBacklog, again bool) (stop bool, err error) {
+	lim *pacers, rec buffer.Record, isBacklog, again bool) (stop bool, err error) {
 	station, payload, err := record.Split(rec.Value)
 	if err != nil {
 		// Cannot be published; keep it out of the stream but say so.
@@ -684,7 +703,7 @@ func (u *Uplink) send(ctx context.Context, c mqtt.Client, window chan<- inflight
 		u.q.Ack(rec)
 		return false, nil
 	}
-	if !pace(ctx, lim, lost.ch) {
+	if !lim.wait(ctx, rec.Seq, again, lost.ch) {
 		return true, nil
 	}
 	if u.rc != nil && !u.rc.published(rec, time.Now()) {

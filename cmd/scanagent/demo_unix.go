@@ -107,7 +107,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		defer sc.Close()
 		scales[i] = sc
 	}
-	cfgText := fmt.Sprintf("agent: {id: demo-agent, site: DEMO-HUB, data_dir: %q}\nmqtt: {brokers: [%q]}\nhttp: {listen: \"127.0.0.1:0\"}\nstations:\n", dir, brokerURL)
+	cfgText := fmt.Sprintf("agent: {id: demo-agent, site: DEMO-HUB, data_dir: %q}\nmqtt: {brokers: [%q], connect_spread: 0s}\nhttp: {listen: \"127.0.0.1:0\"}\nstations:\n", dir, brokerURL)
 	for i, st := range demoStations {
 		scale := ""
 		if scales[i] != nil {

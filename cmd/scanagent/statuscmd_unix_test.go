@@ -45,7 +45,7 @@ func TestStatusCommand(t *testing.T) {
 	os.WriteFile(token, []byte("tok\n"), 0o600)
 	cfg := filepath.Join(dir, "scanagent.yaml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`agent: {id: hub-1, site: LAB, data_dir: %q}
-mqtt: {brokers: [%q], reconnect_min: 50ms, reconnect_max: 200ms}
+mqtt: {brokers: [%q], reconnect_min: 50ms, reconnect_max: 200ms, connect_spread: 0s}
 http: {listen: %q, token_file: %q}
 stations:
   - id: induct-1
