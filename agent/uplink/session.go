@@ -101,6 +101,36 @@ func writeSessionFile(path string, n uint64) error {
 	return nil
 }
 
+// retryDelay is the wait before each connection attempt after a failed
+// or lost session. The ceiling doubles from connect_spread (or
+// reconnect_min, when larger) up to reconnect_max. The first wait is drawn
+// from [0, ceiling] (full jitter: hubs that lost the same broker spread
+// out over connect_spread), each later one from [ceiling/2, ceiling]
+// (equal jitter), so that a hub's second attempt never falls into the
+// window of the first wave: the fleet's attempts per second stay near
+// fleet / connect_spread at most (docs/FLEET.md has the figures).
+type retryDelay struct {
+	min, spread, max time.Duration
+	n                int
+}
+
+func (r *retryDelay) next() time.Duration {
+	base := max(r.min, r.spread)
+	c := r.max
+	if r.n < 30 && base<<r.n > 0 && base<<r.n < r.max {
+		c = base << r.n
+	}
+	first := r.n == 0
+	r.n++
+	if first {
+		return spread(c)
+	}
+	return c/2 + spread(c-c/2)
+}
+
+// reset starts over: the next wait is the spread again.
+func (r *retryDelay) reset() { r.n = 0 }
+
 // spread returns a random delay in [0, d] (0 for d <= 0).
 func spread(d time.Duration) time.Duration {
 	if d <= 0 {

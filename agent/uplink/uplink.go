@@ -32,7 +32,6 @@ import (
 	"github.com/scanagent/scanagent/agent/record"
 	"github.com/scanagent/scanagent/agent/status"
 	"github.com/scanagent/scanagent/buffer"
-	"github.com/scanagent/scanagent/devices/backoff"
 )
 
 // readPage is how many records the uplink reads from the buffer at once.
@@ -229,12 +228,13 @@ func (u *Uplink) Stats() status.Uplink {
 
 // run keeps sessions going until ctx is cancelled; then the current session
 // flushes what is in flight (bounded), publishes the offline status and
-// disconnects. Between rounds (each round tries every broker in order) it
-// waits a random time in [0, backoff] (full jitter), the backoff doubling
-// from reconnect_min (or connect_spread, when larger) up to reconnect_max.
-// The first connect after start waits a random time within
-// connect_spread, and so does the first reconnect after a session that
-// lasted a minute (docs/FLEET.md).
+// disconnects. The first connect after start waits a random time within
+// connect_spread. Between rounds (each round tries every broker in order)
+// it waits as retryDelay says: first a random time within the ceiling
+// (full jitter), then between half the ceiling and the ceiling, the
+// ceiling doubling from connect_spread (or reconnect_min, when larger) up
+// to reconnect_max; a session that lasted a minute starts it over
+// (docs/FLEET.md).
 func (u *Uplink) Run(ctx context.Context) error {
 	if u.rc != nil {
 		loopCtx, stop := context.WithCancel(ctx)
@@ -242,7 +242,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 		go func() { defer close(done); u.receiptLoop(loopCtx) }()
 		defer func() { stop(); <-done }()
 	}
-	bo := backoff.Backoff{Min: max(u.cfg.ReconnectMin.D(), u.cfg.ConnectSpread.D()), Max: u.cfg.ReconnectMax.D(), FullJitter: true}
+	bo := retryDelay{min: u.cfg.ReconnectMin.D(), spread: u.cfg.ConnectSpread.D(), max: u.cfg.ReconnectMax.D()}
 	if d := spread(u.cfg.ConnectSpread.D()); d > 0 {
 		u.log.Debug("mqtt first connect spread", "in", d.Round(time.Millisecond))
 		sleep(ctx, d)
@@ -270,9 +270,9 @@ func (u *Uplink) Run(ctx context.Context) error {
 			}
 		}
 		if time.Since(start) > time.Minute {
-			bo.Reset()
+			bo.reset()
 		}
-		d := bo.Next()
+		d := bo.next()
 		u.log.Debug("mqtt reconnecting", "in", d.Round(time.Millisecond))
 		t := time.NewTimer(d)
 		select {

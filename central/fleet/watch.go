@@ -66,7 +66,9 @@ func Watch(ctx context.Context, conn Conn, prefixFilter string, v *View) (*Watch
 		SetPassword(conn.Password).
 		SetCleanSession(true).
 		SetAutoReconnect(true).
-		SetMaxReconnectInterval(30 * time.Second).
+		// One client (or a few): it may come back quickly, and a fleet
+		// view should show the fleet's return within seconds.
+		SetMaxReconnectInterval(2 * time.Second).
 		SetConnectRetry(false).
 		SetKeepAlive(conn.KeepAlive).
 		SetConnectTimeout(conn.ConnectTimeout).
