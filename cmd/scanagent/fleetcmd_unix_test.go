@@ -132,3 +132,41 @@ func TestFleetMetrics(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestFleetTLSAndPassword: the view reaches a broker that wants TLS with
+// a client certificate and a password, from flags and from a file; the
+// wrong CA or password exits 1.
+func TestFleetTLSAndPassword(t *testing.T) {
+	pki := testmqtt.NewPKI(t)
+	b := testmqtt.Start(t, testmqtt.WithTLS(testmqtt.TLSFiles{CAFile: pki.CA, CertFile: pki.ServerCert, KeyFile: pki.ServerKey, RequireClientCert: true}),
+		testmqtt.WithPasswords(t, "fleet", "s3cret", "hubs", "hubs-pw"))
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(b.URL()).SetClientID("hubs").SetUsername("hubs").SetPassword("hubs-pw"))
+	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	tok := c.Publish("scanagent/MSK/hub-1/status", 1, true, fmt.Sprintf(`{"state":"online","agent":"hub-1","site":"MSK","since":%q,"session":3}`, time.Now().UTC().Format(time.RFC3339)))
+	tok.WaitTimeout(5 * time.Second)
+	c.Disconnect(100)
+
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	os.WriteFile(pw, []byte("s3cret\n"), 0o600)
+	tlsFlags := []string{"--broker", b.TLSURL(), "--ca-file", pki.CA, "--cert-file", pki.ClientCert, "--key-file", pki.ClientKey, "--username", "fleet", "--wait", "3s"}
+	code, out, errs := runCmd(t, append([]string{"fleet", "--once", "--json", "--password-file", pw}, tlsFlags...)...)
+	if code != 0 || !strings.Contains(out, `"agent": "hub-1"`) {
+		t.Fatalf("TLS + password: exit %d\n%s%s", code, out, errs)
+	}
+	cfg := filepath.Join(dir, "fleet.yaml")
+	os.WriteFile(cfg, fmt.Appendf(nil, "mqtt:\n  brokers: [%q]\n  username: fleet\n  password_file: pw\n  tls: {ca_file: %q, cert_file: %q, key_file: %q}\n",
+		b.TLSURL(), pki.CA, pki.ClientCert, pki.ClientKey), 0o600)
+	if code, out, errs := runCmd(t, "fleet", "-c", cfg, "--once", "--wait", "3s"); code != 0 || !strings.Contains(out, "hub-1") {
+		t.Fatalf("-c with TLS: exit %d\n%s%s", code, out, errs)
+	}
+	os.WriteFile(pw, []byte("wrong\n"), 0o600)
+	if code, _, errs := runCmd(t, append([]string{"fleet", "--check", "--password-file", pw}, tlsFlags...)...); code != 1 {
+		t.Errorf("wrong password: exit %d, want 1\n%s", code, errs)
+	}
+	if code, _, errs := runCmd(t, "fleet", "--check", "--broker", b.TLSURL(), "--ca-file", pki.OtherCA, "--username", "fleet", "--password-file", pw); code != 1 {
+		t.Errorf("wrong CA: exit %d, want 1\n%s", code, errs)
+	}
+}
