@@ -30,6 +30,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -59,6 +60,7 @@ type options struct {
 	kill                      string
 	keepalive, connectTimeout time.Duration
 	health                    time.Duration
+	cpuProfile                string
 }
 
 func main() {
@@ -80,6 +82,7 @@ func main() {
 	flag.StringVar(&o.mosquitto, "mosquitto", "/usr/sbin/mosquitto", "mosquitto binary")
 	flag.StringVar(&o.dir, "dir", "", "working directory (default: a temporary one, removed after)")
 	flag.StringVar(&o.jsonFile, "json", "", "also write the results as JSON to this file")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the steady state to this file")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -269,7 +272,21 @@ func run(ctx context.Context, o options) error {
 	recvMu.Lock()
 	steadyFrom := len(recv)
 	recvMu.Unlock()
-	if !sleep(ctx, o.steady) {
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
+	ok := sleep(ctx, o.steady)
+	if o.cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
+	if !ok {
 		return ctx.Err()
 	}
 	el := time.Since(t0).Seconds()
