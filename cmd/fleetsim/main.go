@@ -227,17 +227,39 @@ func run(ctx context.Context, o options) error {
 	rssBefore := selfRSS()
 	hubs := make([]*hub, o.hubs)
 	log := slog.New(slog.DiscardHandler)
+	// The buffers are opened first, several at a time (an open takes a
+	// few hundred milliseconds here), then every hub starts.
+	queues := make([]*buffer.Queue, o.hubs)
+	openErr := make([]error, o.hubs)
+	var owg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	openedAt := time.Now()
+	for i := range queues {
+		owg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer owg.Done()
+			defer func() { <-sem }()
+			queues[i], openErr[i] = buffer.Open(filepath.Join(dir, "hubs", strconv.Itoa(i)), buffer.Options{MinFreeDisk: -1, SegmentSize: 256 << 10, Logger: log})
+		}()
+	}
+	owg.Wait()
+	for i, err := range openErr {
+		if err != nil {
+			for _, q := range queues {
+				if q != nil {
+					q.Close()
+				}
+			}
+			return fmt.Errorf("hub %d: %w", i, err)
+		}
+	}
+	fmt.Printf("  %d buffers opened in %.1f s\n", o.hubs, time.Since(openedAt).Seconds())
 	runCtx, stopHubs := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for i := range hubs {
-		h := &hub{i: i}
-		q, err := buffer.Open(filepath.Join(dir, "hubs", strconv.Itoa(i)), buffer.Options{MinFreeDisk: -1, SegmentSize: 256 << 10, Logger: log})
-		if err != nil {
-			stopHubs()
-			wg.Wait()
-			return fmt.Errorf("hub %d: %w (%d hubs opened)", i, err, i)
-		}
-		h.q = q
+		h := &hub{i: i, q: queues[i]}
+		q := h.q
 		id := fmt.Sprintf("hub-%04d", i)
 		m := config.MQTT{Brokers: []string{br.url()}, ClientID: "scanagent-" + id, TopicPrefix: "scanagent/SIM/" + id, Window: 64,
 			KeepAlive: config.Duration(o.keepalive), ConnectTimeout: config.Duration(o.connectTimeout),
