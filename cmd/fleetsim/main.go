@@ -47,6 +47,7 @@ import (
 	"github.com/scanagent/scanagent/agent/uplink"
 	"github.com/scanagent/scanagent/buffer"
 	"github.com/scanagent/scanagent/central/fleet"
+	"github.com/scanagent/scanagent/central/receiver"
 )
 
 type options struct {
@@ -61,6 +62,7 @@ type options struct {
 	keepalive, connectTimeout time.Duration
 	health                    time.Duration
 	cpuProfile                string
+	receipts                  time.Duration // 0: off
 }
 
 func main() {
@@ -78,6 +80,7 @@ func main() {
 	flag.DurationVar(&o.keepalive, "keepalive", 30*time.Second, "mqtt.keepalive")
 	flag.DurationVar(&o.connectTimeout, "connect-timeout", 10*time.Second, "mqtt.connect_timeout")
 	flag.DurationVar(&o.health, "health-interval", 30*time.Second, "mqtt.health_interval")
+	flag.DurationVar(&o.receipts, "receipts", 0, "turn mqtt.receipts on with this timeout; the central subscriber receipts what it received every 100 ms (0: off, a PUBACK deletes)")
 	flag.StringVar(&o.kill, "signal", "kill", "how the broker is stopped: kill (SIGKILL) or term (SIGTERM, it saves its state)")
 	flag.StringVar(&o.mosquitto, "mosquitto", "/usr/sbin/mosquitto", "mosquitto binary")
 	flag.StringVar(&o.dir, "dir", "", "working directory (default: a temporary one, removed after)")
@@ -98,6 +101,8 @@ type hub struct {
 	q           *buffer.Queue
 	u           *uplink.Uplink
 	appended    atomic.Int64 // scans made durable: ids h<i>-0 .. h<i>-(n-1)
+	timesMu     sync.Mutex
+	times       []time.Time  // when each was made durable
 	failed      atomic.Int64 // appends refused
 	reconnectAt time.Time    // after the restart (sampler only)
 	drainedAt   time.Time
@@ -146,6 +151,9 @@ type results struct {
 	AppendFailed         int64          `json:"append_failed"`
 	Received             int64          `json:"received_distinct"`
 	Lost                 int64          `json:"lost"`
+	LostAtKill           int64          `json:"lost_made_durable_within_2s_before_the_kill"`
+	LostFirst            []string       `json:"lost_first,omitempty"`
+	Undrained            int            `json:"hubs_not_empty_at_count"`
 	Duplicates           int64          `json:"duplicates"`
 	AttemptsPerSecond    []int          `json:"attempts_per_second_from_outage"`
 }
@@ -168,7 +176,7 @@ func run(ctx context.Context, o options) error {
 	}
 	res := results{Hubs: o.hubs, RatePerHub: o.rate, Outage: o.outage.String(), Settings: map[string]any{
 		"connect_spread": o.spread.String(), "reconnect_min": o.recMin.String(), "reconnect_max": o.recMax.String(),
-		"drain_rate": o.drainRate, "order": o.order, "keepalive": o.keepalive.String(), "signal": o.kill,
+		"drain_rate": o.drainRate, "order": o.order, "keepalive": o.keepalive.String(), "signal": o.kill, "receipts_timeout": o.receipts.String(),
 		"cpus": runtime.NumCPU()}}
 	fmt.Printf("fleetsim: %d hubs at %.2f scans/s each, steady %s, outage %s, %d CPUs\n", o.hubs, o.rate, o.steady, o.outage, runtime.NumCPU())
 
@@ -181,9 +189,10 @@ func run(ctx context.Context, o options) error {
 	// The central subscriber: a persistent session, so that what the hubs
 	// publish before it is back after the restart is kept for it.
 	var (
-		recvMu sync.Mutex
-		seen   = map[string]int32{}
-		recv   []received
+		recvMu    sync.Mutex
+		seen      = map[string]int32{}
+		toReceipt = map[int][]int64{} // -receipts: seqs received, per hub
+		recv      []received
 	)
 	sub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(br.url()).SetClientID("fleetsim-central").SetCleanSession(false).
 		SetAutoReconnect(true).SetMaxReconnectInterval(500 * time.Millisecond).SetConnectRetry(true).SetConnectRetryInterval(200 * time.Millisecond).
@@ -191,6 +200,7 @@ func run(ctx context.Context, o options) error {
 		SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) {
 			var ev struct {
 				ID        string `json:"id"`
+				Seq       int64  `json:"seq"`
 				ScannedAt string `json:"scanned_at"`
 			}
 			now := time.Now()
@@ -204,6 +214,9 @@ func run(ctx context.Context, o options) error {
 			}
 			recvMu.Lock()
 			seen[ev.ID]++
+			if o.receipts > 0 && hubNo >= 0 {
+				toReceipt[hubNo] = append(toReceipt[hubNo], ev.Seq)
+			}
 			recv = append(recv, received{t, now, hubNo})
 			recvMu.Unlock()
 		}).
@@ -214,6 +227,34 @@ func run(ctx context.Context, o options) error {
 		return fmt.Errorf("subscriber: %v", tok.Error())
 	}
 	defer sub.Disconnect(100)
+	if o.receipts > 0 {
+		// What was received is receipted every 100 ms, as a receiver
+		// that commits batches would (central/receiver's payload).
+		go func() {
+			t := time.NewTicker(100 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+				recvMu.Lock()
+				batch := toReceipt
+				toReceipt = map[int][]int64{}
+				recvMu.Unlock()
+				for hubNo, seqs := range batch {
+					slices.Sort(seqs)
+					id := fmt.Sprintf("hub-%04d", hubNo)
+					b, _ := json.Marshal(receiver.Receipt{Schema: receiver.ReceiptSchema, Agent: id, Ranges: receiver.Ranges(seqs),
+						Receiver: "fleetsim", StoredAt: time.Now().UTC().Format(time.RFC3339Nano)})
+					// A receipt lost in the outage: the hub publishes those scans
+					// again after the receipt timeout.
+					sub.Publish("scanagent/SIM/"+id+"/receipts", 1, false, b)
+				}
+			}
+		}()
+	}
 
 	view, _ := fleet.NewView("scanagent/+/+", 0)
 	fw, err := fleet.Watch(ctx, fleet.Conn{Brokers: []string{br.url()}, ClientID: "fleetsim-fleet", ConnectTimeout: 5 * time.Second}, "scanagent/+/+", view)
@@ -264,7 +305,8 @@ func run(ctx context.Context, o options) error {
 		m := config.MQTT{Brokers: []string{br.url()}, ClientID: "scanagent-" + id, TopicPrefix: "scanagent/SIM/" + id, Window: 64,
 			KeepAlive: config.Duration(o.keepalive), ConnectTimeout: config.Duration(o.connectTimeout),
 			ReconnectMin: config.Duration(o.recMin), ReconnectMax: config.Duration(o.recMax), HealthInterval: config.Duration(o.health),
-			Order: o.order, ConnectSpread: config.Duration(o.spread), DrainRate: o.drainRate}
+			Order: o.order, ConnectSpread: config.Duration(o.spread), DrainRate: o.drainRate,
+			Receipts: config.Receipts{Enabled: o.receipts > 0, Topic: "scanagent/SIM/" + id + "/receipts", Timeout: config.Duration(max(o.receipts, time.Second))}}
 		h.u = uplink.New(uplink.Config{MQTT: m, Agent: config.Agent{ID: id, Site: "SIM"}, Version: "fleetsim",
 			SessionFile: filepath.Join(dir, "hubs", strconv.Itoa(i), "mqtt-session")},
 			uplink.Deps{Queue: q, Reporter: rep{h}, Log: log})
@@ -496,6 +538,11 @@ func run(ctx context.Context, o options) error {
 		}
 		return true
 	})
+	for _, h := range hubs {
+		if h.q.Stats().Depth > 0 {
+			res.Undrained++
+		}
+	}
 	quiet := 0
 	last := -1
 	for quiet < 20 && ctx.Err() == nil { // 2 s without a new scan
@@ -518,6 +565,15 @@ func run(ctx context.Context, o options) error {
 			switch c := seen[fmt.Sprintf("h%d-%d", h.i, k)]; {
 			case c == 0:
 				res.Lost++
+				h.timesMu.Lock()
+				at := h.times[k]
+				h.timesMu.Unlock()
+				if d := outageAt.Sub(at); d >= 0 && d <= 2*time.Second {
+					res.LostAtKill++
+				}
+				if len(res.LostFirst) < 10 {
+					res.LostFirst = append(res.LostFirst, fmt.Sprintf("h%d-%d made durable %.3f s before the kill", h.i, k, outageAt.Sub(at).Seconds()))
+				}
 			case c > 1:
 				res.Duplicates += int64(c - 1)
 			}
@@ -534,7 +590,11 @@ func run(ctx context.Context, o options) error {
 	fmt.Printf("  live scans during the drain (made after their hub reconnected, before its backlog was gone; %d): latency p50 %.0f ms, p99 %.0f ms\n", len(lat), res.DrainLiveP50Ms, res.DrainLiveP99Ms)
 	fmt.Printf("  broker: CPU steady %.0f%%, peak %.0f%% (of one core, per second); RSS peak %s\n", res.BrokerCPUSteady, res.BrokerCPUPeak, mb(res.BrokerRSSPeak))
 	fmt.Printf("  fleet view: online shown within p99 %.2f s, max %.2f s of a hub's reconnect; %d stale statuses ignored\n", res.FleetViewP99S, res.FleetViewMaxS, res.FleetViewStale)
-	fmt.Printf("  scans: %d appended (%d refused), %d distinct received, %d lost, %d duplicates\n", res.Appended, res.AppendFailed, res.Received, res.Lost, res.Duplicates)
+	fmt.Printf("  scans: %d appended (%d refused), %d distinct received, %d lost (%d of them made durable within 2 s before the kill), %d duplicates; %d hubs not empty when counted\n",
+		res.Appended, res.AppendFailed, res.Received, res.Lost, res.LostAtKill, res.Duplicates, res.Undrained)
+	for _, l := range res.LostFirst {
+		fmt.Println("    lost:", l)
+	}
 	if o.jsonFile != "" {
 		b, _ := json.MarshalIndent(res, "", "  ")
 		if err := os.WriteFile(o.jsonFile, append(b, '\n'), 0o644); err != nil {
@@ -572,6 +632,9 @@ func scan(ctx context.Context, h *hub, rate float64, scanning *atomic.Bool) {
 				h.failed.Add(1)
 				continue
 			}
+			h.timesMu.Lock()
+			h.times = append(h.times, time.Now())
+			h.timesMu.Unlock()
 			h.appended.Add(1)
 		}
 	}
