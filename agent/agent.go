@@ -26,12 +26,15 @@ import (
 
 	"github.com/scanagent/scanagent/agent/clock"
 	"github.com/scanagent/scanagent/agent/config"
+	"github.com/scanagent/scanagent/agent/dispatch"
 	"github.com/scanagent/scanagent/agent/httpapi"
+	"github.com/scanagent/scanagent/agent/live"
 	"github.com/scanagent/scanagent/agent/record"
 	"github.com/scanagent/scanagent/agent/station"
 	"github.com/scanagent/scanagent/agent/status"
 	"github.com/scanagent/scanagent/agent/uplink"
 	"github.com/scanagent/scanagent/buffer"
+	"github.com/scanagent/scanagent/devices"
 	"github.com/scanagent/scanagent/devices/backoff"
 )
 
@@ -48,6 +51,9 @@ type Deps struct {
 	// Waiting, if set, is called when the buffer cannot open yet (the
 	// agent retries); the HTTP listener, if any, is bound.
 	Waiting func(httpAddr, reason string)
+	// ConfigPath is the file the config was loaded from: ReloadFile (the
+	// console's reload, SIGHUP) reads it again ("": no reload).
+	ConfigPath string
 }
 
 // Agent is one configured daemon. New validates and starts nothing; Run
@@ -59,6 +65,14 @@ type Agent struct {
 	api        *httpapi.API
 	devKick    chan struct{}  // a device state changed: the uplink publishes them
 	clock      *clock.Watcher // the clock quality, read every few seconds
+	bus        *live.Bus      // the console's scan events
+
+	tapMu sync.Mutex
+	taps  map[tapKey]*devices.Tap // the serial taps, kept across reloads
+
+	reloadMu sync.Mutex // one ReloadFile at a time
+	loadMu   sync.Mutex
+	lastLoad status.ConfigLoad
 
 	mu        sync.Mutex
 	cfg       *config.Config // the stations and log level follow reloads
@@ -66,6 +80,7 @@ type Agent struct {
 	bufferErr string // why the buffer is not open yet ("" once open)
 	q         *buffer.Queue
 	up        *uplink.Uplink
+	disp      *dispatch.Tracker          // nil when its state cannot be opened
 	stations  []*running                 // running, in config order
 	counts    map[string]*station.Counts // by station id, kept across reloads
 	runCtx    context.Context            // the stations' context, set by Run
@@ -88,14 +103,19 @@ func New(cfg *config.Config, deps Deps) (*Agent, error) {
 		deps.Log = slog.New(slog.DiscardHandler)
 	}
 	a := &Agent{log: deps.Log, deps: deps, cfg: cfg, ackLatency: httpapi.NewAckLatency(),
-		devKick: make(chan struct{}, 1), counts: map[string]*station.Counts{}, clock: clock.New(deps.Log)}
+		devKick: make(chan struct{}, 1), counts: map[string]*station.Counts{}, clock: clock.New(deps.Log),
+		bus: live.New(0), taps: map[tapKey]*devices.Tap{}}
+	a.lastLoad = status.ConfigLoad{Path: deps.ConfigPath, At: record.Timestamp(time.Now()), Kind: "start", OK: true}
+	for _, w := range cfg.Warnings {
+		a.lastLoad.Warnings = append(a.lastLoad.Warnings, w.Error())
+	}
 	a.api = a.newAPI(httpapi.DefaultLimits())
 	return a, nil
 }
 
 func (a *Agent) newAPI(l httpapi.Limits) *httpapi.API {
 	return httpapi.New(httpapi.Config{Token: a.cfg.HTTP.Token, Version: a.deps.Version, Limits: l},
-		httpapi.Deps{Source: a, Log: a.log, Level: a.deps.Level, AckLatency: a.ackLatency})
+		httpapi.Deps{Source: a, Log: a.log, Level: a.deps.Level, AckLatency: a.ackLatency, Console: a, Live: a.bus})
 }
 
 // BufferOptions maps the buffer section of the config.
@@ -120,6 +140,42 @@ func SessionFile(cfg *config.Config) string { return filepath.Join(cfg.Agent.Dat
 
 // BufferDir is where the agent keeps its Badger buffer under data_dir.
 func BufferDir(cfg *config.Config) string { return filepath.Join(cfg.Agent.DataDir, "buffer") }
+
+// StateDir is where the agent keeps the stations' workflow state and the
+// dispatches' under data_dir (docs/WORKFLOWS.md).
+func StateDir(cfg *config.Config) string { return filepath.Join(cfg.Agent.DataDir, "state") }
+
+// openDispatches opens the dispatch tracker; without its state file the
+// agent runs without it (logged), scanning goes on.
+func (a *Agent) openDispatches(cfg *config.Config) *dispatch.Tracker {
+	t, err := dispatch.Open(dispatch.Config{Path: filepath.Join(StateDir(cfg), "dispatches.state"), Agent: cfg.Agent.ID,
+		Site: cfg.Agent.Site, Expire: time.Duration(cfg.Dispatches.ExpireDays) * 24 * time.Hour, Log: a.log, Clock: a.clock})
+	if err != nil {
+		a.log.Error("dispatch completeness is off: its state cannot be opened", "err", err,
+			"hint", "check that the agent's user can write agent.data_dir")
+		return nil
+	}
+	return t
+}
+
+// dispatchSink gives the stations the tracker.
+type dispatchSink struct{ t *dispatch.Tracker }
+
+func (d dispatchSink) Seen(l station.DispatchLabel) { d.t.Seen(dispatch.Label(l)) }
+func (d dispatchSink) LastSeq(st string) uint64     { return d.t.LastSeq(st) }
+
+// retainedSource gives the uplink the tracker's retained messages.
+type retainedSource struct{ t *dispatch.Tracker }
+
+func (r retainedSource) Retained(all bool) []uplink.RetainedMessage {
+	var out []uplink.RetainedMessage
+	for _, m := range r.t.Retained(all) {
+		out = append(out, uplink.RetainedMessage(m))
+	}
+	return out
+}
+func (r retainedSource) RetainedSent(topic string, v uint64) { r.t.RetainedSent(topic, v) }
+func (r retainedSource) RetainedChanged() <-chan struct{}    { return r.t.RetainedChanged() }
 
 // Run opens the buffer and runs the stations, the uplink and the HTTP
 // server until ctx is cancelled. What happens when a part fails:
@@ -172,23 +228,38 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	bs := q.Stats()
 	a.log.Info("buffer open", "dir", BufferDir(cfg), "backlog", bs.Depth, "last_seq", bs.LastSeq)
-	up := uplink.New(uplink.Config{MQTT: cfg.MQTT, Agent: cfg.Agent, Version: a.deps.Version, SessionFile: SessionFile(cfg)},
-		uplink.Deps{Queue: q, Reporter: a, Log: a.log, DevicesChanged: a.devKick, AckLatency: a.ackLatency})
+	disp := a.openDispatches(cfg)
+	ud := uplink.Deps{Queue: q, Reporter: a, Log: a.log, DevicesChanged: a.devKick, AckLatency: a.ackLatency, Delivery: a.bus}
+	if disp != nil {
+		ud.Retained = retainedSource{disp}
+	}
+	up := uplink.New(uplink.Config{MQTT: cfg.MQTT, Agent: cfg.Agent, Version: a.deps.Version, SessionFile: SessionFile(cfg)}, ud)
 	// The uplink outlives the stations: it stops once they have.
 	upCtx, stopUplink := context.WithCancel(context.WithoutCancel(gctx))
 	defer stopUplink()
 	a.mu.Lock()
-	a.q, a.up, a.runCtx = q, up, gctx
+	a.q, a.up, a.runCtx, a.disp = q, up, gctx, disp
 	for _, sc := range cfg.Stations {
 		a.startStation(sc)
 	}
 	a.mu.Unlock()
 	g.Go(func() error { return up.Run(upCtx) })
+	dispCtx, stopDisp := context.WithCancel(context.WithoutCancel(gctx))
+	defer stopDisp()
+	if disp != nil {
+		g.Go(func() error {
+			if err := disp.Run(dispCtx); err != nil {
+				a.log.Error("dispatch state not closed cleanly", "err", err)
+			}
+			return nil
+		})
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		a.log.Info("stopping: devices first")
 		a.stopStations()
 		stopUplink()
+		stopDisp()
 		return nil
 	})
 	if a.deps.Ready != nil {
@@ -266,8 +337,11 @@ func (a *Agent) startStation(sc config.Station) {
 		n = station.NewCounts()
 		a.counts[sc.ID] = n
 	}
-	st := station.New(station.Config{Station: sc, Agent: a.cfg.Agent, MaxEvent: int(a.cfg.MQTT.MaxEventBytes)},
-		station.Deps{Buffer: a.q, Log: a.log, Counts: n, Changed: a.devKick, Clock: a.clock})
+	d := station.Deps{Buffer: a.q, Log: a.log, Counts: n, Changed: a.devKick, Clock: a.clock, Console: stationConsole{a}}
+	if a.disp != nil {
+		d.Dispatches = dispatchSink{a.disp}
+	}
+	st := station.New(station.Config{Station: sc, Agent: a.cfg.Agent, MaxEvent: int(a.cfg.MQTT.MaxEventBytes), StateDir: StateDir(a.cfg)}, d)
 	ctx, cancel := context.WithCancel(a.runCtx)
 	r := &running{st: st, cfg: sc, cancel: cancel, done: make(chan struct{})}
 	go func() {
@@ -399,6 +473,10 @@ func (a *Agent) Status() status.Status {
 	}
 	for _, r := range a.stations {
 		s.Stations = append(s.Stations, r.st.Status())
+	}
+	if a.disp != nil {
+		ds := a.disp.Stats()
+		s.Dispatches = &status.Dispatches{Tracked: ds.Tracked, Complete: ds.Complete, Incomplete: ds.Incomplete, WriteErrors: ds.WriteErrors}
 	}
 	return s
 }

@@ -82,16 +82,36 @@ stations:
 		t.Fatal(err)
 	}
 	r.sub = testmqtt.Subscribe(t, r.broker, "central-"+t.Name(), r.cfg.MQTT.TopicPrefix+"/#")
-	r.a, err = agent.New(r.cfg, agent.Deps{Log: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})), Version: "test",
-		Ready: func(addr string) { r.addr <- addr }})
+	r.start()
+	t.Cleanup(r.stop)
+	return r
+}
+
+// start makes and runs the agent on r.cfg.
+func (r *rig) start() {
+	r.t.Helper()
+	var err error
+	r.a, err = agent.New(r.cfg, agent.Deps{Log: slog.New(slog.NewTextHandler(r.t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})), Version: "test",
+		Ready: func(addr string) {
+			select {
+			case r.addr <- addr:
+			default:
+			}
+		}})
 	if err != nil {
-		t.Fatal(err)
+		r.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel, r.done = cancel, make(chan error, 1)
 	go func() { r.done <- r.a.Run(ctx) }()
-	t.Cleanup(r.stop)
-	return r
+}
+
+// restart runs a new agent on the same configuration and data directory
+// (after stop).
+func (r *rig) restart() {
+	r.t.Helper()
+	r.stop()
+	r.start()
 }
 
 func (r *rig) stop() {

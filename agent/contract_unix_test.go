@@ -4,6 +4,7 @@ package agent_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -20,6 +21,8 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/scanagent/scanagent/agent"
+	"github.com/scanagent/scanagent/agent/dispatch"
 	"github.com/scanagent/scanagent/agent/testmqtt"
 	"github.com/scanagent/scanagent/devices/sim"
 )
@@ -299,8 +302,21 @@ func TestContractEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { scale.Close() })
-	r := newRigStation(t, "", fmt.Sprintf("    scale: {port: %q, baud: 9600, protocol: toledo, wait_stable: 300ms}\n", scale.Path()))
+	// The station follows receptacles (docs/WORKFLOWS.md): badges, control
+	// codes, receptacle and cancel events, dispatches.
+	r := newRigStation(t, "", fmt.Sprintf("    workflow: open_receptacles\n    operator_pattern: \"^OP[0-9]{4}$\"\n"+
+		"    controls: {close: CTL-CLOSE, cancel: CTL-CANCEL}\n    scale: {port: %q, baud: 9600, protocol: toledo, wait_stable: 300ms}\n", scale.Path()))
 	prefix := r.cfg.MQTT.TopicPrefix
+	// A dispatch last seen long ago, in the state the agent starts from:
+	// it expires at once and its retained message is cleared.
+	r.stop()
+	old, err := dispatch.Open(dispatch.Config{Path: filepath.Join(agent.StateDir(r.cfg), "dispatches.state"), Expire: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Seen(dispatch.Label{Station: "induct-3", Seq: 1, At: time.Now().Add(-30 * 24 * time.Hour), Dispatch: "CNSHAARUMOWAAUN60001", Serial: 1})
+	old.Run(canceledCtx())
+	r.start()
 	waitUntil(t, 10*time.Second, "the scale's reading", func() bool {
 		st := r.a.Status().Stations
 		return len(st) > 0 && st[0].Scale != nil && st[0].Scale.Last != nil && st[0].Scale.Last.Grams == 1234
@@ -308,7 +324,8 @@ func TestContractEndToEnd(t *testing.T) {
 
 	r.sc.Send("]C0", "RR473124829GB")                 // valid, weighed
 	r.sc.Send("]C0", "RR473124828GB")                 // wrong check digit; the same stay on the scale
-	r.sc.Send("]C0", "INBOMAJPKWSAAUY60597001100039") // an S9 receptacle, decoded
+	r.sc.Send("", "OP0042")                           // a badge: the operator
+	r.sc.Send("]C0", "INBOMAJPKWSAAUY60597001100039") // an S9 receptacle, decoded: it opens, its dispatch is complete
 	has := func(m []testmqtt.Message, suffix, part string) bool {
 		return slices.ContainsFunc(m, func(m testmqtt.Message) bool {
 			return strings.HasSuffix(m.Topic, suffix) && strings.Contains(string(m.Payload), part)
@@ -318,13 +335,24 @@ func TestContractEndToEnd(t *testing.T) {
 		return countScans(3)(m) && has(m, "/status", `"online"`) && has(m, "/health", "") &&
 			has(m, "/devices/induct-3/scanner", `"connected"`) && has(m, "/devices/induct-3/scale", `"connected"`)
 	})
+	r.sc.Send("]C0", "EE123456785RU") // an item in the receptacle
+	r.sub.WaitFor(15*time.Second, "the item", countScans(4))
+	r.sc.Send("", "CTL-CANCEL")
+	r.sc.Send("", "CTL-CLOSE")
+	r.sub.WaitFor(15*time.Second, "cancel, receptacle, dispatch and the cleared dispatch", func(m []testmqtt.Message) bool {
+		return has(m, "/scans/induct-3", `"schema":"scanagent.cancel/v1"`) && has(m, "/receptacles/induct-3", `"items":0`) &&
+			has(m, "/dispatches/INBOMAJPKWSAAUY60597", `"complete":true`) &&
+			slices.ContainsFunc(m, func(m testmqtt.Message) bool {
+				return strings.HasSuffix(m.Topic, "/dispatches/CNSHAARUMOWAAUN60001") && len(m.Payload) == 0
+			})
+	})
 
 	// A new session (the broker restarted) publishes health again, now
 	// with the scans, the scale's reading and the weight counters.
 	r.broker.Stop()
 	r.broker.Restart()
 	r.sub.WaitFor(20*time.Second, "health with the scans", func(m []testmqtt.Message) bool {
-		return has(m, "/health", `"scans":3,`) && has(m, "/health", `"last":{`)
+		return has(m, "/health", `"scans":4,`) && has(m, "/health", `"last":{`)
 	})
 
 	// A reload removes the scale: its retained state is cleared.
@@ -342,7 +370,9 @@ func TestContractEndToEnd(t *testing.T) {
 
 	// A graceful stop publishes the offline status.
 	r.stop()
-	msgs := r.sub.WaitFor(10*time.Second, "offline status", func(m []testmqtt.Message) bool { return has(m, "/status", `"offline"`) })
+	msgs := r.sub.WaitFor(10*time.Second, "offline status", func(m []testmqtt.Message) bool {
+		return m[len(m)-1].Retained == false && strings.HasSuffix(m[len(m)-1].Topic, "/status") && strings.Contains(string(m[len(m)-1].Payload), `"offline"`)
+	})
 
 	// Every message, by topic, against its schema.
 	seen := map[string]int{} // channel/message -> count
@@ -360,6 +390,11 @@ func TestContractEndToEnd(t *testing.T) {
 			t.Errorf("topic %s, payload %s:\n%v", m.Topic, m.Payload, err)
 			continue
 		}
+		if ch.name == "scans" || ch.name == "receptacles" || ch.name == "dispatches" {
+			if _, err := checkWorkflowMessage(c, prefix, m.Topic, m.Payload); err != nil {
+				t.Errorf("topic %s, payload %s:\n%v", m.Topic, m.Payload, err)
+			}
+		}
 		seen[ch.name+"/"+msg.name]++
 	}
 	for _, ch := range c.channels {
@@ -367,7 +402,13 @@ func TestContractEndToEnd(t *testing.T) {
 			continue
 		}
 		for _, m := range ch.msgs {
-			if seen[ch.name+"/"+m.name] == 0 {
+			key := ch.name + "/" + m.name
+			switch {
+			case contractPending[key] && seen[key] > 0:
+				t.Errorf("channel %s: the agent publishes %s messages now: remove %q from contractPending", ch.name, m.name, key)
+			case contractPending[key]:
+				t.Logf("channel %s: %s not published by the agent yet (contractPending)", ch.name, m.name)
+			case seen[key] == 0:
 				t.Errorf("channel %s: no %s message in the run: the test does not cover it", ch.name, m.name)
 			}
 		}
@@ -386,8 +427,8 @@ func TestContractEndToEnd(t *testing.T) {
 			receptacle = receptacle || strings.Contains(s, `"kind":"s9","valid":true,"s9":{"origin":"INBOMA","destination":"JPKWSA",`+
 				`"category":"A","class":"U","subclass":"Y","year":6,"dispatch":"INBOMAJPKWSAAUY60597","serial":1,"highest":true,`+
 				`"registered":false,"declared_grams":3900}`)
-			if !strings.HasSuffix(s, `"}`) || !clockRE.MatchString(s) || !strings.Contains(s[strings.LastIndex(s, `,"`):], `"clock"`) {
-				t.Errorf("scan event without clock as its last field: %s", s)
+			if !clockRE.MatchString(s) {
+				t.Errorf("scan event without clock: %s", s)
 			}
 		case strings.HasSuffix(m.Topic, "/health"):
 			if !clockRE.MatchString(s) {
@@ -420,7 +461,8 @@ func TestContractEndToEnd(t *testing.T) {
 	}
 
 	// The retained messages left at the broker: the offline status, the
-	// last health and the scanner's state (the scale's was cleared), each on a channel
+	// last health, the scanner's state (the scale's was cleared) and the
+	// complete dispatch (the expired one was cleared), each on a channel
 	// marked retained; nothing of a channel that is not.
 	retained := retainedMessages(t, r.broker, prefix)
 	var topics []string
@@ -431,16 +473,38 @@ func TestContractEndToEnd(t *testing.T) {
 			t.Errorf("retained message on %s: its channel is not retained in asyncapi.yaml", m.Topic)
 		}
 	}
-	want := []string{prefix + "/devices/induct-3/scanner", prefix + "/health", prefix + "/status"}
+	want := []string{prefix + "/devices/induct-3/scanner", prefix + "/dispatches/INBOMAJPKWSAAUY60597", prefix + "/health", prefix + "/status"}
 	sort.Strings(topics)
 	if !slices.Equal(topics, want) {
 		t.Errorf("retained topics %v, want %v", topics, want)
 	}
 	for _, ch := range c.channels {
+		if ch.pending() {
+			continue
+		}
 		if ch.retain && !slices.ContainsFunc(retained, func(m testmqtt.Message) bool { return ch.regexp(prefix).MatchString(m.Topic) }) {
 			t.Errorf("channel %s is retained in asyncapi.yaml, but nothing was left retained on it", ch.name)
 		}
 	}
+}
+
+// contractPending names the channel/message pairs of the contract that
+// the agent does not publish yet (the station workflows of
+// docs/WORKFLOWS.md): TestContractEndToEnd does not require them in its
+// run, and fails once one shows up, so that this list is emptied as the
+// agent learns them. TestContractWorkflowEvents holds their schemas to
+// hand-written documents meanwhile; checkWorkflowMessage validates what
+// the agent publishes once it does.
+var contractPending = map[string]bool{}
+
+// pending reports whether every message of the channel is pending.
+func (ch *contractChannel) pending() bool {
+	for _, m := range ch.msgs {
+		if !contractPending[ch.name+"/"+m.name] {
+			return false
+		}
+	}
+	return true
 }
 
 // retainedMessages subscribes anew to prefix/# and returns the retained
@@ -658,3 +722,9 @@ func mapAt(t *testing.T, doc map[string]any, path ...string) map[string]any {
 
 func asMap(v any) map[string]any { m, _ := v.(map[string]any); return m }
 func asSlice(v any) []any        { s, _ := v.([]any); return s }
+
+func canceledCtx() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}

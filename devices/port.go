@@ -176,11 +176,14 @@ type ScannerOptions struct {
 	// Opened, when not nil, is given the port once open and nil once
 	// closed (operator feedback writes to it).
 	Opened func(PortHandle)
+	// Tap, when not nil, keeps the last frames, raw and decoded.
+	Tap *Tap
 }
 
 // RunScanner owns one scanner port until ctx is done (see RunPort).
 func RunScanner(ctx context.Context, o ScannerOptions) error {
 	framer := NewFramer(o.Framer, o.Frame, o.Reject)
+	framer.tap = o.Tap
 	short := min(framer.cfg.IdleGap, 100*time.Millisecond)
 	return RunPort(ctx, PortOptions{
 		Port:        o.Port,
@@ -233,6 +236,8 @@ type ScaleOptions struct {
 	State  func(s DeviceState, reason string)
 	// Raw, when not nil, sees every piece read from the port (monitor).
 	Raw func(p []byte, at time.Time)
+	// Tap, when not nil, keeps the last frames, raw and decoded.
+	Tap *Tap
 	now func() time.Time
 }
 
@@ -273,6 +278,7 @@ func RunScale(ctx context.Context, o ScaleOptions) error {
 		answered = true
 		result(reason)
 	})
+	reader.tap = o.Tap
 	return RunPort(ctx, PortOptions{
 		Port:        o.Port,
 		Kind:        "scale",

@@ -10,6 +10,7 @@ type ScaleReader struct {
 	buf    []byte
 	emit   func(Reading)
 	reject func(reason string)
+	tap    *Tap // nil: no tap
 }
 
 // Result labels for frames that gave no reading, beyond the ParseError
@@ -51,15 +52,18 @@ func (s *ScaleReader) cut(at time.Time) {
 		}
 		r, err := s.p.Parse(tok)
 		if err != nil {
+			s.tap.Reject(tok, at, reasonOf(err))
 			s.reject(reasonOf(err))
 			continue
 		}
 		r.At = at
+		s.tap.Weight(tok, r)
 		s.emit(r)
 	}
 	if len(data) >= cap(s.buf) {
 		// The splitter wants more than the buffer holds: cannot happen
 		// with a correct MaxFrame; drop rather than grow.
+		s.tap.Reject(data, at, ErrGarbage.Reason)
 		s.reject(ErrGarbage.Reason)
 		data = data[:0]
 	}

@@ -74,6 +74,8 @@ type Framer struct {
 	last       time.Time // when the last byte arrived
 	emit       func(Frame)
 	reject     func(reason string)
+	tap        *Tap   // nil: no tap
+	raw        []byte // the raw bytes of the frame being judged, for the tap
 }
 
 // NewFramer returns a framer calling emit and reject (reject may be nil).
@@ -123,6 +125,7 @@ func (f *Framer) Write(p []byte, at time.Time) {
 		if f.discarding {
 			f.discarding = false
 		} else {
+			f.raw = f.buf
 			f.frame(f.buf[:len(f.buf)-len(f.term)], at)
 		}
 		f.buf = f.buf[:0]
@@ -140,11 +143,13 @@ func (f *Framer) Idle(now time.Time) {
 	switch {
 	case len(f.term) == 0 && idle >= f.cfg.IdleGap:
 		if !f.discarding {
+			f.raw = f.buf
 			f.frame(f.buf, f.last)
 		}
 		f.Reset()
 	case len(f.term) > 0 && idle >= f.cfg.StaleAfter:
 		if !f.discarding {
+			f.tap.Reject(f.buf, f.last, RejectStale)
 			f.reject(RejectStale)
 		}
 		f.Reset()
@@ -156,6 +161,7 @@ func (f *Framer) Idle(now time.Time) {
 // (the device went away mid-frame).
 func (f *Framer) End() {
 	if len(f.term) == 0 && len(f.buf) > 0 && !f.discarding {
+		f.raw = f.buf
 		f.frame(f.buf, f.last)
 	}
 	f.Reset()
@@ -181,6 +187,7 @@ func (f *Framer) appendData(p []byte) {
 		return
 	}
 	if len(f.buf) > f.cfg.MaxLength+k+slack {
+		f.tap.Reject(f.buf, f.last, RejectOverlong)
 		f.reject(RejectOverlong)
 		f.discarding = true
 		f.buf = append(f.buf[:0], f.buf[len(f.buf)-k:]...)
@@ -217,18 +224,24 @@ func (f *Framer) emitData(data []byte, aim, codeID string, at time.Time) {
 	if f.cfg.StripControl {
 		data = stripControl(data)
 	}
+	reason := ""
 	switch {
 	case len(data) == 0:
-		f.reject(RejectEmpty)
+		reason = RejectEmpty
 	case len(data) > f.cfg.MaxLength:
-		f.reject(RejectOverlong)
+		reason = RejectOverlong
 	case hasControl(data):
-		f.reject(RejectControl)
+		reason = RejectControl
 	case !utf8.Valid(data):
-		f.reject(RejectUTF8)
+		reason = RejectUTF8
 	default:
-		f.emit(Frame{Data: string(data), AIM: aim, CodeID: codeID, At: at})
+		fr := Frame{Data: string(data), AIM: aim, CodeID: codeID, At: at}
+		f.tap.Code(f.raw, at, fr.Data, aim)
+		f.emit(fr)
+		return
 	}
+	f.tap.Reject(f.raw, at, reason)
+	f.reject(reason)
 }
 
 // hasControl reports whether data holds control characters other than GS

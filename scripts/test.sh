@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The full test suite: installs what the tests need (mosquitto, the real
-# broker the end-to-end tests start on a free loopback port), then vets and
+# broker the end-to-end tests start on a free loopback port; chromium for
+# the console's browser tests; PostgreSQL), then vets and
 # runs every test with the race detector, the chaos suite, the release
 # builds and the package tests.
 set -euo pipefail
@@ -12,6 +13,16 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mosquitto >/dev/null
+fi
+
+# Chromium for the technician console's browser tests (chromedp drives
+# it headless; cmd/scanagent TestConsoleInBrowser fails without it).
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  echo "scripts/test.sh: installing chromium (needed by the console's browser tests)"
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
 fi
 
 # PostgreSQL for the reference receiver's tests (central/, cmd/scanreceiver):

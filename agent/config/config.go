@@ -46,7 +46,10 @@ type Config struct {
 	Stations []Station `yaml:"stations"`
 	HTTP     HTTP      `yaml:"http"`
 	Log      Log       `yaml:"log"`
-	File     string    `yaml:"-"` // path it was loaded from
+	// Dispatches configures the site's dispatch completeness tracking
+	// (docs/WORKFLOWS.md).
+	Dispatches Dispatches `yaml:"dispatches"`
+	File       string     `yaml:"-"` // path it was loaded from
 
 	// Warnings are problems that do not stop the agent: files the uplink
 	// needs (password, TLS) that are missing, unreadable, invalid or
@@ -139,6 +142,58 @@ type Station struct {
 	Feedback    *Feedback `yaml:"feedback"` // nil: no operator feedback
 	Scanner     Scanner   `yaml:"scanner"`
 	Scale       *Scale    `yaml:"scale"` // nil when the station has no scale
+
+	// Workflow is what the station does with receptacles
+	// (docs/WORKFLOWS.md): items (default: every scan an item),
+	// open_receptacles (an S9 label opens the receptacle the next items
+	// come out of) or fill_receptacles (items go into a bag session that
+	// the S9 label, printed when the bag is closed, closes).
+	Workflow string `yaml:"workflow"`
+	// OperatorPattern is a regular expression (Go syntax, RE2): a code it
+	// matches is an operator's badge, which signs that operator in at the
+	// station instead of being published as a scan.
+	OperatorPattern string `yaml:"operator_pattern"`
+	// RequireOperator: a scan made while nobody is signed in is accepted
+	// and published, but gets the bad-read signal and is counted.
+	RequireOperator bool `yaml:"require_operator"`
+	// OperatorIdle signs the operator out after this long without a scan
+	// (default 0: never).
+	OperatorIdle Duration `yaml:"operator_idle"`
+	// Controls are the station's control barcodes, never published as
+	// scans.
+	Controls Controls `yaml:"controls"`
+	// ReceptacleIdle closes an open receptacle or bag session after this
+	// long without a scan (receptacle workflows; default 10m, 0: never).
+	ReceptacleIdle Duration `yaml:"receptacle_idle"`
+	// WeightTolerance is how far a receptacle's measured weight may be
+	// from its label's before weight_mismatch is set (receptacle
+	// workflows; default 5%).
+	WeightTolerance Percent `yaml:"weight_tolerance"`
+}
+
+// Controls are control barcodes: Close closes the open receptacle or bag
+// session, Cancel withdraws the station's last scan, Logout signs the
+// operator out. Empty: that control is not used.
+type Controls struct {
+	Close  string `yaml:"close"`
+	Cancel string `yaml:"cancel"`
+	Logout string `yaml:"logout"`
+}
+
+// Workflows.
+const (
+	WorkflowItems = "items"
+	WorkflowOpen  = "open_receptacles"
+	WorkflowFill  = "fill_receptacles"
+)
+
+// Receptacles reports whether the station's workflow handles receptacles.
+func (s *Station) Receptacles() bool { return s.Workflow == WorkflowOpen || s.Workflow == WorkflowFill }
+
+// Dispatches configures dispatch completeness: how long a dispatch is
+// kept after its last receptacle was seen.
+type Dispatches struct {
+	ExpireDays int `yaml:"expire_days"` // default 14, 1..3650
 }
 
 // Feedback is what the agent sends back to the scanner, or drives on a
@@ -330,11 +385,15 @@ func (c *Config) setDefaults() {
 	c.Agent.MemoryLimit = 128 * MiB
 	c.HTTP = HTTP{Listen: "127.0.0.1:9180"}
 	c.Log = Log{Level: "info", Format: "text"}
+	c.Dispatches = Dispatches{ExpireDays: 14}
 }
 
 func (s *Station) setDefaults() {
 	s.Scanner.setDefaults()
 	s.DedupWindow = Duration(time.Second)
+	s.Workflow = WorkflowItems
+	s.ReceptacleIdle = Duration(10 * time.Minute)
+	s.WeightTolerance = 5
 }
 
 func (f *Feedback) setDefaults() {

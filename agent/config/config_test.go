@@ -313,8 +313,11 @@ func TestDefaults(t *testing.T) {
 		},
 		Buffer: config.Buffer{MaxBytes: 4 * config.GiB, WhenFull: "drop_oldest", MinFreeDisk: 64 * config.MiB},
 		Stations: []config.Station{{
-			ID:          "s1",
-			DedupWindow: config.Duration(time.Second),
+			ID:              "s1",
+			DedupWindow:     config.Duration(time.Second),
+			Workflow:        config.WorkflowItems,
+			ReceptacleIdle:  config.Duration(10 * time.Minute),
+			WeightTolerance: 5,
 			Scanner: config.Scanner{
 				Serial:       config.Serial{Port: "/dev/ttyS0", Baud: 9600, DataBits: 8, Parity: "none", StopBits: config.StopBits1},
 				Terminator:   "crlf",
@@ -324,9 +327,10 @@ func TestDefaults(t *testing.T) {
 				ControlChars: "reject",
 			},
 		}},
-		HTTP: config.HTTP{Listen: "127.0.0.1:9180"},
-		Log:  config.Log{Level: "info", Format: "text"},
-		File: "min.yaml",
+		HTTP:       config.HTTP{Listen: "127.0.0.1:9180"},
+		Log:        config.Log{Level: "info", Format: "text"},
+		Dispatches: config.Dispatches{ExpireDays: 14},
+		File:       "min.yaml",
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got  %+v\nwant %+v", cfg, want)
@@ -486,7 +490,7 @@ func TestLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Agent.ID != "hub-msk-01" || len(cfg.Stations) != 2 || cfg.Stations[0].Scale == nil ||
+	if cfg.Agent.ID != "hub-msk-01" || len(cfg.Stations) != 3 || cfg.Stations[0].Scale == nil || cfg.Stations[2].Workflow != config.WorkflowOpen ||
 		cfg.File != "../../packaging/scanagent.example.yaml" {
 		t.Errorf("example config = %+v", cfg)
 	}
@@ -560,5 +564,50 @@ func TestHTTPListenNeedsTokenBeyondLoopback(t *testing.T) {
 	_, err = config.Parse("x.yaml", []byte(head+"http: {listen: \"0.0.0.0:9180\", token_file: /nonexistent/token}\n"), noEnv)
 	if err == nil || !strings.Contains(err.Error(), "http.token_file: cannot read token file") {
 		t.Errorf("missing token file: %v", err)
+	}
+}
+
+// TestWorkflowKeys: the workflow keys' defaults, and a clear error for
+// each misuse.
+func TestWorkflowKeys(t *testing.T) {
+	cfg, err := config.Parse("w.yaml", []byte(head+`    workflow: open_receptacles
+    operator_pattern: "^OP[0-9]{4}$"
+    require_operator: true
+    operator_idle: 30m
+    controls: {close: CTL-CLOSE, cancel: CTL-CANCEL, logout: CTL-LOGOUT}
+    receptacle_idle: 5m
+    weight_tolerance: 2.5%
+dispatches: {expire_days: 30}
+`), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cfg.Stations[0]
+	if s.Workflow != config.WorkflowOpen || !s.Receptacles() || s.OperatorPattern != "^OP[0-9]{4}$" || !s.RequireOperator ||
+		s.OperatorIdle.D() != 30*time.Minute || s.Controls != (config.Controls{Close: "CTL-CLOSE", Cancel: "CTL-CANCEL", Logout: "CTL-LOGOUT"}) ||
+		s.ReceptacleIdle.D() != 5*time.Minute || s.WeightTolerance != 2.5 || cfg.Dispatches.ExpireDays != 30 {
+		t.Fatalf("decoded %+v, dispatches %+v", s, cfg.Dispatches)
+	}
+	for _, tc := range []struct{ text, want string }{
+		{"    workflow: bags\n", "8:15: stations[0].workflow: must be one of"},
+		{"    operator_pattern: \"(\"\n", "stations[0].operator_pattern: is not a valid regular expression"},
+		{"    operator_pattern: \"[0-9]*\"\n", "stations[0].operator_pattern: \"[0-9]*\" matches an empty code"},
+		{"    require_operator: true\n", "stations[0].require_operator: needs operator_pattern"},
+		{"    controls: {logout: X}\n", "stations[0].controls.logout: needs operator_pattern"},
+		{"    controls: {close: X}\n", "stations[0].controls.close: is for workflows open_receptacles and fill_receptacles"},
+		{"    receptacle_idle: 5m\n", "stations[0].receptacle_idle: is for workflows"},
+		{"    workflow: fill_receptacles\n    controls: {close: X, cancel: X}\n", "stations[0].controls.cancel: is the same code as controls.close"},
+		{"    workflow: fill_receptacles\n    controls: {close: \"\"}\n", "stations[0].controls.close: must not be empty"},
+		{"    operator_pattern: \"^OP\"\n    controls: {cancel: OP-CANCEL}\n", "controls.cancel: \"OP-CANCEL\" matches operator_pattern"},
+		{"    workflow: open_receptacles\n    weight_tolerance: 5\n", "stations[0].weight_tolerance: must be a percentage with its sign"},
+		{"    workflow: open_receptacles\n    weight_tolerance: 101%\n", "stations[0].weight_tolerance: must be a percentage from 0% to 100%"},
+		{"    workflow: open_receptacles\n    accept: [s10]\n", "stations[0].accept: must include s9 for workflow open_receptacles"},
+		{"    workflow: open_receptacles\n    receptacle_idle: -1s\n", "stations[0].receptacle_idle"},
+		{"dispatches: {expire_days: 0}\n", "dispatches.expire_days"},
+	} {
+		got := strings.Join(messages(t, head+tc.text), "\n")
+		if !strings.Contains(got, tc.want) {
+			t.Errorf("%q:\ngot  %s\nwant %s", tc.text, got, tc.want)
+		}
 	}
 }

@@ -58,3 +58,24 @@ func (b *StopBits) UnmarshalYAML(n *yaml.Node) error {
 	}
 	return fmt.Errorf("must be 1, 1.5 or 2, got %s", yamlcfg.Describe(n))
 }
+
+// Percent is a share written with a percent sign ("5%", "2.5%"), 0 to
+// 100; the value is the number before the sign.
+type Percent float64
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (p *Percent) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		v := strings.TrimSpace(n.Value)
+		if num, ok := strings.CutSuffix(v, "%"); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
+			if err == nil && f >= 0 && f <= 100 {
+				*p = Percent(f)
+				return nil
+			}
+		} else if _, err := strconv.ParseFloat(v, 64); err == nil {
+			return fmt.Errorf("must be a percentage with its sign, such as \"5%%\", got %s", yamlcfg.Describe(n))
+		}
+	}
+	return fmt.Errorf("must be a percentage from 0%% to 100%%, such as \"5%%\", got %s", yamlcfg.Describe(n))
+}

@@ -5,7 +5,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,6 +37,7 @@ func (c *checker) validate(cfg *Config, lookupEnv func(string) (string, bool)) {
 	}
 
 	c.stations(cfg.Stations)
+	between(c, "dispatches.expire_days", cfg.Dispatches.ExpireDays, 1, 3650)
 
 	if cfg.HTTP.Listen != "" {
 		c.listen("http.listen", cfg.HTTP.Listen)
@@ -229,6 +232,7 @@ func (c *checker) stations(ss []Station) {
 		if f := s.Feedback; f != nil {
 			c.feedback(p+".feedback", f)
 		}
+		c.workflow(p, s)
 
 		sc := p + ".scanner"
 		if !c.present(sc) {
@@ -388,4 +392,58 @@ func loopback(addr string) bool {
 
 func validEvent(s string) bool {
 	return len(s) == 3 && strings.Trim(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == ""
+}
+
+// workflow checks a station's workflow keys (docs/WORKFLOWS.md).
+func (c *checker) workflow(p string, s *Station) {
+	c.oneOf(p+".workflow", s.Workflow, WorkflowItems, WorkflowOpen, WorkflowFill)
+	var badge *regexp.Regexp
+	if s.OperatorPattern != "" {
+		re, err := regexp.Compile(s.OperatorPattern)
+		if err != nil {
+			c.errorf(p+".operator_pattern", "is not a valid regular expression: %v", err)
+		} else if re.MatchString("") {
+			c.errorf(p+".operator_pattern", "%q matches an empty code; anchor it, such as \"^OP[0-9]{4}$\"", s.OperatorPattern)
+		} else {
+			badge = re
+		}
+	} else {
+		for _, k := range []string{"require_operator", "operator_idle", "controls.logout"} {
+			if c.present(p + "." + k) {
+				c.errorf(p+"."+k, "needs operator_pattern: without it nobody signs in at the station")
+			}
+		}
+	}
+	atLeast(c, p+".operator_idle", s.OperatorIdle, 0)
+	seen := map[string]string{}
+	for _, ctl := range []struct{ name, code string }{{"close", s.Controls.Close}, {"cancel", s.Controls.Cancel}, {"logout", s.Controls.Logout}} {
+		path := p + ".controls." + ctl.name
+		if !c.present(path) {
+			continue
+		}
+		switch {
+		case ctl.code == "":
+			c.errorf(path, "must not be empty (leave the key out to go without it)")
+		case len(ctl.code) > 64 || strings.ContainsFunc(ctl.code, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+			c.errorf(path, "must be 1 to 64 printable characters, got %q", ctl.code)
+		case seen[ctl.code] != "":
+			c.errorf(path, "is the same code as controls.%s", seen[ctl.code])
+		case badge != nil && badge.MatchString(ctl.code):
+			c.errorf(path, "%q matches operator_pattern: it would sign an operator in", ctl.code)
+		default:
+			seen[ctl.code] = ctl.name
+		}
+	}
+	if s.Receptacles() {
+		if len(s.Accept) > 0 && !slices.Contains(s.Accept, "s9") {
+			c.errorf(p+".accept", "must include s9 for workflow %s: the receptacles' labels are S9 codes", s.Workflow)
+		}
+	} else {
+		for _, k := range []string{"controls.close", "receptacle_idle", "weight_tolerance"} {
+			if c.present(p + "." + k) {
+				c.errorf(p+"."+k, "is for workflows %s and %s; this station's workflow is %s", WorkflowOpen, WorkflowFill, s.Workflow)
+			}
+		}
+	}
+	atLeast(c, p+".receptacle_idle", s.ReceptacleIdle, 0)
 }

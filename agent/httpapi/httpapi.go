@@ -1,5 +1,6 @@
 // Package httpapi is the agent's local HTTP interface: /healthz, /readyz,
-// /status, /metrics and /loglevel, the bearer token in front of them, and
+// /status, /metrics and /loglevel, the technician console (a page at /,
+// its event stream and the serial taps), the token in front of them, and
 // the limits that keep hostile clients from holding the server. It reads
 // the agent through the status document only.
 package httpapi
@@ -23,6 +24,7 @@ import (
 	"golang.org/x/net/netutil"
 
 	"github.com/scanagent/scanagent/agent/config"
+	"github.com/scanagent/scanagent/agent/live"
 	"github.com/scanagent/scanagent/agent/status"
 )
 
@@ -48,6 +50,11 @@ type Deps struct {
 	Level *slog.LevelVar
 	// AckLatency is registered with the other metrics (nil: none).
 	AckLatency prometheus.Collector
+	// Console, if set, serves the technician console's taps and actions
+	// (console.go); without it the page shows the status only.
+	Console Console
+	// Live, if set, carries the scans to the console's event streams.
+	Live *live.Bus
 }
 
 // Limits bound what clients can hold of the status server, which
@@ -83,6 +90,7 @@ type API struct {
 	log      *slog.Logger
 	level    *slog.LevelVar
 	registry *prometheus.Registry
+	console  *console
 	handler  http.Handler
 }
 
@@ -97,12 +105,14 @@ func New(c Config, d Deps) *API {
 	}
 	a := &API{cfg: c, src: d.Source, log: log, level: d.Level}
 	a.registry = newRegistry(c.Version, d.Source, d.AckLatency)
+	a.console = newConsole(a, d.Console, d.Live)
 	a.handler = a.routes()
 	return a
 }
 
-// Handler serves /healthz, /readyz, /status, /metrics and /loglevel. With
-// a token, every path but /healthz needs it.
+// Handler serves /healthz, /readyz, /status, /metrics, /loglevel and the
+// technician console. With a token, every path but /healthz, the
+// console's page and its login needs it.
 func (a *API) Handler() http.Handler { return a.handler }
 
 // Serve serves on ln within the limits until ctx is done, then shuts the
@@ -120,7 +130,13 @@ func (a *API) Serve(ctx context.Context, ln net.Listener) error {
 		// net/http's own messages are mostly about what clients sent:
 		// at debug, so a client cannot fill the log.
 		ErrorLog: slog.NewLogLogger(a.log.With("component", "http").Handler(), slog.LevelDebug),
+		// Requests end with ctx: the console's event streams too.
+		BaseContext: func(net.Listener) context.Context { return ctx },
 	}
+	hctx, stopHistory := context.WithCancel(ctx)
+	historyDone := make(chan struct{})
+	go func() { defer close(historyDone); a.console.runHistory(hctx) }()
+	defer func() { stopHistory(); <-historyDone }()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(netutil.LimitListener(ln, l.MaxConns)) }()
 	select {
@@ -190,24 +206,78 @@ func (a *API) routes() http.Handler {
 		a.log.Info("log level changed over HTTP", "from", old, "to", l, "remote", r.RemoteAddr)
 		fmt.Fprintln(w, strings.ToLower(l.String()))
 	})
-	return authorize(a.cfg.Token, mux)
+	a.console.register(mux, a.registry)
+	// Requests that change state (PUT, POST) from a browser must come
+	// from the console's own page: Sec-Fetch-Site or Origin is checked
+	// against the Host (a page elsewhere cannot make a technician's
+	// browser post here). Tools that send neither (curl, scanagent) pass.
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "cross-origin request refused: use the console served by this agent", http.StatusForbidden)
+	}))
+	return headers(cop.Handler(authorize(a.cfg.Token, mux)))
 }
 
-// authorize requires the bearer token on every path but /healthz (a
-// liveness probe learns nothing from it); no token: no check.
+// localOnly refuses requests that change state, without a token, unless
+// they name the agent by an IP address or localhost: a web page whose
+// name was made to resolve to 127.0.0.1 (DNS rebinding) is then the same
+// origin as the console, and only its Host shows it.
+func localOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodGet, http.MethodHead, http.MethodOptions:
+		default:
+			host, _, err := net.SplitHostPort(r.Host)
+			if err != nil {
+				host = r.Host
+			}
+			host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+			if net.ParseIP(host) == nil && !strings.EqualFold(host, "localhost") {
+				http.Error(w, "refused: without http.token_file, requests that change state must name the agent by its IP address or localhost", http.StatusForbidden)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// headers sets the security headers on every answer.
+func headers(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		securityHeaders(w.Header())
+		next.ServeHTTP(w, r)
+	})
+}
+
+// authorize requires the token on every path but /healthz (a liveness
+// probe learns nothing from it) and the console's page, assets and login
+// (they hold no data): as a bearer token, or as the console's session
+// cookie. No token: no check.
 func authorize(token string, next http.Handler) http.Handler {
 	if token == "" {
-		return next
+		return localOnly(next)
 	}
 	want := sha256.Sum256([]byte(token))
+	session := sha256.Sum256([]byte(sessionValue(token)))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/healthz" && !bearer(r.Header.Get("Authorization"), want) {
+		if !openPath(r) && !bearer(r.Header.Get("Authorization"), want) && !cookie(r, session) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="scanagent"`)
 			http.Error(w, "missing or wrong bearer token", http.StatusUnauthorized)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// cookie reports whether the request carries the console's session
+// cookie whose SHA-256 is want (compared in constant time).
+func cookie(r *http.Request, want [sha256.Size]byte) bool {
+	c, err := r.Cookie(cookieName)
+	if err != nil {
+		return false
+	}
+	got := sha256.Sum256([]byte(c.Value))
+	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
 }
 
 // bearer reports whether an Authorization header value carries the bearer

@@ -86,6 +86,11 @@ var (
 	mRepublished    = desc("mqtt_republished_total", "Scans published again for want of a receipt.")
 	mBadReceipts    = desc("mqtt_bad_receipts_total", "Receipts ignored, by reason.", "reason")
 	mRSS            = desc("memory_peak_rss_bytes", "Peak resident set size (Linux).")
+	mWorkflow       = desc("workflow_events_total", "Workflow events by kind: sign_in, logout, opened, closed_label, closed_control, closed_idle, weight_mismatch, cancelled, no_operator, ... (docs/WORKFLOWS.md).", "station", "event")
+	mReceptacleOpen = desc("receptacle_open", "1 while a receptacle or bag session is open at the station.", "station")
+	mReceptacleItem = desc("receptacle_items", "Items counted in the station's open receptacle or bag session.", "station")
+	mOperator       = desc("operator_signed_in", "1 while an operator is signed in at the station.", "station")
+	mDispatches     = desc("dispatches", "Dispatches tracked, by state: complete, incomplete (highest receptacle seen, some missing), open (highest not seen yet).", "state")
 )
 
 // statusCollector turns a status snapshot into metrics. It is unchecked
@@ -124,11 +129,26 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 		byLabel(mWeights, cn.Weights, st.ID)
 		byLabel(mFeedback, cn.Feedback, st.ID)
 		byLabel(mFramesRejected, cn.Rejected, st.ID)
+		byLabel(mWorkflow, cn.Workflow, st.ID)
+		if w := st.Workflow; w != nil {
+			gauge(mOperator, boolFloat(w.Operator != ""), st.ID)
+			gauge(mReceptacleOpen, boolFloat(w.Receptacle != nil), st.ID)
+			items := 0
+			if w.Receptacle != nil {
+				items = w.Receptacle.Items
+			}
+			gauge(mReceptacleItem, float64(items), st.ID)
+		}
 		device(ch, st.ID, "scanner", st.Scanner)
 		if st.Scale != nil {
 			device(ch, st.ID, "scale", st.Scale.Device)
 			byLabel(mScaleFrames, st.Scale.Frames, st.ID)
 		}
+	}
+	if d := s.Dispatches; d != nil {
+		gauge(mDispatches, float64(d.Complete), "complete")
+		gauge(mDispatches, float64(d.Incomplete), "incomplete")
+		gauge(mDispatches, float64(d.Tracked-d.Complete-d.Incomplete), "open")
 	}
 	b := s.Buffer
 	gauge(mDepth, float64(b.Depth))

@@ -42,6 +42,13 @@ type Event struct {
 	// synced, unsynced or unknown (agent/clock); absent from events made
 	// before agents reported it.
 	Clock string `json:"clock,omitempty"`
+	// Receptacle is the S9 label of the receptacle open at the station
+	// (workflow open_receptacles); BagSession the bag being filled
+	// (fill_receptacles, a UUIDv7); Operator who was signed in at the
+	// station (docs/WORKFLOWS.md). Absent when not known.
+	Receptacle string `json:"receptacle,omitempty"`
+	BagSession string `json:"bag_session,omitempty"`
+	Operator   string `json:"operator,omitempty"`
 }
 
 // S9 is a UPU S9 receptacle identifier as the scan event carries it

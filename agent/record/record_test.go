@@ -44,21 +44,25 @@ func TestScanMatchesEvent(t *testing.T) {
 		status    string
 		s9        *S9
 		clock     string
+		ctx       [3]string // receptacle, bag session, operator
 	}{
-		{"RR473124829GB", "]C0", true, "ok", nil, ""},
-		{"RR473124828GB", "", false, "motion", nil, ""},
-		{"0109506000134352\x1d10AB-123", "]C1", false, "", nil, ""},
-		{`quote" back\slash tab\t nl\n \x01 \x7f Посылка \u2028`, "", false, "", nil, ""},
-		{"\xff\xfebad utf-8", "", false, "", nil, ""},
-		{"RR473124829GB", "]C0", true, "ok", nil, "synced"},
-		{"RR473124829GB", "", false, "", nil, "unknown"},
-		{"BEBRUABOLPBBAEN60073003000227", "]C0", true, "ok", s9, "synced"},
-		{"INBOMAJPKWSAAUY60597001100039", "", false, "", s9Highest, "unsynced"},
-		{"RUMOWDDEFRAACCN59999999919999", "]C0", false, "none", s9Unstated, ""},
-		{"RUMOWDDEFRAACCN59999999999999", "]C0", false, "", &S9{Origin: "a\"b<", Dispatch: "\x01"}, "unknown"},
+		{"RR473124829GB", "]C0", true, "ok", nil, "", [3]string{}},
+		{"RR473124828GB", "", false, "motion", nil, "", [3]string{}},
+		{"0109506000134352\x1d10AB-123", "]C1", false, "", nil, "", [3]string{}},
+		{`quote" back\slash tab\t nl\n \x01 \x7f Посылка \u2028`, "", false, "", nil, "", [3]string{}},
+		{"\xff\xfebad utf-8", "", false, "", nil, "", [3]string{}},
+		{"RR473124829GB", "]C0", true, "ok", nil, "synced", [3]string{}},
+		{"RR473124829GB", "", false, "", nil, "unknown", [3]string{}},
+		{"BEBRUABOLPBBAEN60073003000227", "]C0", true, "ok", s9, "synced", [3]string{}},
+		{"INBOMAJPKWSAAUY60597001100039", "", false, "", s9Highest, "unsynced", [3]string{}},
+		{"RUMOWDDEFRAACCN59999999919999", "]C0", false, "none", s9Unstated, "", [3]string{}},
+		{"RUMOWDDEFRAACCN59999999999999", "]C0", false, "", &S9{Origin: "a\"b<", Dispatch: "\x01"}, "unknown", [3]string{}},
+		{"RR473124829GB", "]C0", true, "ok", nil, "synced", [3]string{"BEBRUABOLPBBAEN60073003000227", "", "OP0042"}},
+		{"RR473124829GB", "", false, "", nil, "unknown", [3]string{"", "019ad3b4-7f00-7000-8000-000000000001", "оператор \"7\""}},
 	} {
 		sc := testScan(tc.code, tc.aim, at)
 		sc.HasWeight, sc.WeightStatus, sc.S9, sc.Clock = tc.weight, tc.status, tc.s9, tc.clock
+		sc.Receptacle, sc.BagSession, sc.Operator = tc.ctx[0], tc.ctx[1], tc.ctx[2]
 		if tc.s9 != nil {
 			sc.Kind = "s9"
 		}
@@ -72,7 +76,7 @@ func TestScanMatchesEvent(t *testing.T) {
 		}
 		want := Event{Schema: Schema, ID: sc.ID.String(), Seq: 1042, Agent: "hub", Site: "SITE", Station: "induct-3", Event: "EDD",
 			ScannedAt: Timestamp(at), Barcode: viaJSON(tc.code), AIM: tc.aim, Kind: sc.Kind, Valid: sc.Valid, Reason: sc.Reason,
-			S9: tc.s9, WeightStatus: tc.status, Clock: tc.clock}
+			S9: tc.s9, WeightStatus: tc.status, Clock: tc.clock, Receptacle: tc.ctx[0], BagSession: tc.ctx[1], Operator: tc.ctx[2]}
 		if tc.weight {
 			want.Weight = WeightOf(w)
 		}
@@ -83,7 +87,11 @@ func TestScanMatchesEvent(t *testing.T) {
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("decoded\n%+v\nwant\n%+v", got, want)
 		}
-		if v, room := sc.Value(), 448+len(tc.code); len(v.Head)+len(v.Tail) > room && tc.s9 == nil ||
+		room := 448 + len(tc.code)
+		if ctx := len(tc.ctx[0]) + len(tc.ctx[1]) + len(tc.ctx[2]); ctx > 0 {
+			room += 48 + ctx
+		}
+		if v := sc.Value(); len(v.Head)+len(v.Tail) > room && tc.s9 == nil ||
 			len(v.Head)+len(v.Tail) > room+256 {
 			t.Errorf("%q: the record's %d bytes outgrow the one allocation of Value", tc.code, len(v.Head)+len(v.Tail))
 		}
@@ -137,6 +145,7 @@ func FuzzScan(f *testing.F) {
 		sc := testScan(code, aim, time.Unix(1700000000, 0))
 		sc.Origin = &Origin{Station: sc.Station, Agent: sc.Agent, Site: sc.Site, Event: event}
 		sc.Clock = clock
+		sc.Receptacle, sc.BagSession, sc.Operator = office, aim, event
 		var s9 *S9
 		if office != "" { // every field of the S9 from the office and n
 			yes := n%2 == 0
@@ -159,7 +168,7 @@ func FuzzScan(f *testing.F) {
 			t.Fatalf("invalid JSON %q: %v", payload, err)
 		}
 		if got.Barcode != viaJSON(code) || got.AIM != viaJSON(aim) || got.Seq != 7 || got.Event != viaJSON(event) ||
-			got.Clock != viaJSON(clock) {
+			got.Clock != viaJSON(clock) || got.Receptacle != viaJSON(office) || got.BagSession != viaJSON(aim) || got.Operator != viaJSON(event) {
 			t.Fatalf("round trip: %+v from %q %q %q %q", got, code, aim, event, clock)
 		}
 		if s9 != nil {
@@ -185,7 +194,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{200, 'a'})
 	f.Fuzz(func(t *testing.T, rec []byte) {
-		station, payload, err := Split(rec)
+		topic, station, payload, err := SplitTopic(rec)
 		if err != nil {
 			return
 		}
@@ -193,7 +202,7 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("split %d+%d bytes from %d", len(station), len(payload), len(rec))
 		}
 		Decode(rec) // any JSON: must not panic
-		if again := Join(station, payload); string(again) != string(rec) {
+		if again := JoinTopic(topic, station, payload); string(again) != string(rec) {
 			t.Fatalf("round trip changed the record")
 		}
 	})
@@ -224,4 +233,35 @@ func BenchmarkEncode(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestJSONValueTopics: workflow events are recorded through encoding/json
+// with their topic, and a scan record written before topics existed still
+// splits as a scan.
+func TestJSONValueTopics(t *testing.T) {
+	ev := &Receptacle{Schema: SchemaReceptacle, ID: "0193f2c4-9a4e-7c1d-8f3a-2b5e6d7c8a90", Station: "open-1",
+		Workflow: "open_receptacles", Receptacle: "BEBRUABOLPBBAEN60073003000227", Items: 3, ClosedBy: "label"}
+	v, err := JSONValue(TopicReceptacles, "open-1", ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic, station, payload, err := SplitTopic(v.Bytes(4711))
+	if err != nil || topic != TopicReceptacles || station != "open-1" {
+		t.Fatalf("split: %v %q %v", topic, station, err)
+	}
+	var got Receptacle
+	if err := json.Unmarshal(payload, &got); err != nil || got.Seq != 4711 || got.Items != 3 || got.Receptacle != ev.Receptacle {
+		t.Fatalf("decoded %+v, %v: %s", got, err, payload)
+	}
+	if topic.Name() != "receptacles" || TopicScans.Name() != "scans" {
+		t.Fatal("topic names")
+	}
+	// A record from before topics: its first byte is the station's length.
+	old := append([]byte{6}, `open-1{"schema":"scanagent.scan/v1"}`...)
+	if topic, station, _, err := SplitTopic(old); err != nil || topic != TopicScans || station != "open-1" {
+		t.Fatalf("old record: %v %q %v", topic, station, err)
+	}
+	if _, err := JSONValue(TopicScans, "s", struct{ A int }{1}); err == nil {
+		t.Fatal("an event without schema, id and seq was recorded")
+	}
 }

@@ -34,6 +34,8 @@ type Scan struct {
 	HasWeight    bool
 	WeightStatus string
 	Clock        string // clock quality: synced, unsynced, unknown ("": not written)
+	// The station's context (docs/WORKFLOWS.md), "" when none.
+	Receptacle, BagSession, Operator string
 }
 
 // Value returns the buffer value of s: its record, with the sequence
@@ -41,6 +43,9 @@ type Scan struct {
 // Event's JSON encoding. Head and Tail share one allocation.
 func (s *Scan) Value() buffer.Value {
 	n := 448 + len(s.Barcode)
+	if ctx := len(s.Receptacle) + len(s.BagSession) + len(s.Operator); ctx > 0 {
+		n += 48 + ctx
+	}
 	if s.S9 != nil {
 		n += 256
 	}
@@ -91,6 +96,15 @@ func (s *Scan) Value() buffer.Value {
 	}
 	if s.Clock != "" {
 		b = appendField(b, "clock", s.Clock)
+	}
+	if s.Receptacle != "" {
+		b = appendField(b, "receptacle", s.Receptacle)
+	}
+	if s.BagSession != "" {
+		b = appendField(b, "bag_session", s.BagSession)
+	}
+	if s.Operator != "" {
+		b = appendField(b, "operator", s.Operator)
 	}
 	b = append(b, '}')
 	return buffer.Value{Head: b[:split:split], Tail: b[split:]}

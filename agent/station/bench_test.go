@@ -37,9 +37,49 @@ func BenchmarkStationProcess(b *testing.B) {
 	}
 }
 
-func testStationB(b *testing.B) *Station {
+// BenchmarkStationProcessWorkflow is BenchmarkStationProcess at a station
+// with a receptacle open and an operator signed in: the control codes and
+// the badge pattern are checked, and each scan is placed in the open
+// receptacle.
+func BenchmarkStationProcessWorkflow(b *testing.B) {
+	s := testStationB(b, func(c *config.Station) {
+		c.Accept = append(c.Accept, "s9")
+		c.Workflow, c.OperatorPattern = config.WorkflowOpen, "^OP[0-9]{4}$"
+		c.Controls = config.Controls{Close: "CTL-CLOSE", Cancel: "CTL-CANCEL", Logout: "CTL-LOGOUT"}
+		c.ReceptacleIdle, c.WeightTolerance = config.Duration(10*time.Minute), 5
+	})
+	s.weigher.setOnline(true)
+	at := time.Now()
+	s.weigher.reading(readingB(at))
+	s.flow.st.Operator = "OP0042"
+	s.flow.st.Open = &openCtx{Receptacle: "BEBRUABOLPBBAEN60073003000227", OpenedAt: at}
+	ctx := context.Background()
+	codes := []string{"RR473124829GB", "10100024010003", "RR287043775IN", "CA262246684JP"}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		f := devices.Frame{Data: codes[i%len(codes)], AIM: "]C0", At: at.Add(time.Duration(i) * 2 * time.Second)}
+		i++
+		if s.flowCode(f) || s.double(f) {
+			b.Fatal("double or control")
+		}
+		sc := s.scan(f)
+		sc.Weight, sc.HasWeight, sc.WeightStatus = s.weigher.pair(ctx, at)
+		p := &pending{barcode: sc.Barcode, at: sc.At, valid: sc.Valid, kind: sc.Kind, reason: sc.Reason, id: sc.ID}
+		s.place(sc, p)
+		if sc.Receptacle == "" || sc.Operator == "" || !p.item {
+			b.Fatalf("not placed: %+v", sc)
+		}
+		s.value(sc)
+	}
+}
+
+func testStationB(b *testing.B, edit ...func(*config.Station)) *Station {
 	cfg := config.Station{ID: "induct-3", Event: "EDD", Accept: []string{"s10", "ru14"}, DedupWindow: config.Duration(time.Second),
 		Scale: &config.Scale{MaxAge: config.Duration(time.Hour), WaitStable: config.Duration(500 * time.Millisecond), ShareReading: true}}
+	for _, e := range edit {
+		e(&cfg)
+	}
 	return New(Config{Station: cfg, Agent: config.Agent{ID: "hub-msk-01", Site: "MSK-VNUKOVO"}}, Deps{Log: discardLog()})
 }
 

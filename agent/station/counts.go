@@ -22,12 +22,14 @@ type Counts struct {
 	weights     map[string]uint64 // scans by weight status
 	scaleFrames map[string]uint64 // scale frames by result
 	feedback    map[string]uint64 // feedback signals by result
+	workflow    map[string]uint64 // workflow events: controls, operators, receptacles (docs/WORKFLOWS.md)
 }
 
 // NewCounts returns zero counters.
 func NewCounts() *Counts {
 	return &Counts{rejected: map[string]uint64{}, notAccepted: map[string]uint64{}, invalidBy: map[string]uint64{},
-		weights: map[string]uint64{}, scaleFrames: map[string]uint64{}, feedback: map[string]uint64{}}
+		weights: map[string]uint64{}, scaleFrames: map[string]uint64{}, feedback: map[string]uint64{},
+		workflow: map[string]uint64{}}
 }
 
 // add counts one under key in m, one of c's maps.
@@ -61,6 +63,9 @@ func (c *Counts) snapshot(weights, feedback bool) status.Counters {
 	}
 	if feedback {
 		out.Feedback = maps.Clone(c.feedback)
+	}
+	if len(c.workflow) > 0 {
+		out.Workflow = maps.Clone(c.workflow)
 	}
 	return out
 }

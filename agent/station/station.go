@@ -29,9 +29,12 @@ import (
 	"github.com/scanagent/scanagent/devices"
 )
 
-// Buffer is what a station needs of the durable queue.
+// Buffer is what a station needs of the durable queue: Submit for its
+// scans, Read to count again, at start, the items its workflow state does
+// not have yet.
 type Buffer interface {
 	Submit(v buffer.Value, tag any, out chan<- buffer.Outcome) error
+	Read(after uint64, limit int) ([]buffer.Record, error)
 }
 
 // Config is a station's configuration.
@@ -40,6 +43,9 @@ type Config struct {
 	Agent   config.Agent
 	// MaxEvent caps an event's JSON bytes (mqtt.max_event_bytes; 0: none).
 	MaxEvent int
+	// StateDir is where the station keeps its workflow state
+	// (docs/WORKFLOWS.md); "" keeps it in memory.
+	StateDir string
 }
 
 // Deps are what a station takes from the agent.
@@ -55,6 +61,12 @@ type Deps struct {
 	// Clock, if set, gives the clock quality each scan event carries
 	// (a *clock.Watcher); without it, every scan says unknown.
 	Clock Clock
+	// Dispatches, if set, is told of the receptacle labels accepted at an
+	// open_receptacles station.
+	Dispatches Dispatches
+	// Console, if set, is told of each scan and keeps the devices' last
+	// frames (console.go).
+	Console Console
 }
 
 // Clock tells the system clock's quality: clock.Synced, clock.Unsynced or
@@ -78,6 +90,16 @@ type Station struct {
 	weigher  *weigher  // nil without a scale
 	fb       *feedback // nil without feedback
 	n        *Counts
+	flow     *flow      // nil: items, no operators, no controls
+	disp     Dispatches // nil: no dispatch tracking
+
+	// subs counts the worker's submissions; outDone the outcomes handled
+	// (under bmu), which the barrier waits on.
+	subs    uint64
+	bmu     sync.Mutex
+	bcond   *sync.Cond
+	outDone uint64
+	console Console
 
 	// The double-read filter, on the worker; forget (a refused scan) runs
 	// on the outcome goroutine: dedupMu guards both.
@@ -130,6 +152,7 @@ func New(c Config, d Deps) *Station {
 		scanner:    status.Device{Port: cfg.Scanner.Port, State: string(devices.StateDisconnected), Since: now},
 		scale:      status.Device{State: string(devices.StateDisconnected), Since: now},
 		pollNow:    make(chan struct{}, 1),
+		console:    d.Console,
 	}
 	if len(cfg.Accept) > 0 {
 		s.accept = map[parcel.Kind]bool{}
@@ -148,6 +171,11 @@ func New(c Config, d Deps) *Station {
 	}
 	if cfg.Feedback != nil {
 		s.fb = newFeedback(*cfg.Feedback, s.log, n)
+	}
+	s.bcond = sync.NewCond(&s.bmu)
+	s.flow = newFlow(cfg, c.StateDir, s.log)
+	if s.flow != nil && cfg.Workflow == config.WorkflowOpen {
+		s.disp = d.Dispatches
 	}
 	return s
 }
@@ -174,13 +202,8 @@ func (s *Station) Run(ctx context.Context) error {
 	worker := make(chan struct{})
 	go func() {
 		defer close(worker)
-		var n uint64
-		for f := range s.frames {
-			if s.process(ctx, f) {
-				n++
-			}
-		}
-		submitted <- n
+		s.work(ctx)
+		submitted <- s.subs
 	}()
 	sc := s.cfg.Scanner
 	err := devices.RunScanner(ctx, devices.ScannerOptions{
@@ -195,6 +218,7 @@ func (s *Station) Run(ctx context.Context) error {
 			StripControl: sc.ControlChars == "strip",
 		},
 		Log:    s.log.With("device", "scanner"),
+		Tap:    s.tap("scanner"),
 		Frame:  func(f devices.Frame) { s.frames <- f },
 		Reject: s.reject,
 		State:  s.setState,
@@ -227,6 +251,10 @@ func (s *Station) drainOutcomes(submitted <-chan uint64) {
 		case o := <-s.outcomes:
 			s.outcome(o.Tag.(*pending), o.Seq, o.Err)
 			got++
+			s.bmu.Lock()
+			s.outDone++
+			s.bcond.Broadcast()
+			s.bmu.Unlock()
 		case total = <-submitted:
 			submitted = nil
 		}
@@ -262,6 +290,7 @@ func (s *Station) runScale(ctx context.Context) error {
 		PollTimeout:  sc.PollTimeout.D(),
 		PollNow:      s.pollNow,
 		Log:          log,
+		Tap:          s.tap("scale"),
 		Reading: func(r devices.Reading) {
 			s.mu.Lock()
 			s.lastReading = r
@@ -301,21 +330,75 @@ func (s *Station) notifyChanged() {
 	}
 }
 
-// pending is a scan submitted to the buffer, waiting for its outcome.
+// work is the worker: it processes frames in read order until the
+// scanner is done, and runs the workflow's clock (idle receptacles and
+// operators, the state's sync).
+func (s *Station) work(ctx context.Context) {
+	if s.flow == nil {
+		for f := range s.frames {
+			s.process(ctx, f)
+		}
+		return
+	}
+	s.flowStart()
+	defer s.flow.close()
+	t := time.NewTicker(flowTick)
+	defer t.Stop()
+	for {
+		select {
+		case f, ok := <-s.frames:
+			if !ok {
+				return
+			}
+			s.process(ctx, f)
+		case now := <-t.C:
+			s.flowTick(now)
+		}
+	}
+}
+
+// pending is a record submitted to the buffer, waiting for its outcome:
+// a scan, or a workflow event (closing, cancel).
 type pending struct {
 	barcode string
 	at      time.Time // read
 	valid   bool
 	kind    string
 	reason  string
+	scan    *record.Scan // for the console
+
+	// The workflow's (docs/WORKFLOWS.md).
+	id         uuid.UUID          // the scan's id, for a cancel
+	ctx        *openCtx           // the receptacle or bag session the scan is in
+	item       bool               // counted as an item of ctx once accepted
+	grams      int64              // its weight, counted in ctx
+	label      *DispatchLabel     // a receptacle label to tell the dispatches
+	noOperator bool               // require_operator, and nobody signed in
+	closing    *record.Receptacle // a receptacle event
+	cancel     *lastScan          // a cancel event, withdrawing this scan
+	closeAfter bool               // fill_receptacles: the label closes the bag once submitted
 }
 
 // process makes one frame a scan event and submits it to the buffer,
 // without waiting for the disk; the outcome says whether it was accepted.
-// It reports whether the scan was submitted (an outcome will come).
-func (s *Station) process(ctx context.Context, f devices.Frame) bool {
+// A control code or an operator's badge is handled, not submitted.
+func (s *Station) process(ctx context.Context, f devices.Frame) {
+	// Badges and control codes are not double reads (a close right after
+	// a label closes what the label opened), but for cancel: a cancel
+	// read twice would withdraw nothing the second time.
+	if s.flow != nil {
+		if s.flow.control(f.Data) == "cancel" {
+			if !s.double(f) {
+				s.flowCode(f)
+			}
+			return
+		}
+		if s.flowCode(f) {
+			return
+		}
+	}
 	if s.double(f) {
-		return false
+		return
 	}
 	sc := s.scan(f)
 	if !sc.Valid && s.fb != nil {
@@ -325,12 +408,34 @@ func (s *Station) process(ctx context.Context, f devices.Frame) bool {
 		sc.Weight, sc.HasWeight, sc.WeightStatus = s.weigher.pair(ctx, f.At)
 		s.n.add(s.n.weights, sc.WeightStatus)
 	}
-	p := &pending{barcode: sc.Barcode, at: sc.At, valid: sc.Valid, kind: sc.Kind, reason: sc.Reason}
-	if err := s.q.Submit(s.value(sc), p, s.outcomes); err != nil {
-		s.outcome(p, 0, err)
-		return false
+	p := &pending{barcode: sc.Barcode, at: sc.At, valid: sc.Valid, kind: sc.Kind, reason: sc.Reason, id: sc.ID, scan: sc}
+	if s.flow != nil {
+		s.place(sc, p)
 	}
-	return true
+	s.submit(s.value(sc), p)
+	if p.closeAfter {
+		s.closeOpen(ClosedByLabel, sc.At, sc.Barcode)
+	}
+}
+
+// submit hands a record to the buffer; its outcome comes on s.outcomes
+// (or at once, when the buffer refuses it).
+func (s *Station) submit(v buffer.Value, p *pending) {
+	if err := s.q.Submit(v, p, s.outcomes); err != nil {
+		s.outcome(p, 0, err)
+		return
+	}
+	s.subs++
+}
+
+// barrier waits until the outcome of every record the worker submitted
+// was handled.
+func (s *Station) barrier() {
+	s.bmu.Lock()
+	for s.outDone < s.subs {
+		s.bcond.Wait()
+	}
+	s.bmu.Unlock()
 }
 
 // value is the buffer value of a scan: its record, refused by the buffer
@@ -387,6 +492,15 @@ func s9Of(code string) *record.S9 {
 // outcome counts a scan once it is durable (err nil) or has failed, and
 // tells the operator.
 func (s *Station) outcome(p *pending, seq uint64, err error) {
+	switch {
+	case p.closing != nil:
+		s.closingOutcome(p, seq, err)
+		return
+	case p.cancel != nil:
+		s.cancelOutcome(p, seq, err)
+		return
+	}
+	s.tell(p.scan, seq, err)
 	if err != nil {
 		reason := "error"
 		switch {
@@ -414,10 +528,19 @@ func (s *Station) outcome(p *pending, seq uint64, err error) {
 		return
 	}
 	s.n.scans.Add(1)
-	if !p.valid {
+	if s.flow != nil {
+		s.flowAccepted(p, seq)
+	}
+	switch {
+	case !p.valid:
 		s.n.invalid.Add(1)
 		s.n.add(s.n.invalidBy, p.reason)
-	} else if s.fb != nil {
+	case p.noOperator:
+		s.n.add(s.n.workflow, "no_operator")
+		if s.fb != nil {
+			s.fb.signal(false) // accepted, but nobody is signed in
+		}
+	case s.fb != nil:
 		s.fb.signal(true)
 	}
 	if s.log.Enabled(context.Background(), slog.LevelDebug) {
@@ -445,7 +568,11 @@ func (s *Station) setState(st devices.DeviceState, reason string) {
 // Status is the station's part of the status document.
 func (s *Station) Status() status.Station {
 	c, scanner := s.counters()
-	return status.Station{ID: s.cfg.ID, Counters: c, Scanner: scanner, Scale: s.scaleStatus()}
+	st := status.Station{ID: s.cfg.ID, Counters: c, Scanner: scanner, Scale: s.scaleStatus()}
+	if s.flow != nil {
+		st.Workflow = s.flow.status()
+	}
+	return st
 }
 
 // Devices lists the station's devices and their current states.

@@ -26,6 +26,8 @@ type Status struct {
 	BufferError string    `json:"buffer_error,omitempty"`
 	MQTT        Uplink    `json:"mqtt"`
 	Stations    []Station `json:"stations"`
+	// Dispatches is the site's dispatch completeness (docs/WORKFLOWS.md).
+	Dispatches *Dispatches `json:"dispatches,omitempty"`
 
 	// Started is when the agent started running (zero before).
 	Started time.Time `json:"-"`
@@ -64,6 +66,16 @@ type Station struct {
 	Workflow *Workflow `json:"workflow,omitempty"`
 }
 
+// Dispatches counts the dispatches tracked: Complete ones had every
+// receptacle up to the highest seen, Incomplete ones had their highest
+// receptacle seen and some other missing.
+type Dispatches struct {
+	Tracked     int `json:"tracked"`
+	Complete    int `json:"complete"`
+	Incomplete  int `json:"incomplete"`
+	WriteErrors int `json:"write_errors,omitempty"`
+}
+
 // Workflow is a station's sorting context: its workflow, the operator
 // signed in and the receptacle (or bag session) open at it.
 type Workflow struct {
@@ -95,6 +107,11 @@ type Counters struct {
 	NotAccepted     map[string]uint64 `json:"not_accepted"`      // read but not made durable, by reason
 	Rejected        map[string]uint64 `json:"rejected"`          // frames discarded, by reason
 	Feedback        map[string]uint64 `json:"feedback,omitempty"`
+	// Workflow counts the workflow's events (docs/WORKFLOWS.md):
+	// sign_in, logout, operator_idle, no_operator, opened, closed_label,
+	// closed_control, closed_idle, weight_mismatch, cancelled,
+	// cancel_nothing, close_nothing_open, state_errors, state_damaged.
+	Workflow map[string]uint64 `json:"workflow,omitempty"`
 }
 
 // Device is a device's last known state.

@@ -74,6 +74,12 @@ type Deps struct {
 	DevicesChanged <-chan struct{}
 	// AckLatency, if set, observes each publish-to-PUBACK time (seconds).
 	AckLatency prometheus.Observer
+	// Retained, if set, gives retained messages to publish besides the
+	// device states (the dispatches, docs/WORKFLOWS.md).
+	Retained Retained
+	// Delivery, if set, is told of each scan published and receipted
+	// (delivery.go).
+	Delivery Delivery
 }
 
 type uplinkState struct {
@@ -95,6 +101,7 @@ type Uplink struct {
 	log      *slog.Logger
 	reporter Reporter
 	devKick  <-chan struct{}
+	retained Retained // nil: none
 
 	st                  atomic.Pointer[uplinkState]
 	connected           atomic.Bool
@@ -106,6 +113,7 @@ type Uplink struct {
 	lastPoison          atomic.Value  // string: the last one parked
 	backlogInflight     atomic.Int64  // live_first: backlog publishes not yet acked
 	rc                  *receipts     // nil: receipts off, a PUBACK deletes
+	delivery            Delivery      // nil: nobody to tell
 	sessionNo           atomic.Uint64 // the number of the current or last session
 	numbers             sessionNumbers
 }
@@ -119,12 +127,13 @@ func New(c Config, d Deps) *Uplink {
 		log = slog.New(slog.DiscardHandler)
 	}
 	u := &Uplink{cfg: cfg, agent: c.Agent, prefix: cfg.TopicPrefix, version: c.Version, q: d.Queue,
-		log: log.With("component", "mqtt"), reporter: d.Reporter, devKick: d.DevicesChanged, ackLatency: d.AckLatency}
+		log: log.With("component", "mqtt"), reporter: d.Reporter, devKick: d.DevicesChanged, ackLatency: d.AckLatency,
+		retained: d.Retained, delivery: d.Delivery}
 	u.broker.Store("")
 	u.numbers = sessionNumbers{file: c.SessionFile, log: u.log}
 	u.setState(status.UplinkStarting, nil, "")
 	if cfg.Receipts.Enabled {
-		u.rc = newReceipts(c.Agent.ID, cfg.Receipts.Timeout.D(), d.Queue, u.log)
+		u.rc = newReceipts(c.Agent.ID, cfg.Receipts.Timeout.D(), receiptedQueue(d.Queue, d.Delivery), u.log)
 	}
 	return u
 }
@@ -545,6 +554,11 @@ func (u *Uplink) side(ctx context.Context, c mqtt.Client) {
 	}
 	publishDevices()
 	publishHealth()
+	var retainedKick <-chan struct{}
+	if u.retained != nil {
+		retainedKick = u.retained.RetainedChanged()
+		u.publishRetained(ctx, c, true)
+	}
 	t := time.NewTicker(u.cfg.HealthInterval.D())
 	defer t.Stop()
 	for {
@@ -553,6 +567,8 @@ func (u *Uplink) side(ctx context.Context, c mqtt.Client) {
 			return
 		case <-u.devKick:
 			publishDevices()
+		case <-retainedKick:
+			u.publishRetained(ctx, c, false)
 		case <-t.C:
 			publishHealth()
 		}
@@ -695,7 +711,7 @@ func (u *Uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight
 // the session is over (err says why, nil for a stop or the acker's end).
 func (u *Uplink) send(ctx context.Context, c mqtt.Client, window chan<- inflight, lost *lostSignal, ackerExit <-chan struct{},
 	lim *pacers, rec buffer.Record, isBacklog, again bool) (stop bool, err error) {
-	station, payload, err := record.Split(rec.Value)
+	topic, station, payload, err := record.SplitTopic(rec.Value)
 	if err != nil {
 		// Cannot be published; keep it out of the stream but say so.
 		u.malformed.Add(1)
@@ -709,7 +725,7 @@ func (u *Uplink) send(ctx context.Context, c mqtt.Client, window chan<- inflight
 	if u.rc != nil && !u.rc.published(rec, time.Now()) {
 		return false, nil // a receipt deleted it meanwhile
 	}
-	tok := c.Publish(u.prefix+"/scans/"+station, 1, false, payload)
+	tok := c.Publish(u.prefix+"/"+topic.Name()+"/"+station, 1, false, payload)
 	if isDone(tok) && tok.Error() != nil {
 		return true, fmt.Errorf("publish seq %d: %w", rec.Seq, tok.Error())
 	}
@@ -781,6 +797,7 @@ func (u *Uplink) acker(window <-chan inflight, lost *lostSignal) error {
 			return &unackedError{rec: p.rec, err: fmt.Errorf("publish seq %d: %w", p.rec.Seq, err)}
 		}
 		u.observeAck(p.sent)
+		u.published1(p.rec.Seq)
 		if p.backlog {
 			u.backlogInflight.Add(-1)
 		}

@@ -88,13 +88,31 @@ func (r *Receiver) commit(ctx, writeCtx context.Context, batch []delivery, prev 
 		prefix, k, rest := topicOf(topic, r.levels)
 		var rej *rejection
 		switch k {
-		case kindScan:
-			sc, agent, seq, rj := parseScan(payload, d.at)
-			if rj == nil {
-				sc.Topic = topic
-				b.Scans = append(b.Scans, sc)
+		case kindScan, kindReceptacle:
+			var agent string
+			var seq int64
+			var rj *rejection
+			if k == kindScan {
+				var sc store.Scan
+				var cn *store.Cancel
+				sc, cn, agent, seq, rj = parseScan(payload, d.at)
+				switch {
+				case rj != nil:
+				case cn != nil:
+					cn.Topic = topic
+					b.Cancels = append(b.Cancels, *cn)
+				default:
+					sc.Topic = topic
+					b.Scans = append(b.Scans, sc)
+				}
+			} else {
+				var rc store.Receptacle
+				if rc, agent, seq, rj = parseReceptacle(payload, d.at); rj == nil {
+					rc.Topic = topic
+					b.Receptacles = append(b.Receptacles, rc)
+				}
 			}
-			if agent != "" {
+			if agent != "" { // buffered events share the agent's seqs: one receipt
 				key := receiptKey{prefix, agent}
 				receipts[key] = append(receipts[key], seq)
 			}
@@ -120,19 +138,29 @@ func (r *Receiver) commit(ctx, writeCtx context.Context, batch []delivery, prev 
 				b.Devices = append(b.Devices, dev)
 				states["device"]++
 			}
+		case kindDispatch:
+			var dp store.Dispatch
+			if dp, rej = parseDispatch(prefix, rest[1], payload, d.at); rej == nil {
+				b.Dispatches = append(b.Dispatches, dp)
+				if dp.Cleared {
+					states["dispatch_expired"]++
+				} else {
+					states["dispatch"]++
+				}
+			}
 		default:
 			rej = reject("topic", "not a topic of the contract under %s", r.cfg.Receiver.PrefixFilter)
 		}
 		if rej != nil {
 			rejected[rej.code]++
-			if k != kindScan {
+			if k != kindScan && k != kindReceptacle {
 				b.Rejected = append(b.Rejected, store.Rejected{ReceivedAt: d.at, Topic: topic, Reason: rej.Error(), Payload: payload})
 			}
 		}
 	}
 
 	start := time.Now()
-	nScans := len(b.Scans)
+	nScans, nReceptacles, nCancels := len(b.Scans), len(b.Receptacles), len(b.Cancels)
 	res, ok := r.write(ctx, writeCtx, batch, b)
 	took := time.Since(start)
 	<-prev
@@ -152,6 +180,10 @@ func (r *Receiver) commit(ctx, writeCtx context.Context, batch []delivery, prev 
 	r.metrics.stored.Add(float64(res.Inserted))
 	dups := int64(nScans) - res.Inserted - int64(res.Isolated)
 	r.metrics.duplicates.Add(float64(dups))
+	r.metrics.workflowStored.WithLabelValues("receptacle").Add(float64(res.InsertedReceptacles))
+	r.metrics.workflowStored.WithLabelValues("cancel").Add(float64(res.InsertedCancels))
+	r.metrics.workflowDuplicates.WithLabelValues("receptacle").Add(float64(int64(nReceptacles) - res.InsertedReceptacles - int64(res.IsolatedReceptacles)))
+	r.metrics.workflowDuplicates.WithLabelValues("cancel").Add(float64(int64(nCancels) - res.InsertedCancels - int64(res.IsolatedCancels)))
 	for code, n := range rejected {
 		r.metrics.rejected.WithLabelValues(code).Add(float64(n))
 	}
@@ -181,7 +213,9 @@ func (r *Receiver) commit(ctx, writeCtx context.Context, batch []delivery, prev 
 type writeResult struct {
 	store.Result
 	Isolated int              // scans moved to rejected by the database's refusal
-	Moved    []store.Rejected // those rows
+	Moved    []store.Rejected // those rows, and those of the other kinds
+	// Receptacle and cancel events moved to rejected.
+	IsolatedReceptacles, IsolatedCancels int
 }
 
 // write stores b, retrying with backoff while the database fails. It
@@ -234,8 +268,8 @@ func allLost(batch []delivery) bool {
 }
 
 // writeEach writes a batch the database refused item by item, each in its
-// own transaction, to find what it refuses: a refused scan, status,
-// health or device goes to the rejected table with the database's error,
+// own transaction, to find what it refuses: a refused scan, receptacle,
+// cancel, status, health, device or dispatch goes to the rejected table with the database's error,
 // so that one bad message cannot hold back the others forever.
 func (r *Receiver) writeEach(ctx context.Context, b *store.Batch) (writeResult, error) {
 	var wr writeResult
@@ -244,6 +278,8 @@ func (r *Receiver) writeEach(ctx context.Context, b *store.Batch) (writeResult, 
 		res, err := r.st.Write(ctx, item)
 		if err == nil {
 			wr.Inserted += res.Inserted
+			wr.InsertedReceptacles += res.InsertedReceptacles
+			wr.InsertedCancels += res.InsertedCancels
 			return nil
 		}
 		if !store.IsDataError(err) {
@@ -263,6 +299,20 @@ func (r *Receiver) writeEach(ctx context.Context, b *store.Batch) (writeResult, 
 		}
 		wr.Isolated += len(wr.Moved) - before
 	}
+	for _, rc := range b.Receptacles {
+		before := len(wr.Moved)
+		if err := one(&store.Batch{Receptacles: []store.Receptacle{rc}}, rc.Topic, rc.Payload, rc.ReceivedAt); err != nil {
+			return wr, err
+		}
+		wr.IsolatedReceptacles += len(wr.Moved) - before
+	}
+	for _, cn := range b.Cancels {
+		before := len(wr.Moved)
+		if err := one(&store.Batch{Cancels: []store.Cancel{cn}}, cn.Topic, cn.Payload, cn.ReceivedAt); err != nil {
+			return wr, err
+		}
+		wr.IsolatedCancels += len(wr.Moved) - before
+	}
 	for _, rj := range b.Rejected {
 		if err := one(&store.Batch{Rejected: []store.Rejected{rj}}, rj.Topic, rj.Payload, rj.ReceivedAt); err != nil {
 			return wr, err
@@ -280,6 +330,11 @@ func (r *Receiver) writeEach(ctx context.Context, b *store.Batch) (writeResult, 
 	}
 	for _, d := range b.Devices {
 		if err := one(&store.Batch{Devices: []store.Device{d}}, d.Prefix+"/devices/"+d.Station+"/"+d.Device, nil, d.ReceivedAt); err != nil {
+			return wr, err
+		}
+	}
+	for _, d := range b.Dispatches {
+		if err := one(&store.Batch{Dispatches: []store.Dispatch{d}}, d.Prefix+"/dispatches/"+d.Dispatch, d.Doc, d.ReceivedAt); err != nil {
 			return wr, err
 		}
 	}

@@ -27,6 +27,10 @@ type metrics struct {
 	abandoned    prometheus.Counter
 	connected    prometheus.Gauge
 	sessions     prometheus.Counter
+
+	// The receptacle and cancel events (workflow.go), by kind.
+	workflowStored     *prometheus.CounterVec
+	workflowDuplicates *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -36,10 +40,14 @@ func newMetrics() *metrics {
 			Help: "Scan events inserted into the scans table (new rows)."}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "scanreceiver_events_duplicate_total",
 			Help: "Scan events received again whose id was already stored (ON CONFLICT DO NOTHING); still receipted."}),
+		workflowStored: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scanreceiver_workflow_events_stored_total",
+			Help: "Receptacle and cancel events inserted into the receptacles and cancels tables (new rows), by kind: receptacle, cancel."}, []string{"kind"}),
+		workflowDuplicates: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scanreceiver_workflow_events_duplicate_total",
+			Help: "Receptacle and cancel events received again whose id was already stored; still receipted. By kind: receptacle, cancel."}, []string{"kind"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scanreceiver_events_rejected_total",
 			Help: "Messages stored in the rejected table instead, by reason."}, []string{"reason"}),
 		states: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scanreceiver_agent_messages_total",
-			Help: "Agent status, health and device messages stored in the agents and devices tables, by kind."}, []string{"kind"}),
+			Help: "Agent status, health, device and dispatch messages stored in the agents, devices and dispatches tables, by kind (dispatch_expired: the agent forgot a dispatch)."}, []string{"kind"}),
 		batches: prometheus.NewCounter(prometheus.CounterOpts{Name: "scanreceiver_batches_total",
 			Help: "Batches committed."}),
 		batchSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "scanreceiver_batch_seconds",
@@ -61,7 +69,11 @@ func newMetrics() *metrics {
 		sessions: prometheus.NewCounter(prometheus.CounterOpts{Name: "scanreceiver_mqtt_sessions_total",
 			Help: "MQTT sessions started."}),
 	}
-	m.reg.MustRegister(m.stored, m.duplicates, m.rejected, m.states, m.batches, m.batchSeconds, m.batchSize,
+	for _, kind := range []string{"receptacle", "cancel"} {
+		m.workflowStored.WithLabelValues(kind)
+		m.workflowDuplicates.WithLabelValues(kind)
+	}
+	m.reg.MustRegister(m.stored, m.duplicates, m.workflowStored, m.workflowDuplicates, m.rejected, m.states, m.batches, m.batchSeconds, m.batchSize,
 		m.receipts, m.receiptFails, m.dbErrors, m.abandoned, m.connected, m.sessions,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -28,6 +28,9 @@ const (
 	kindStatus       // P/status
 	kindHealth       // P/health
 	kindDevice       // P/devices/<station>/<device>
+
+	kindReceptacle // P/receptacles/<station>
+	kindDispatch   // P/dispatches/<S8>
 )
 
 // topicOf splits a topic into the agent's prefix (its first levels
@@ -47,6 +50,10 @@ func topicOf(topic string, levels int) (prefix string, k kind, rest []string) {
 		k = kindHealth
 	case len(rest) == 3 && rest[0] == "devices" && rest[1] != "" && rest[2] != "":
 		k = kindDevice
+	case len(rest) == 2 && rest[0] == "receptacles" && rest[1] != "":
+		k = kindReceptacle
+	case len(rest) == 2 && rest[0] == "dispatches" && rest[1] != "":
+		k = kindDispatch
 	}
 	return prefix, k, rest
 }
@@ -68,6 +75,9 @@ type wireScan struct {
 	Reason       string          `json:"reason"`
 	Weight       *wireWeight     `json:"weight"`
 	WeightStatus string          `json:"weight_status"`
+	Receptacle   string          `json:"receptacle"`
+	BagSession   string          `json:"bag_session"`
+	Operator     string          `json:"operator"`
 }
 
 type wireWeight struct {
@@ -87,19 +97,31 @@ func reject(code, format string, args ...any) *rejection {
 	return &rejection{code, fmt.Sprintf(format, args...)}
 }
 
-// parseScan checks a scan event. On a rejection, agent and seq are still
-// returned when they could be read, so that the agent gets a receipt for
-// it (it is kept, in the rejected table) and does not send it forever.
-func parseScan(payload []byte, receivedAt time.Time) (sc store.Scan, agent string, seq int64, rej *rejection) {
+// parseScan checks a message on a scans topic: a scan event, or a cancel
+// event (cn not nil; workflow.go), told apart by their schema. On a
+// rejection, agent and seq are still returned when they could be read, so
+// that the agent gets a receipt for it (it is kept, in the rejected table)
+// and does not send it forever.
+func parseScan(payload []byte, receivedAt time.Time) (sc store.Scan, cn *store.Cancel, agent string, seq int64, rej *rejection) {
 	if !utf8.Valid(payload) {
-		return sc, "", 0, reject("utf8", "payload is not valid UTF-8")
+		return sc, nil, "", 0, reject("utf8", "payload is not valid UTF-8")
 	}
 	var w wireScan
 	err := json.Unmarshal(payload, &w)
 	var typeErr *json.UnmarshalTypeError
 	if err != nil && !errors.As(err, &typeErr) {
-		return sc, "", 0, reject("not_json", "%v", err)
+		return sc, nil, "", 0, reject("not_json", "%v", err)
 	}
+	if w.Schema != nil && *w.Schema == CancelSchema {
+		cn, agent, seq, rej = parseCancel(payload, receivedAt)
+		return sc, cn, agent, seq, rej
+	}
+	sc, agent, seq, rej = w.scan(payload, receivedAt, typeErr)
+	return sc, nil, agent, seq, rej
+}
+
+// scan checks a decoded scan event.
+func (w *wireScan) scan(payload []byte, receivedAt time.Time, typeErr *json.UnmarshalTypeError) (sc store.Scan, agent string, seq int64, rej *rejection) {
 	if w.Agent != nil && *w.Agent != "" {
 		agent = *w.Agent
 	}
@@ -118,7 +140,7 @@ func parseScan(payload []byte, receivedAt time.Time) (sc store.Scan, agent strin
 	case w.Schema == nil:
 		return sc, agent, seq, reject("schema", "missing")
 	case *w.Schema != ScanSchema:
-		return sc, agent, seq, reject("schema", "%q is not %s", *w.Schema, ScanSchema)
+		return sc, agent, seq, reject("schema", "%q is not %s (nor %s)", *w.Schema, ScanSchema, CancelSchema)
 	case w.ID == nil:
 		return sc, agent, seq, reject("id", "missing")
 	}
@@ -146,6 +168,8 @@ func parseScan(payload []byte, receivedAt time.Time) (sc store.Scan, agent strin
 		return sc, agent, seq, reject("valid", "missing")
 	case w.Weight != nil && w.Weight.Grams == nil:
 		return sc, agent, seq, reject("weight", "weight without grams")
+	case w.BagSession != "" && !isUUID(w.BagSession):
+		return sc, agent, seq, reject("bag_session", "not a UUID: %q", w.BagSession)
 	case bytes.Contains(payload, []byte(`\u0000`)):
 		return sc, agent, seq, reject("nul", "holds a NUL character (\\u0000), which PostgreSQL text and jsonb cannot store")
 	}
@@ -156,7 +180,8 @@ func parseScan(payload []byte, receivedAt time.Time) (sc store.Scan, agent strin
 	sc = store.Scan{
 		ID: id, Seq: seq, Agent: *w.Agent, Site: *w.Site, Station: *w.Station, Event: w.Event,
 		ScannedAt: at, Barcode: *w.Barcode, AIM: w.AIM, Kind: *w.Kind, Valid: *w.Valid, Reason: w.Reason,
-		WeightStatus: w.WeightStatus, ReceivedAt: receivedAt, Payload: payload,
+		WeightStatus: w.WeightStatus, Receptacle: w.Receptacle, BagSession: uuidPtr(w.BagSession), Operator: w.Operator,
+		ReceivedAt: receivedAt, Payload: payload,
 	}
 	if w.Weight != nil {
 		sc.WeightGrams = w.Weight.Grams

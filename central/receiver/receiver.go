@@ -3,8 +3,10 @@
 // PostgreSQL (central/store) in batches, and only after a batch's commit
 // acknowledges its messages (PUBACK) and tells each agent, by a receipt
 // on P/receipts, which of its scans are stored, so that the agent deletes
-// them only then. It also keeps the agents' status, health and device
-// messages in the agents and devices tables.
+// them only then. The station workflows' receptacle and cancel events go
+// the same way (into the receptacles and cancels tables). It also keeps
+// the agents' status, health, device and dispatch messages in the agents,
+// devices and dispatches tables.
 //
 // One MQTT session is one paho client (no paho auto-reconnect), with a
 // persistent session and a stable client id, so that what the broker had
@@ -95,14 +97,16 @@ func New(cfg *config.Config, st *store.Store, log *slog.Logger) (*Receiver, erro
 	}, nil
 }
 
-// Filters are the subscriptions: the scans shared by the group, and the
-// agents' status, health and devices for this receiver alone (every
+// Filters are the subscriptions: the buffered events (scans, cancels on
+// the scans topics, receptacles) shared by the group, and the agents'
+// status, health, devices and dispatches for this receiver alone (every
 // receiver keeps the tables; the writes are idempotent).
 func (r *Receiver) Filters() []string {
 	p := r.cfg.Receiver.PrefixFilter
 	return []string{
 		"$share/" + r.cfg.Receiver.Group + "/" + p + "/scans/#",
-		p + "/status", p + "/health", p + "/devices/#",
+		"$share/" + r.cfg.Receiver.Group + "/" + p + "/receptacles/#",
+		p + "/status", p + "/health", p + "/devices/#", p + "/dispatches/#",
 	}
 }
 

@@ -126,9 +126,14 @@ type Scan struct {
 	Reason               string
 	WeightGrams          *int64
 	WeightStatus         string
-	ReceivedAt           time.Time
-	Payload              []byte // the event's JSON
-	Topic                string // where it came from, for messages (not stored)
+	// The station context (docs/WORKFLOWS.md): the open receptacle's S9
+	// label, the bag session (nil when none), the operator.
+	Receptacle string
+	BagSession *[16]byte
+	Operator   string
+	ReceivedAt time.Time
+	Payload    []byte // the event's JSON
+	Topic      string // where it came from, for messages (not stored)
 }
 
 // Rejected is a message that could not be stored as what its topic says.
@@ -178,16 +183,23 @@ type Batch struct {
 	Statuses []Status
 	Healths  []Health
 	Devices  []Device
+	// The station workflows' events (workflow.go).
+	Receptacles []Receptacle
+	Cancels     []Cancel
+	Dispatches  []Dispatch
 }
 
 // Len is the number of items in b.
 func (b *Batch) Len() int {
-	return len(b.Scans) + len(b.Rejected) + len(b.Statuses) + len(b.Healths) + len(b.Devices)
+	return len(b.Scans) + len(b.Rejected) + len(b.Statuses) + len(b.Healths) + len(b.Devices) +
+		len(b.Receptacles) + len(b.Cancels) + len(b.Dispatches)
 }
 
 // Result is what a committed Write did.
 type Result struct {
 	Inserted int64 // new scans rows; the others of Scans were already stored
+	// New receptacles and cancels rows; the others were already stored.
+	InsertedReceptacles, InsertedCancels int64
 }
 
 // Write stores b in one transaction. On error nothing of b is stored.
@@ -214,6 +226,9 @@ func (s *Store) Write(ctx context.Context, b *Batch) (Result, error) {
 				return fmt.Errorf("insert scans: %w", err)
 			}
 		}
+		if err := insertWorkflowEvents(ctx, tx, b, &res); err != nil {
+			return err
+		}
 		if len(b.Rejected) > 0 {
 			if err := insertRejected(ctx, tx, b.Receiver, b.Rejected); err != nil {
 				return fmt.Errorf("insert rejected: %w", err)
@@ -222,6 +237,11 @@ func (s *Store) Write(ctx context.Context, b *Batch) (Result, error) {
 		if len(b.Statuses)+len(b.Healths)+len(b.Devices) > 0 {
 			if err := upsertStates(ctx, tx, b); err != nil {
 				return fmt.Errorf("update agents and devices: %w", err)
+			}
+		}
+		if len(b.Dispatches) > 0 {
+			if err := upsertDispatches(ctx, tx, b.Dispatches); err != nil {
+				return fmt.Errorf("update dispatches: %w", err)
 			}
 		}
 		return nil
@@ -250,7 +270,8 @@ func IsDataError(err error) bool {
 	return errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "23"))
 }
 
-const scanColumns = "id, seq, agent, site, station, event, scanned_at, barcode, aim, kind, valid, reason, weight_grams, weight_status, received_at, payload"
+const scanColumns = "id, seq, agent, site, station, event, scanned_at, barcode, aim, kind, valid, reason, weight_grams, weight_status, received_at, payload, " +
+	"receptacle, bag_session, operator"
 
 var scanColumnList = strings.Split(strings.ReplaceAll(scanColumns, " ", ""), ",")
 
@@ -262,13 +283,22 @@ func null(s string) any {
 	return s
 }
 
+// uuidOrNull maps nil to SQL NULL.
+func uuidOrNull(u *[16]byte) any {
+	if u == nil {
+		return nil
+	}
+	return *u
+}
+
 func scanRow(sc *Scan) []any {
 	var grams any
 	if sc.WeightGrams != nil {
 		grams = *sc.WeightGrams
 	}
 	return []any{sc.ID, sc.Seq, sc.Agent, sc.Site, sc.Station, null(sc.Event), sc.ScannedAt, sc.Barcode,
-		null(sc.AIM), sc.Kind, sc.Valid, null(sc.Reason), grams, null(sc.WeightStatus), sc.ReceivedAt, json.RawMessage(sc.Payload)}
+		null(sc.AIM), sc.Kind, sc.Valid, null(sc.Reason), grams, null(sc.WeightStatus), sc.ReceivedAt, json.RawMessage(sc.Payload),
+		null(sc.Receptacle), uuidOrNull(sc.BagSession), null(sc.Operator)}
 }
 
 func insertCopy(ctx context.Context, tx pgx.Tx, scans []Scan) (int64, error) {
@@ -287,7 +317,7 @@ func insertCopy(ctx context.Context, tx pgx.Tx, scans []Scan) (int64, error) {
 	return tag.RowsAffected(), nil
 }
 
-const insertOne = "INSERT INTO scans (" + scanColumns + ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16) ON CONFLICT (id) DO NOTHING"
+const insertOne = "INSERT INTO scans (" + scanColumns + ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19) ON CONFLICT (id) DO NOTHING"
 
 func insertEach(ctx context.Context, tx pgx.Tx, scans []Scan) (int64, error) {
 	var pb pgx.Batch
@@ -309,7 +339,8 @@ func insertEach(ctx context.Context, tx pgx.Tx, scans []Scan) (int64, error) {
 
 const insertArrays = "INSERT INTO scans (" + scanColumns + ") SELECT * FROM unnest(" +
 	"$1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], " +
-	"$9::text[], $10::text[], $11::boolean[], $12::text[], $13::bigint[], $14::text[], $15::timestamptz[], $16::jsonb[]" +
+	"$9::text[], $10::text[], $11::boolean[], $12::text[], $13::bigint[], $14::text[], $15::timestamptz[], $16::jsonb[], " +
+	"$17::text[], $18::uuid[], $19::text[]" +
 	") ON CONFLICT (id) DO NOTHING"
 
 func insertUnnest(ctx context.Context, tx pgx.Tx, scans []Scan) (int64, error) {
@@ -323,6 +354,8 @@ func insertUnnest(ctx context.Context, tx pgx.Tx, scans []Scan) (int64, error) {
 		scanned, received                     = make([]time.Time, n), make([]time.Time, n)
 		valid                                 = make([]bool, n)
 		payloads                              = make([]json.RawMessage, n)
+		receptacles, operators                = make([]*string, n), make([]*string, n)
+		bagSessions                           = make([]*[16]byte, n)
 	)
 	ptr := func(s string) *string {
 		if s == "" {
@@ -336,9 +369,10 @@ func insertUnnest(ctx context.Context, tx pgx.Tx, scans []Scan) (int64, error) {
 		events[i], scanned[i], barcodes[i], aims[i], kinds[i] = ptr(sc.Event), sc.ScannedAt, sc.Barcode, ptr(sc.AIM), sc.Kind
 		valid[i], reasons[i], grams[i], weightStatuses[i] = sc.Valid, ptr(sc.Reason), sc.WeightGrams, ptr(sc.WeightStatus)
 		received[i], payloads[i] = sc.ReceivedAt, json.RawMessage(sc.Payload)
+		receptacles[i], bagSessions[i], operators[i] = ptr(sc.Receptacle), sc.BagSession, ptr(sc.Operator)
 	}
 	tag, err := tx.Exec(ctx, insertArrays, ids, seqs, agents, sites, stations, events, scanned, barcodes,
-		aims, kinds, valid, reasons, grams, weightStatuses, received, payloads)
+		aims, kinds, valid, reasons, grams, weightStatuses, received, payloads, receptacles, bagSessions, operators)
 	if err != nil {
 		return 0, err
 	}

@@ -40,4 +40,9 @@ func TestDemo(t *testing.T) {
 	if invalid == 0 {
 		t.Errorf("demo produced no invalid codes: %s", m[0])
 	}
+	// The receptacle station: bags closed, and dispatches completed.
+	r := regexp.MustCompile(`receptacles: (\d+) closed, (\d+) dispatches complete`).FindStringSubmatch(out)
+	if r == nil || r[1] == "0" || r[2] == "0" {
+		t.Errorf("no receptacles closed or dispatches complete: %q", r)
+	}
 }

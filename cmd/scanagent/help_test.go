@@ -12,6 +12,7 @@ var commands = []struct{ args, flag string }{
 	{"status", "-addr address"},
 	{"ports", "-json"},
 	{"monitor", "-probe"},
+	{"tap", "-follow"},
 	{"buffer stats", "-json"},
 	{"buffer export", "-parked"},
 	{"buffer import", "-in FILE"},

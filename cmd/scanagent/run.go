@@ -73,6 +73,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdService(ctx, args, stdout, stderr)
 	case "monitor":
 		return cmdMonitor(ctx, args, stdout, stderr)
+	case "tap":
+		return cmdTap(ctx, args, stdout, stderr)
 	case "version":
 		return cmdVersion(args, stdout, stderr)
 	case "help", "-h", "--h", "-help", "--help":
@@ -205,7 +207,7 @@ with scanagent check.
 			}
 		}
 	}
-	a, err := agent.New(cfg, agent.Deps{Log: log, Level: level, Version: version, Ready: ready, Waiting: waiting})
+	a, err := agent.New(cfg, agent.Deps{Log: log, Level: level, Version: version, Ready: ready, Waiting: waiting, ConfigPath: *path})
 	if err != nil {
 		return usageError{Err: err}
 	}

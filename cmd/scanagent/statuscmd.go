@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -37,28 +36,10 @@ buffer full, unable to open or the disk nearly full, scans parked or lost).
 	if err := fs.parse(args); err != nil {
 		return err
 	}
-	target, token := "127.0.0.1:9180", os.Getenv(config.EnvHTTPToken)
-	if *path != "" {
-		cfg, err := loadConfig(*path, stderr)
-		if err != nil {
-			return err
-		}
-		if cfg.HTTP.Listen == "" {
-			return usagef("%s: http.listen is empty: the agent serves no status", *path)
-		}
-		target, token = cfg.HTTP.Listen, cfg.HTTP.Token
+	target, token, err := agentAddress(*path, *addr, *tokenFile, stderr)
+	if err != nil {
+		return err
 	}
-	if *addr != "" {
-		target = *addr
-	}
-	if *tokenFile != "" {
-		b, err := os.ReadFile(*tokenFile)
-		if err != nil {
-			return usagef("read token: %v", err)
-		}
-		token = strings.TrimSpace(string(b))
-	}
-	target = dialable(target)
 
 	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+target+"/status", nil)
 	if err != nil {
@@ -188,6 +169,24 @@ func printStatus(w io.Writer, st status.Status, problems []string) {
 			}
 			fmt.Fprintf(w, "         scale   %s %s%s, %s\n", sc.State, sc.Port, reason(sc.Reason), last)
 		}
+		if wf := s.Workflow; wf != nil {
+			op := wf.Operator
+			if op == "" {
+				op = "nobody signed in"
+			}
+			open := "nothing open"
+			if r := wf.Receptacle; r != nil {
+				what := r.Receptacle
+				if what == "" {
+					what = "bag session " + r.BagSession
+				}
+				open = fmt.Sprintf("%s open since %s, %d items", what, r.OpenedAt, r.Items)
+			}
+			fmt.Fprintf(w, "         %s: %s; %s\n", wf.Name, op, open)
+		}
+	}
+	if d := st.Dispatches; d != nil && d.Tracked > 0 {
+		fmt.Fprintf(w, "dispatches %d tracked: %d complete, %d incomplete (highest seen, some missing)\n", d.Tracked, d.Complete, d.Incomplete)
 	}
 	for _, p := range problems {
 		fmt.Fprintf(w, "attention: %s\n", p)

@@ -49,6 +49,8 @@ mqtt: {brokers: [%q], reconnect_min: 50ms, reconnect_max: 200ms, connect_spread:
 http: {listen: %q, token_file: %q}
 stations:
   - id: induct-1
+    workflow: open_receptacles
+    operator_pattern: "^OP[0-9]{4}$"
     scanner: {port: %q}
 `, filepath.Join(dir, "data"), broker.URL(), addr, token, link)), 0o644)
 
@@ -71,10 +73,24 @@ stations:
 	if !poll(15*time.Second, statusIs(0)) {
 		t.Fatalf("status never healthy: exit %d\n%s", code, out)
 	}
-	for _, want := range []string{"agent hub-1  site LAB", "healthy", "broker   connected", "station  induct-1", "scanner connected " + link} {
+	for _, want := range []string{"agent hub-1  site LAB", "healthy", "broker   connected", "station  induct-1", "scanner connected " + link,
+		"open_receptacles: nobody signed in; nothing open"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in:\n%s", want, out)
 		}
+	}
+	// An operator signs in and opens a receptacle: the status shows both.
+	sc.Send("", "OP0007")
+	sc.Send("", "BEBRUABOLPBBAEN60073003000227")
+	shows := func() bool {
+		code, out, _ = runCmd(t, "status", "-c", cfg)
+		return strings.Contains(out, "open_receptacles: OP0007; BEBRUABOLPBBAEN60073003000227 open since ")
+	}
+	if !poll(15*time.Second, shows) {
+		t.Fatalf("status without the operator and receptacle:\n%s", out)
+	}
+	if !strings.Contains(out, ", 0 items") || !strings.Contains(out, "dispatches 1 tracked: 0 complete, 0 incomplete") {
+		t.Errorf("workflow status:\n%s", out)
 	}
 	if code, _, errs := runCmd(t, "status", "--addr", addr); code != 1 || !strings.Contains(errs, "wants a bearer token") {
 		t.Errorf("without token: exit %d, %s", code, errs)

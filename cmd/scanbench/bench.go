@@ -504,6 +504,16 @@ func (b *bench) live(ctx context.Context) error {
 		return err
 	}
 
+	var consoleWait func() (int64, int64, error)
+	consoleCtx, stopConsole := context.WithCancel(ctx)
+	defer stopConsole()
+	if o.console > 0 {
+		w, err := consoleClients(consoleCtx, b.httpAddr, o.console)
+		if err != nil {
+			return fmt.Errorf("console streams: %w", err)
+		}
+		consoleWait = w
+	}
 	agCPU, mqCPU, selfCPU := startCPU(b.agent.pid()), startCPU(b.broker.pid()), startCPU(0)
 	busy0, tot0 := systemBusy()
 	var wg sync.WaitGroup
@@ -550,6 +560,17 @@ func (b *bench) live(ctx context.Context) error {
 	wg.Wait()
 	feed := time.Since(start)
 	r.AgentCPUPct = agCPU.percent()
+	if consoleWait != nil {
+		stopConsole()
+		by, batches, err := consoleWait()
+		if err != nil {
+			return fmt.Errorf("console streams: %w", err)
+		}
+		r.ConsoleClients, r.ConsoleBytes, r.ConsoleBatches = o.console, by, batches
+		if r.ConsoleDropped, err = consoleDropped(b.httpAddr); err != nil {
+			return err
+		}
+	}
 	r.MosquittoCPUPct = mqCPU.percent()
 	r.BenchCPUPct = selfCPU.percent()
 	busy1, tot1 := systemBusy()

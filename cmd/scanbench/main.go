@@ -35,6 +35,7 @@ type options struct {
 	idleOnly  bool
 	receipts  bool
 	receiver  bool
+	console   int
 }
 
 func main() {
@@ -51,6 +52,7 @@ func main() {
 	flag.BoolVar(&o.idleOnly, "idle-only", false, "with -idle: only that phase")
 	flag.BoolVar(&o.receiver, "receiver", false, "live phase: mqtt.receipts on, answered by the real scanreceiver storing into a real PostgreSQL (Debian's postgresql package); reports write-to-receipt latency")
 	flag.BoolVar(&o.receipts, "receipts", false, "live phase: mqtt.receipts on; the subscriber answers with receipts every 10 ms, as a receiver committing batches would")
+	flag.IntVar(&o.console, "console", 0, "live phase: this many technician-console event streams (/api/events) read the agent, as browsers showing the page would")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

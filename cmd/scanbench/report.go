@@ -58,6 +58,12 @@ type LiveResult struct {
 	BenchCPUPct     float64 `json:"bench_cpu_pct"`   // this program: scanners and subscriber
 	SystemBusyPct   float64 `json:"system_busy_pct"` // all cores, % of the machine
 	AgentPeakRSS    int64   `json:"agent_peak_rss_bytes"`
+	// With -console: the event streams open during the phase, what they
+	// received and the events the agent dropped for them.
+	ConsoleClients int    `json:"console_clients,omitempty"`
+	ConsoleBytes   int64  `json:"console_bytes,omitempty"`
+	ConsoleBatches int64  `json:"console_scan_batches,omitempty"`
+	ConsoleDropped uint64 `json:"console_dropped,omitempty"`
 	// With -receipts: scanner write → the receipt's publish, and the scans
 	// still in the agent's buffer after the grace period.
 	ReceiptP50Ms float64 `json:"write_to_receipt_p50_ms,omitempty"`
@@ -136,7 +142,10 @@ func (r *Results) print(w io.Writer) {
 		if l.ReceiptP99Ms > 0 {
 			row("live", "write→receipt p50 / p99 ("+l.ReceiptsBy+")", fmt.Sprintf("%.2f / %.2f ms; %d left in the buffer", l.ReceiptP50Ms, l.ReceiptP99Ms, l.Unreceipted), "p99 <= 250 ms: "+verdict(l.ReceiptP99Ms <= 250))
 		}
-		row("live", "CPU agent / mosquitto / scanbench", fmt.Sprintf("%.0f%% / %.0f%% / %.0f%% of one core", l.AgentCPUPct, l.MosquittoCPUPct, l.BenchCPUPct), "")
+		row("live", "CPU agent / mosquitto / scanbench", fmt.Sprintf("%.1f%% / %.0f%% / %.0f%% of one core", l.AgentCPUPct, l.MosquittoCPUPct, l.BenchCPUPct), "")
+		if c := consoleRow(l); c != "" {
+			row("live", "technician console", c, "")
+		}
 		row("live", "machine busy", fmt.Sprintf("%.0f%% of %d cores", l.SystemBusyPct, r.Machine.NProc), "")
 		row("live", "agent peak RSS (VmHWM)", mb(l.AgentPeakRSS), "")
 	}
