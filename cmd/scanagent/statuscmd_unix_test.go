@@ -84,7 +84,10 @@ stations:
 	sc.Send("", "BEBRUABOLPBBAEN60073003000227")
 	shows := func() bool {
 		code, out, _ = runCmd(t, "status", "-c", cfg)
-		return strings.Contains(out, "open_receptacles: OP0007; BEBRUABOLPBBAEN60073003000227 open since ")
+		// The dispatch tracker counts the receptacle a moment after the
+		// station opened it: wait for both.
+		return strings.Contains(out, "open_receptacles: OP0007; BEBRUABOLPBBAEN60073003000227 open since ") &&
+			strings.Contains(out, "dispatches 1 tracked")
 	}
 	if !poll(15*time.Second, shows) {
 		t.Fatalf("status without the operator and receptacle:\n%s", out)
