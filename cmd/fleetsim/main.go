@@ -698,6 +698,7 @@ type broker struct {
 	bin, conf string
 	port      int
 	cmd       *exec.Cmd
+	pid       atomic.Int64 // 0 while stopped; read by the sampler
 	done      chan struct{}
 }
 
@@ -732,6 +733,7 @@ func (b *broker) start() error {
 		return fmt.Errorf("start mosquitto: %w", err)
 	}
 	b.done = make(chan struct{})
+	b.pid.Store(int64(b.cmd.Process.Pid))
 	go func(c *exec.Cmd, done chan struct{}) { c.Wait(); close(done) }(b.cmd, b.done)
 	for range 100 {
 		if c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(b.port), 100*time.Millisecond); err == nil {
@@ -751,6 +753,7 @@ func (b *broker) halt(kill bool) {
 	if kill {
 		sig = syscall.SIGKILL
 	}
+	b.pid.Store(0)
 	b.cmd.Process.Signal(sig)
 	select {
 	case <-b.done:
@@ -765,17 +768,19 @@ func (b *broker) stop() { b.halt(false) }
 
 // cpu is the broker's CPU seconds so far.
 func (b *broker) cpu() float64 {
-	if b.cmd == nil {
+	pid := b.pid.Load()
+	if pid == 0 {
 		return 0
 	}
-	return procCPU(fmt.Sprintf("/proc/%d/stat", b.cmd.Process.Pid))
+	return procCPU(fmt.Sprintf("/proc/%d/stat", pid))
 }
 
 func (b *broker) rss() int64 {
-	if b.cmd == nil {
+	pid := b.pid.Load()
+	if pid == 0 {
 		return 0
 	}
-	return procRSS(fmt.Sprintf("/proc/%d/status", b.cmd.Process.Pid))
+	return procRSS(fmt.Sprintf("/proc/%d/status", pid))
 }
 
 func selfCPU() float64 { return procCPU("/proc/self/stat") }
