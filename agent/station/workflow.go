@@ -164,14 +164,10 @@ func (f *flow) open(n *Counts) {
 			n.add(n.workflow, "state_damaged")
 			f.log.Error("workflow state does not decode; starting without an operator or open receptacle", "file", f.path, "err", err)
 		} else {
-			f.mu.Lock() // Status reads it meanwhile
 			f.st = st
-			f.mu.Unlock()
 		}
 	}
-	f.mu.Lock()
 	f.file = file
-	f.mu.Unlock()
 	if o := f.st.Open; o != nil {
 		f.log.Info("workflow state restored", "receptacle", o.Receptacle, "bag_session", o.BagSession, "items", o.Items, "operator", f.st.Operator)
 	}
