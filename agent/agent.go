@@ -229,6 +229,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	bs := q.Stats()
 	a.log.Info("buffer open", "dir", BufferDir(cfg), "backlog", bs.Depth, "last_seq", bs.LastSeq)
 	disp := a.openDispatches(cfg)
+	if disp != nil {
+		disp.ClampLastSeq(bs.LastSeq)
+	}
 	ud := uplink.Deps{Queue: q, Reporter: a, Log: a.log, DevicesChanged: a.devKick, AckLatency: a.ackLatency, Delivery: a.bus}
 	if disp != nil {
 		ud.Retained = retainedSource{disp}
@@ -390,6 +393,7 @@ func (a *Agent) Reload(cfg *config.Config) (restartNeeded []string, err error) {
 		{"buffer", old.Buffer, cfg.Buffer},
 		{"http", old.HTTP, cfg.HTTP},
 		{"log.format", old.Log.Format, cfg.Log.Format},
+		{"dispatches", old.Dispatches, cfg.Dispatches},
 	} {
 		if !reflect.DeepEqual(d.old, d.new) {
 			restartNeeded = append(restartNeeded, d.name)

@@ -163,7 +163,8 @@ type Station struct {
 	// scans.
 	Controls Controls `yaml:"controls"`
 	// ReceptacleIdle closes an open receptacle or bag session after this
-	// long without a scan (receptacle workflows; default 10m, 0: never).
+	// long without a scan (receptacle workflows; default 10m for
+	// open_receptacles, 0 (never) for fill_receptacles; 0: never).
 	ReceptacleIdle Duration `yaml:"receptacle_idle"`
 	// WeightTolerance is how far a receptacle's measured weight may be
 	// from its label's before weight_mismatch is set (receptacle

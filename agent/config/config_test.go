@@ -604,6 +604,7 @@ dispatches: {expire_days: 30}
 		{"    workflow: open_receptacles\n    accept: [s10]\n", "stations[0].accept: must include s9 for workflow open_receptacles"},
 		{"    workflow: open_receptacles\n    receptacle_idle: -1s\n", "stations[0].receptacle_idle"},
 		{"dispatches: {expire_days: 0}\n", "dispatches.expire_days"},
+		{"    operator_pattern: \"[A-Z]{2}[0-9]{4}\"\n", "matches parcel codes such as RR473124829GB"},
 	} {
 		got := strings.Join(messages(t, head+tc.text), "\n")
 		if !strings.Contains(got, tc.want) {

@@ -404,6 +404,9 @@ func (c *checker) workflow(p string, s *Station) {
 			c.errorf(p+".operator_pattern", "is not a valid regular expression: %v", err)
 		} else if re.MatchString("") {
 			c.errorf(p+".operator_pattern", "%q matches an empty code; anchor it, such as \"^OP[0-9]{4}$\"", s.OperatorPattern)
+		} else if code := parcelExample(re); code != "" {
+			c.errorf(p+".operator_pattern", "%q matches parcel codes such as %s: every such scan would sign an operator in; anchor it, such as \"^OP[0-9]{4}$\"",
+				s.OperatorPattern, code)
 		} else {
 			badge = re
 		}
@@ -446,4 +449,18 @@ func (c *checker) workflow(p string, s *Station) {
 		}
 	}
 	atLeast(c, p+".receptacle_idle", s.ReceptacleIdle, 0)
+	if s.Workflow == WorkflowFill && !c.present(p+".receptacle_idle") {
+		s.ReceptacleIdle = 0 // a bag may be filled across a break: closed by its label
+	}
+}
+
+// parcelExample returns an identifier of each kind the badge pattern
+// re matches ("" for none): a badge pattern must not take parcels.
+func parcelExample(re *regexp.Regexp) string {
+	for _, code := range []string{"RR473124829GB", "LA123456785RU", "BEBRUABOLPBBAEN60073003000227", "10100024010003", "0109506000134352"} {
+		if re.MatchString(code) {
+			return code
+		}
+	}
+	return ""
 }

@@ -130,13 +130,22 @@ func Open(c Config) (*Tracker, error) {
 		t.log.Error("dispatch state damaged", "file", c.Path, "problem", problem)
 	}
 	t.file = f
+	bad := 0
 	for i, r := range recs {
 		var e entry
 		if err := json.Unmarshal(r, &e); err != nil {
-			t.log.Error("dispatch state: a record does not decode; the records after it are skipped", "file", c.Path, "record", i, "err", err)
-			break
+			t.log.Error("dispatch state: a record does not decode; skipped", "file", c.Path, "record", i, "err", err)
+			bad++
+			continue
 		}
-		t.apply(&e)
+		bad += t.apply(&e)
+	}
+	if bad > 0 || problem != "" {
+		// Start the file again from what was read, so that what is
+		// appended next is not behind the damage.
+		if err := t.file.Rewrite(t.snapshotLocked()); err != nil {
+			t.log.Error("dispatch state: rewriting after damage failed", "file", c.Path, "err", err)
+		}
 	}
 	for k := range t.d {
 		t.markLocked("dispatches/" + k)
@@ -147,36 +156,92 @@ func Open(c Config) (*Tracker, error) {
 	return t, nil
 }
 
-func (t *Tracker) apply(e *entry) {
+// apply replays one record; it returns how many things in it it had to
+// drop (a file damaged with a good checksum, or written by hand).
+func (t *Tracker) apply(e *entry) (dropped int) {
 	switch {
 	case e.Snapshot != nil:
 		t.d = map[string]*state{}
 		for _, s := range e.Snapshot.Dispatches {
-			if s != nil && s.Dispatch != "" {
-				if s.Serials == nil {
-					s.Serials = map[int]uint64{}
-				}
-				if s.Twice == nil {
-					s.Twice = map[int]int{}
-				}
-				t.d[s.Dispatch] = s
+			if s == nil || !ValidS8(s.Dispatch) || s.Highest < 0 || s.Highest > 999 {
+				dropped++
+				continue
 			}
+			serials := map[int]uint64{}
+			for n, seq := range s.Serials {
+				if n >= 1 && n <= 999 {
+					serials[n] = seq
+				} else {
+					dropped++
+				}
+			}
+			twice := map[int]int{}
+			for n, c := range s.Twice {
+				if n >= 1 && n <= 999 && c > 0 {
+					twice[n] = c
+				} else {
+					dropped++
+				}
+			}
+			s.Serials, s.Twice = serials, twice
+			t.d[s.Dispatch] = s
 		}
-		t.lastSeq = e.Snapshot.LastSeq
-		if t.lastSeq == nil {
-			t.lastSeq = map[string]uint64{}
+		t.lastSeq = map[string]uint64{}
+		for k, v := range e.Snapshot.LastSeq {
+			t.lastSeq[k] = v
 		}
 		t.clearing = map[string]bool{}
 		for _, k := range e.Snapshot.Clearing {
-			t.clearing[k] = true
+			if ValidS8(k) {
+				t.clearing[k] = true
+			} else {
+				dropped++
+			}
 		}
 	case e.Seen != nil:
+		if !validLabel(*e.Seen) {
+			return 1
+		}
 		t.seenLocked(*e.Seen)
 	case e.Expired != "":
+		if !ValidS8(e.Expired) {
+			return 1
+		}
 		delete(t.d, e.Expired)
 		t.clearing[e.Expired] = true
 	case e.Cleared != "":
 		delete(t.clearing, e.Cleared)
+	}
+	return dropped
+}
+
+// ValidS8 reports whether s has the shape of an S8 dispatch identifier
+// (20 upper-case letters and digits): what a topic level can hold.
+func ValidS8(s string) bool {
+	if len(s) != 20 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+func validLabel(l Label) bool { return ValidS8(l.Dispatch) && l.Serial >= 1 && l.Serial <= 999 }
+
+// ClampLastSeq forgets the last label seqs beyond the buffer's last
+// sequence (max): a state from another buffer, or damaged, would
+// otherwise make the tracker ignore every label to come.
+func (t *Tracker) ClampLastSeq(max uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for k, v := range t.lastSeq {
+		if v > max {
+			t.log.Warn("dispatch state: a station's last label is beyond the buffer's last seq; forgotten", "station", k, "seq", v, "buffer_last_seq", max)
+			delete(t.lastSeq, k)
+		}
 	}
 }
 
@@ -193,7 +258,7 @@ func (t *Tracker) LastSeq(station string) uint64 {
 func (t *Tracker) Seen(l Label) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if l.Seq != 0 && l.Seq <= t.lastSeq[l.Station] {
+	if !validLabel(l) || l.Seq != 0 && l.Seq <= t.lastSeq[l.Station] {
 		return
 	}
 	t.seenLocked(l)

@@ -119,3 +119,40 @@ func canceled() context.Context {
 	cancel()
 	return ctx
 }
+
+// TestOddStateRecords: records with a good checksum but impossible values
+// (a huge highest, serials out of 1..999, a key that is no S8, a last seq
+// beyond the buffer) are dropped or clamped; the rest is kept, and a
+// record that does not decode is skipped, not the end of the history.
+func TestOddStateRecords(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dispatches.state")
+	tr := open(t, path, time.Hour)
+	tr.Seen(Label{Station: "s", Seq: 1, At: time.Now(), Dispatch: s8, Serial: 1})
+	tr.write(entry{Snapshot: &snapshot{Dispatches: []*state{
+		{Dispatch: s8, Serials: map[int]uint64{1: 1, 0: 2, 5000: 3}, Highest: 30_000_000},
+		{Dispatch: "A/B#", Serials: map[int]uint64{1: 1}},
+		{Dispatch: "CNSHAARUMOWAAUN60001", Serials: map[int]uint64{2: 4, -1: 5}, Highest: 2},
+	}, LastSeq: map[string]uint64{"s": 1 << 62}, Clearing: []string{"+/#"}}}, true)
+	tr.file.Append([]byte("{not json"))
+	tr.Seen(Label{Station: "t", Seq: 9, At: time.Now(), Dispatch: "CNSHAARUMOWAAUN60001", Serial: 1})
+	tr.Run(canceled())
+
+	tr = open(t, path, time.Hour)
+	defer tr.Run(canceled())
+	if _, ok := tr.Message(s8); ok {
+		t.Error("a dispatch with a highest beyond 999 was kept")
+	}
+	m, ok := tr.Message("CNSHAARUMOWAAUN60001")
+	if !ok || fmt.Sprint(m.Received, m.Missing) != "[1 2] []" || !m.Complete {
+		t.Errorf("the sound dispatch, and the label after the bad record: %+v %v", m, ok)
+	}
+	for _, msg := range tr.Retained(true) {
+		if !ValidS8(msg.Topic[len("dispatches/"):]) {
+			t.Errorf("retained topic %s", msg.Topic)
+		}
+	}
+	tr.ClampLastSeq(100)
+	if tr.LastSeq("s") != 0 {
+		t.Error("a last seq beyond the buffer's was kept")
+	}
+}

@@ -2,6 +2,7 @@ package station
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -96,3 +97,35 @@ func readingB(at time.Time) devices.Reading {
 }
 
 func discardLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// BenchmarkFlowAccepted measures what the outcome goroutine does per item
+// accepted in an open receptacle: the count, and the items written to the
+// state file (without a sync) once per group of outcomes: every item at
+// low rates (group=1), a group commit's worth at high rates (group=16).
+func BenchmarkFlowAccepted(b *testing.B) {
+	for _, group := range []int{1, 16} {
+		b.Run(fmt.Sprintf("group=%d", group), func(b *testing.B) {
+			s := testStationB(b, func(c *config.Station) {
+				c.Accept = append(c.Accept, "s9")
+				c.Workflow = config.WorkflowOpen
+			})
+			s.flow.path = StatePath(b.TempDir(), "induct-3")
+			s.flow.open(s.n)
+			defer s.flow.close()
+			o := &openCtx{Receptacle: "BEBRUABOLPBBAEN60073003000227", OpenedAt: time.Now()}
+			s.flow.st.Open = o
+			b.ReportAllocs()
+			seq := uint64(0)
+			for b.Loop() {
+				seq++
+				s.flowAccepted(&pending{barcode: "RR473124829GB", ctx: o, item: true, grams: 1234}, seq)
+				if seq%uint64(group) == 0 {
+					s.flowFlush()
+				}
+			}
+			if o.Items != int(seq) {
+				b.Fatalf("%d items counted of %d", o.Items, seq)
+			}
+		})
+	}
+}

@@ -32,7 +32,18 @@ func (s *Station) clockQuality() string {
 // scans; it reports whether f was one.
 func (s *Station) flowCode(f devices.Frame) bool {
 	fl := s.flow
-	switch fl.control(f.Data) {
+	ctl := fl.control(f.Data)
+	if ctl != "" || (fl.badge != nil && fl.badge.MatchString(f.Data)) {
+		// The same badge or control again within dedup_window did its
+		// work the first time: a double read (cancel has its own filter).
+		if w := s.cfg.DedupWindow.D(); ctl != "cancel" && w > 0 && f.Data == fl.lastCode && f.At.Sub(fl.lastCodeAt) < w {
+			fl.lastCodeAt = f.At
+			s.n.suppressed.Add(1)
+			return true
+		}
+		fl.lastCode, fl.lastCodeAt = f.Data, f.At
+	}
+	switch ctl {
 	case "close":
 		fl.mu.Lock()
 		open := fl.st.Open != nil
@@ -75,6 +86,7 @@ func (s *Station) flowCode(f devices.Frame) bool {
 		s.signal(true)
 		return true
 	}
+	fl.lastCode = "" // a scan between: the next badge or control is meant
 	return false
 }
 
@@ -114,6 +126,9 @@ func (s *Station) place(sc *record.Scan, p *pending) {
 		}
 		if o := fl.st.Open; o != nil && o.Receptacle == sc.Barcode {
 			sc.Receptacle, o.LastScanAt = o.Receptacle, now // its label again
+			if o.LabelSeq == 0 {                            // the first was not accepted: this one tells the dispatch
+				p.label, p.labelCtx = dispatchLabel(s.cfg.ID, sc, now), o
+			}
 			break
 		}
 		if fl.st.Open != nil {
@@ -128,8 +143,7 @@ func (s *Station) place(sc *record.Scan, p *pending) {
 		fl.st.Open = o
 		fl.save(true, s.n)
 		sc.Receptacle = sc.Barcode
-		p.label = &DispatchLabel{Station: s.cfg.ID, At: now, Dispatch: sc.S9.Dispatch, Serial: sc.S9.Serial,
-			Highest: sc.S9.Highest != nil && *sc.S9.Highest}
+		p.label, p.labelCtx = dispatchLabel(s.cfg.ID, sc, now), o
 		s.n.add(s.n.workflow, "opened")
 	case config.WorkflowFill:
 		o := fl.st.Open
@@ -156,6 +170,11 @@ func (s *Station) place(sc *record.Scan, p *pending) {
 		}
 	}
 	fl.mu.Unlock()
+}
+
+func dispatchLabel(station string, sc *record.Scan, at time.Time) *DispatchLabel {
+	return &DispatchLabel{Station: station, At: at, Dispatch: sc.S9.Dispatch, Serial: sc.S9.Serial,
+		Highest: sc.S9.Highest != nil && *sc.S9.Highest}
 }
 
 func newUUID() uuid.UUID {
@@ -285,31 +304,45 @@ func (s *Station) cancelOutcome(p *pending, seq uint64, err error) {
 // flowAccepted counts an accepted scan in its receptacle and tells the
 // dispatches of a receptacle label (on the outcome goroutine).
 func (s *Station) flowAccepted(p *pending, seq uint64) {
-	if p.label != nil && s.disp != nil {
-		l := *p.label
-		l.Seq = seq
-		s.disp.Seen(l) // before the state notes seq: a restart gives it again
-	}
 	fl := s.flow
 	fl.mu.Lock()
 	defer fl.mu.Unlock()
 	last := &lastScan{id: p.id, barcode: p.barcode}
-	changed := p.label != nil
-	if o := p.ctx; o != nil && p.item && o == fl.st.Open {
-		o.Items++
-		if o.FirstSeq == 0 {
-			o.FirstSeq = seq
+	changed := false
+	if o := p.labelCtx; o != nil && o.LabelSeq == 0 {
+		// The label that opened o, or its scan again after the first was
+		// refused: the dispatch is told once, before the state notes seq
+		// (a restart gives it again).
+		o.LabelSeq = seq
+		if s.disp != nil {
+			l := *p.label
+			l.Seq = seq
+			s.disp.Seen(l)
 		}
-		o.LastSeq = seq
-		o.ItemsGrams += p.grams
-		last.ctx, last.grams = o, p.grams
 		changed = true
+	}
+	if o := p.ctx; o != nil && p.item && o == fl.st.Open {
+		o.count(seq, p.grams)
+		last.ctx, last.grams = o, p.grams
+		fl.st.LastSeq = max(fl.st.LastSeq, seq)
+		if !changed {
+			fl.items = append(fl.items, [2]int64{int64(seq), p.grams}) // written with the others of its group
+		}
 	}
 	fl.last = last
 	if changed {
 		fl.st.LastSeq = max(fl.st.LastSeq, seq)
 		fl.save(false, s.n)
 	}
+}
+
+// flowFlush writes the items accepted so far (on the outcome goroutine,
+// once it has no outcome waiting).
+func (s *Station) flowFlush() {
+	fl := s.flow
+	fl.mu.Lock()
+	fl.flushItems(s.n)
+	fl.mu.Unlock()
 }
 
 // flowTick closes an idle receptacle, signs an idle operator out, submits
@@ -331,6 +364,7 @@ func (s *Station) flowTick(now time.Time) {
 			retry = append(retry, ev)
 		}
 	}
+	fl.flushItems(s.n)
 	file := fl.file
 	fl.mu.Unlock()
 	if who != "" {
@@ -410,6 +444,8 @@ type scanLite struct {
 func (s *Station) reconcile(after uint64) {
 	fl := s.flow
 	read, counted, labels := 0, 0, 0
+	var fillLabel string
+	var fillAt time.Time
 	for read < reconcileMax {
 		recs, err := s.q.Read(after, 1000)
 		if err != nil {
@@ -432,13 +468,30 @@ func (s *Station) reconcile(after uint64) {
 			}
 			at, _ := time.Parse(time.RFC3339Nano, ev.ScannedAt)
 			label := ev.Valid && ev.Kind == "s9" && ev.S9 != nil
-			if label && s.disp != nil && fl.name == config.WorkflowOpen {
-				s.disp.Seen(DispatchLabel{Station: s.cfg.ID, Seq: r.Seq, At: at, Dispatch: ev.S9.Dispatch, Serial: ev.S9.Serial,
-					Highest: ev.S9.Highest != nil && *ev.S9.Highest})
-				labels++
-			}
 			fl.mu.Lock()
 			o := fl.st.Open
+			if label && fl.name == config.WorkflowOpen {
+				// A label the dispatch may not have: one that opened a
+				// receptacle, not the open one's scanned again.
+				opening := o == nil || ev.Barcode != o.Receptacle || o.LabelSeq == 0
+				if opening && o != nil && ev.Barcode == o.Receptacle {
+					o.LabelSeq = r.Seq
+				}
+				if opening && s.disp != nil {
+					s.disp.Seen(DispatchLabel{Station: s.cfg.ID, Seq: r.Seq, At: at, Dispatch: ev.S9.Dispatch, Serial: ev.S9.Serial,
+						Highest: ev.S9.Highest != nil && *ev.S9.Highest})
+					labels++
+				}
+			}
+			if label && fl.name == config.WorkflowFill && o != nil && o.BagSession != "" && ev.BagSession == o.BagSession {
+				// The bag's label was accepted, its close not written: close
+				// it as the label did.
+				fillLabel, fillAt = ev.Barcode, at
+				if ev.Weight != nil && ev.WeightStatus == "ok" {
+					g := ev.Weight.Grams
+					o.MeasuredGrams = &g
+				}
+			}
 			if o != nil && ev.Valid && !label && r.Seq > fl.st.LastSeq &&
 				((o.Receptacle != "" && ev.Receptacle == o.Receptacle) || (o.BagSession != "" && ev.BagSession == o.BagSession)) {
 				o.Items++
@@ -463,5 +516,9 @@ func (s *Station) reconcile(after uint64) {
 	}
 	if read >= reconcileMax {
 		s.log.Warn("workflow state: stopped counting again after reading many records", "records_read", read)
+	}
+	if fillLabel != "" {
+		s.log.Info("workflow state: the bag's label was accepted before the stop; closing the bag", "receptacle", fillLabel)
+		s.closeOpen(ClosedByLabel, fillAt, fillLabel)
 	}
 }

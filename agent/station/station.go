@@ -231,6 +231,9 @@ func (s *Station) Run(ctx context.Context) error {
 	close(s.frames)
 	<-worker
 	wg.Wait()
+	if s.flow != nil {
+		s.flow.close() // after the last outcome was noted
+	}
 	if err != nil {
 		err = fmt.Errorf("station %s: scanner: %w", s.cfg.ID, err)
 	}
@@ -251,6 +254,9 @@ func (s *Station) drainOutcomes(submitted <-chan uint64) {
 		case o := <-s.outcomes:
 			s.outcome(o.Tag.(*pending), o.Seq, o.Err)
 			got++
+			if s.flow != nil && len(s.outcomes) == 0 {
+				s.flowFlush() // one write for the items of the group
+			}
 			s.bmu.Lock()
 			s.outDone++
 			s.bcond.Broadcast()
@@ -341,7 +347,6 @@ func (s *Station) work(ctx context.Context) {
 		return
 	}
 	s.flowStart()
-	defer s.flow.close()
 	t := time.NewTicker(flowTick)
 	defer t.Stop()
 	for {
@@ -373,6 +378,7 @@ type pending struct {
 	item       bool               // counted as an item of ctx once accepted
 	grams      int64              // its weight, counted in ctx
 	label      *DispatchLabel     // a receptacle label to tell the dispatches
+	labelCtx   *openCtx           // the receptacle that label opened
 	noOperator bool               // require_operator, and nobody signed in
 	closing    *record.Receptacle // a receptacle event
 	cancel     *lastScan          // a cancel event, withdrawing this scan

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"math"
 	"regexp"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -79,11 +81,15 @@ type openCtx struct {
 	OpenedAt      time.Time `json:"opened_at"`
 	LastScanAt    time.Time `json:"last_scan_at"`
 	MeasuredGrams *int64    `json:"measured_grams,omitempty"`
-	Items         int       `json:"items"`
-	Cancelled     int       `json:"cancelled,omitempty"`
-	FirstSeq      uint64    `json:"first_seq,omitempty"`
-	LastSeq       uint64    `json:"last_seq,omitempty"`
-	ItemsGrams    int64     `json:"items_grams"`
+	// LabelSeq is the seq of the label that opened it once the buffer
+	// accepted it (open_receptacles): the dispatch was told then; a label
+	// scanned again is told only while it is 0.
+	LabelSeq   uint64 `json:"label_seq,omitempty"`
+	Items      int    `json:"items"`
+	Cancelled  int    `json:"cancelled,omitempty"`
+	FirstSeq   uint64 `json:"first_seq,omitempty"`
+	LastSeq    uint64 `json:"last_seq,omitempty"`
+	ItemsGrams int64  `json:"items_grams"`
 }
 
 // lastScan is the station's last accepted scan, which cancel withdraws.
@@ -111,7 +117,13 @@ type flow struct {
 	last     *lastScan
 	file     *statefile.File
 	inFlight map[string]bool // receptacle events submitted, by id
-	errLog   time.Time
+	items    [][2]int64      // items accepted, not yet written (seq, grams)
+	n        *Counts         // the station's, once open
+	// The last badge or control code and when (the worker's), for their
+	// double reads.
+	lastCode   string
+	lastCodeAt time.Time
+	errLog     time.Time
 }
 
 // stateCompactAt is the state file's size that makes it one snapshot again.
@@ -158,24 +170,72 @@ func (f *flow) open(n *Counts) {
 		n.add(n.workflow, "state_damaged")
 		f.log.Error("workflow state damaged", "file", f.path, "problem", problem)
 	}
-	if len(recs) > 0 {
-		var st flowState
-		if err := json.Unmarshal(recs[len(recs)-1], &st); err != nil {
+	// The last snapshot, then the items accepted after it.
+	last := len(recs) - 1
+	for last >= 0 && isItems(recs[last]) {
+		last--
+	}
+	var st flowState
+	if last >= 0 {
+		if err := json.Unmarshal(recs[last], &st); err != nil {
 			n.add(n.workflow, "state_damaged")
 			f.log.Error("workflow state does not decode; starting without an operator or open receptacle", "file", f.path, "err", err)
-		} else {
-			f.st = st
+			st = flowState{}
+		} else if why := st.sanitize(); why != "" {
+			n.add(n.workflow, "state_damaged")
+			f.log.Error("workflow state holds what it cannot: dropped", "file", f.path, "problem", why)
+		}
+		for _, r := range recs[last+1:] {
+			var it itemsRecord
+			if json.Unmarshal(r, &it) != nil || st.Open == nil {
+				continue
+			}
+			for _, x := range it.Items {
+				st.Open.count(uint64(x[0]), x[1])
+				st.LastSeq = max(st.LastSeq, uint64(x[0]))
+			}
 		}
 	}
-	f.file = file
+	f.mu.Lock()
+	f.st, f.file, f.n = st, file, n
+	f.mu.Unlock()
 	if o := f.st.Open; o != nil {
 		f.log.Info("workflow state restored", "receptacle", o.Receptacle, "bag_session", o.BagSession, "items", o.Items, "operator", f.st.Operator)
 	}
 }
 
+// sanitize drops what a state record cannot hold (a file damaged with a
+// good checksum, or written by hand): it says what it dropped.
+func (st *flowState) sanitize() string {
+	var why []string
+	if o := st.Open; o != nil && (o.Receptacle == "") == (o.BagSession == "") {
+		why = append(why, "an open receptacle that is neither a labelled receptacle nor a bag session")
+		st.Open = nil
+	}
+	if o := st.Open; o != nil && (o.Items < 0 || o.Cancelled < 0) {
+		o.Items, o.Cancelled = max(o.Items, 0), max(o.Cancelled, 0)
+		why = append(why, "negative item counts")
+	}
+	kept := st.Closing[:0]
+	for _, ev := range st.Closing {
+		if ev == nil || ev.ID == "" || ev.Schema != record.SchemaReceptacle {
+			why = append(why, "a receptacle event without an id")
+			continue
+		}
+		kept = append(kept, ev)
+	}
+	st.Closing = kept
+	if len(st.Operator) > 256 {
+		st.Operator = ""
+		why = append(why, "an operator longer than any badge")
+	}
+	return strings.Join(why, "; ")
+}
+
 // save writes the state (f.mu held); sync makes it durable before it
 // returns. A failure is logged and counted: scanning goes on.
 func (f *flow) save(sync bool, n *Counts) {
+	f.items = f.items[:0] // the snapshot holds them
 	if f.file == nil {
 		return
 	}
@@ -196,9 +256,58 @@ func (f *flow) save(sync bool, n *Counts) {
 	}
 }
 
+// itemsRecord is a state record of items accepted since the last
+// snapshot: their seqs and weights, written in one go per group of
+// outcomes ({"items":[[seq,grams],...]}).
+type itemsRecord struct {
+	Items [][2]int64 `json:"items"`
+}
+
+func isItems(rec []byte) bool { return len(rec) > 9 && string(rec[:9]) == `{"items":` }
+
+// count adds an item accepted under seq.
+func (o *openCtx) count(seq uint64, grams int64) {
+	o.Items++
+	if o.FirstSeq == 0 {
+		o.FirstSeq = seq
+	}
+	o.LastSeq = seq
+	o.ItemsGrams += grams
+}
+
+// flushItems writes the items accepted since the last write (f.mu held),
+// without a sync; a kill before it is covered by the count again at start.
+func (f *flow) flushItems(n *Counts) {
+	if len(f.items) == 0 || f.file == nil {
+		f.items = f.items[:0]
+		return
+	}
+	b := append(make([]byte, 0, 16+24*len(f.items)), `{"items":[`...)
+	for i, x := range f.items {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '[')
+		b = strconv.AppendInt(b, x[0], 10)
+		b = append(b, ',')
+		b = strconv.AppendInt(b, x[1], 10)
+		b = append(b, ']')
+	}
+	b = append(b, "]}"...)
+	f.items = f.items[:0]
+	if err := f.file.Append(b); err != nil {
+		n.add(n.workflow, "state_errors")
+		return
+	}
+	if f.file.Size() > stateCompactAt {
+		f.save(false, n)
+	}
+}
+
 func (f *flow) close() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.flushItems(f.n)
 	if f.file != nil {
 		f.file.Close()
 		f.file = nil
@@ -229,9 +338,12 @@ func (f *flow) receptacle(o *openCtx, origin *record.Origin, at time.Time, by, l
 	}
 	ev := &record.Receptacle{Schema: record.SchemaReceptacle, ID: id.String(), Agent: origin.Agent, Site: origin.Site,
 		Station: origin.Station, Workflow: config.WorkflowOpen, Receptacle: o.Receptacle, BagSession: o.BagSession,
-		Items: o.Items, Cancelled: o.Cancelled, FirstItemSeq: o.FirstSeq, LastItemSeq: o.LastSeq, ItemsGrams: o.ItemsGrams,
+		Items: o.Items, Cancelled: o.Cancelled, ItemsGrams: o.ItemsGrams,
 		MeasuredGrams: o.MeasuredGrams, Operator: o.Operator, OpenedAt: record.Timestamp(o.OpenedAt),
 		ClosedAt: record.Timestamp(at), ClosedBy: by, Clock: clock}
+	if o.Items > 0 { // first and last of the items scanned in it (cancelled ones included)
+		ev.FirstItemSeq, ev.LastItemSeq = o.FirstSeq, o.LastSeq
+	}
 	if o.BagSession != "" { // what was open decides, also after a reload changed the workflow
 		ev.Workflow = config.WorkflowFill
 	}

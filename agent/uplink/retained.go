@@ -26,14 +26,20 @@ type RetainedMessage struct {
 	Version uint64
 }
 
-// publishRetained publishes the retained messages (QoS 1), each in turn,
-// and tells the source which the broker took; it stops at the first that
-// fails, which the next session publishes again.
+// publishRetained publishes the retained messages (QoS 1) without waiting
+// for each one's PUBACK in turn (thousands of dispatches must not hold
+// health up on a slow link), then tells the source which the broker
+// took; those it did not are sent again by the next session.
 func (u *Uplink) publishRetained(ctx context.Context, c mqtt.Client, all bool) {
-	for _, m := range u.retained.Retained(all) {
-		if err := waitToken(ctx, c.Publish(u.prefix+"/"+m.Topic, 1, true, m.Payload), u.cfg.ConnectTimeout.D()); err != nil {
+	msgs := u.retained.Retained(all)
+	toks := make([]mqtt.Token, 0, len(msgs))
+	for _, m := range msgs {
+		toks = append(toks, c.Publish(u.prefix+"/"+m.Topic, 1, true, m.Payload))
+	}
+	for i, tok := range toks {
+		if err := waitToken(ctx, tok, u.cfg.ConnectTimeout.D()); err != nil {
 			return
 		}
-		u.retained.RetainedSent(m.Topic, m.Version)
+		u.retained.RetainedSent(msgs[i].Topic, msgs[i].Version)
 	}
 }

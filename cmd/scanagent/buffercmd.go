@@ -40,10 +40,13 @@ flags and an example.
 
 // exportLine is one line of "buffer export".
 type exportLine struct {
-	Seq        uint64          `json:"seq"`
-	AppendedAt string          `json:"appended_at"`
-	Station    string          `json:"station"`
-	Event      json.RawMessage `json:"event,omitempty"`
+	Seq        uint64 `json:"seq"`
+	AppendedAt string `json:"appended_at"`
+	Station    string `json:"station"`
+	// Topic is the topic level the event is published on: scans (scans
+	// and cancels) or receptacles.
+	Topic string          `json:"topic,omitempty"`
+	Event json.RawMessage `json:"event,omitempty"`
 	// Parked says why a parked scan was taken out of the queue (--parked).
 	Parked *parkedInfo `json:"parked,omitempty"`
 }
@@ -248,14 +251,14 @@ func (x *exportWriter) close() error {
 // recordLine makes the export line of a record; a record that does not
 // split into station and event is reported instead.
 func recordLine(r buffer.Record) (exportLine, error) {
-	station, payload, err := record.Split(r.Value)
+	topic, station, payload, err := record.SplitTopic(r.Value)
 	if err == nil && !json.Valid(payload) {
 		err = errors.New("its event is not valid JSON")
 	}
 	if err != nil {
 		return exportLine{}, fmt.Errorf("record %d: %w", r.Seq, err)
 	}
-	return exportLine{Seq: r.Seq, AppendedAt: record.Timestamp(r.Time), Station: station, Event: payload}, nil
+	return exportLine{Seq: r.Seq, AppendedAt: record.Timestamp(r.Time), Station: station, Topic: topic.Name(), Event: payload}, nil
 }
 
 // unexported collects the records an export had to leave out.
@@ -435,20 +438,16 @@ func bufferImport(ctx context.Context, q *buffer.Queue, in string, stdout io.Wri
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 			return fmt.Errorf("%s:%d: %v", in, line, err)
 		}
-		var ev record.Event
-		if err := json.Unmarshal(l.Event, &ev); err != nil || ev.Schema != record.Schema || ev.ID == "" {
-			return fmt.Errorf("%s:%d: not a %s event with an id", in, line, record.Schema)
-		}
 		if !config.ValidName(l.Station) {
 			// It becomes a topic level: a wildcard or an overlong name
 			// would block the uplink on this record.
 			return fmt.Errorf("%s:%d: station %q is not a valid station id (1-64 of A-Z a-z 0-9 . _ -)", in, line, l.Station)
 		}
-		v, err := record.EventValue(l.Station, &ev)
-		if err == nil {
-			_, err = q.Append(v)
-		}
+		v, err := importValue(l)
 		if err != nil {
+			return fmt.Errorf("%s:%d: %v", in, line, err)
+		}
+		if _, err := q.Append(v); err != nil {
 			return fmt.Errorf("%s:%d: %w (%d imported before it)", in, line, err, n)
 		}
 		n++
@@ -458,6 +457,41 @@ func bufferImport(ctx context.Context, q *buffer.Queue, in string, stdout io.Wri
 	}
 	fmt.Fprintf(stdout, "imported %d scan(s); they keep their id (the de-duplication key) and get new seq numbers\n", n)
 	return nil
+}
+
+// importValue makes the buffer value of an exported event, by its schema:
+// a scan, a cancel (both on the scans topic) or a receptacle event.
+func importValue(l exportLine) (buffer.Value, error) {
+	var probe struct {
+		Schema string `json:"schema"`
+		ID     string `json:"id"`
+	}
+	if err := json.Unmarshal(l.Event, &probe); err != nil || probe.ID == "" {
+		return buffer.Value{}, fmt.Errorf("not an event with a schema and an id")
+	}
+	switch probe.Schema {
+	case record.Schema:
+		var ev record.Event
+		if err := json.Unmarshal(l.Event, &ev); err != nil {
+			return buffer.Value{}, err
+		}
+		return record.EventValue(l.Station, &ev)
+	case record.SchemaCancel:
+		var ev record.Cancel
+		if err := json.Unmarshal(l.Event, &ev); err != nil {
+			return buffer.Value{}, err
+		}
+		ev.Seq = 0
+		return record.JSONValue(record.TopicScans, l.Station, &ev)
+	case record.SchemaReceptacle:
+		var ev record.Receptacle
+		if err := json.Unmarshal(l.Event, &ev); err != nil {
+			return buffer.Value{}, err
+		}
+		ev.Seq = 0
+		return record.JSONValue(record.TopicReceptacles, l.Station, &ev)
+	}
+	return buffer.Value{}, fmt.Errorf("schema %q: not %s, %s or %s", probe.Schema, record.Schema, record.SchemaCancel, record.SchemaReceptacle)
 }
 
 func humanBytes(n int64) string { return config.HumanBytes(n) }

@@ -50,6 +50,26 @@ func TestBufferExportImportStats(t *testing.T) {
 		}
 		ids = append(ids, ev.ID)
 	}
+	// A workflow station's cancel and receptacle events (docs/WORKFLOWS.md).
+	cancel := &record.Cancel{Schema: record.SchemaCancel, ID: "cancel-1", Agent: "hub-1", Site: "LAB", Station: "open-1",
+		Cancels: "id-4", Barcode: "RR473124824GB", CancelledAt: "2026-11-22T01:31:45.000Z"}
+	recept := &record.Receptacle{Schema: record.SchemaReceptacle, ID: "recept-1", Agent: "hub-1", Site: "LAB", Station: "open-1",
+		Workflow: "open_receptacles", Receptacle: "BEBRUABOLPBBAEN60073003000227", Items: 4, OpenedAt: "2026-11-22T01:30:00.000Z",
+		ClosedAt: "2026-11-22T01:31:46.000Z", ClosedBy: "control"}
+	for _, w := range []struct {
+		topic record.Topic
+		ev    any
+		id    string
+	}{{record.TopicScans, cancel, cancel.ID}, {record.TopicReceptacles, recept, recept.ID}} {
+		v, err := record.JSONValue(w.topic, "open-1", w.ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := q.Append(v); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, w.id)
+	}
 
 	// While the buffer is held, the CLI says so and fails.
 	code, _, errs := runCmd(t, "buffer", "stats", "-c", cfgPath)
@@ -59,7 +79,7 @@ func TestBufferExportImportStats(t *testing.T) {
 	q.Close()
 
 	code, out, errs := runCmd(t, "buffer", "stats", "-c", cfgPath)
-	if code != 0 || !strings.Contains(out, "pending scans    5") {
+	if code != 0 || !strings.Contains(out, "pending scans    7") {
 		t.Fatalf("stats: exit %d\n%s%s", code, out, errs)
 	}
 	export := filepath.Join(t.TempDir(), "backlog.jsonl")
@@ -68,30 +88,45 @@ func TestBufferExportImportStats(t *testing.T) {
 	}
 	data, _ := os.ReadFile(export)
 	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-	if len(lines) != 5 {
+	if len(lines) != 7 {
 		t.Fatalf("export has %d lines:\n%s", len(lines), data)
 	}
 	for i, l := range lines {
 		var e exportLine
 		var ev record.Event
-		if json.Unmarshal([]byte(l), &e) != nil || json.Unmarshal(e.Event, &ev) != nil || e.Seq != uint64(i+1) || ev.ID != ids[i] || e.Station != "induct-1" {
+		station, topic := "induct-1", "scans"
+		if i >= 5 {
+			station = "open-1"
+		}
+		if i == 6 {
+			topic = "receptacles"
+		}
+		if json.Unmarshal([]byte(l), &e) != nil || json.Unmarshal(e.Event, &ev) != nil || e.Seq != uint64(i+1) || ev.ID != ids[i] ||
+			e.Station != station || e.Topic != topic {
 			t.Fatalf("line %d: %s", i, l)
 		}
 	}
 	// Export does not remove anything.
-	if _, out, _ := runCmd(t, "buffer", "stats", "-c", cfgPath); !strings.Contains(out, "pending scans    5") {
+	if _, out, _ := runCmd(t, "buffer", "stats", "-c", cfgPath); !strings.Contains(out, "pending scans    7") {
 		t.Fatalf("after export: %s", out)
 	}
 
 	// Import into another agent's (empty) buffer.
 	other, _ := writeConfig(t)
-	if code, out, errs := runCmd(t, "buffer", "import", "-c", other, "--in", export); code != 0 || !strings.Contains(out, "imported 5") {
+	if code, out, errs := runCmd(t, "buffer", "import", "-c", other, "--in", export); code != 0 || !strings.Contains(out, "imported 7") {
 		t.Fatalf("import: exit %d\n%s%s", code, out, errs)
 	}
 	code, out, _ = runCmd(t, "buffer", "export", "-c", other)
 	got := strings.Split(strings.TrimSpace(out), "\n")
-	if code != 0 || len(got) != 5 {
+	if code != 0 || len(got) != 7 {
 		t.Fatalf("re-export: exit %d\n%s", code, out)
+	}
+	// The workflow events keep their topic and content.
+	for i, want := range []string{`"topic":"scans","event":{"schema":"scanagent.cancel/v1","id":"cancel-1","seq":6,`,
+		`"topic":"receptacles","event":{"schema":"scanagent.receptacle/v1","id":"recept-1","seq":7,`} {
+		if !strings.Contains(got[5+i], want) || !strings.Contains(got[5+i], `"station":"open-1"`) {
+			t.Errorf("re-exported %s, want %s", got[5+i], want)
+		}
 	}
 	var e exportLine
 	var ev record.Event

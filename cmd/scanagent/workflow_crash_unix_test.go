@@ -54,7 +54,6 @@ stations:
 	var accepted sync.Map
 	p := startAgent(t, bin, cfg, &accepted, nil)
 	sc.Send("", "OP0042")
-	time.Sleep(100 * time.Millisecond) // the badge before the label: a real operator's pace
 	sc.Send("]C0", label)
 	sub.WaitFor(15*time.Second, "the label", func(m []testmqtt.Message) bool {
 		return len(testmqtt.Events(m, "/scans/")) >= 1
@@ -78,17 +77,19 @@ stations:
 			time.Sleep(2 * time.Millisecond)
 		}
 	}()
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("kill moments: seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 0))
 	const cycles = 4
 	for c := range cycles {
-		time.Sleep(time.Duration(300+rand.IntN(700)) * time.Millisecond)
+		time.Sleep(time.Duration(300+rng.IntN(700)) * time.Millisecond)
 		p.signal(t, syscall.SIGKILL)
 		t.Logf("cycle %d: fed %d", c, fed.Load())
 		p = startAgent(t, bin, cfg, &accepted, nil)
 	}
 	close(stopFeed)
 	<-feedDone
-	time.Sleep(200 * time.Millisecond) // the last items read before the close code
-	sc.Send("", "CTL-CLOSE")
+	sc.Send("", "CTL-CLOSE") // after the last item, in the same stream
 	msgs := sub.WaitFor(60*time.Second, "the receptacle event", func(m []testmqtt.Message) bool {
 		return len(testmqtt.Events(m, "/receptacles/")) >= 1
 	})
