@@ -135,6 +135,9 @@ func BufferOptions(cfg *config.Config, log *slog.Logger) buffer.Options {
 	return o
 }
 
+// SessionFile is where the uplink keeps its session number under data_dir.
+func SessionFile(cfg *config.Config) string { return filepath.Join(cfg.Agent.DataDir, "mqtt-session") }
+
 // BufferDir is where the agent keeps its Badger buffer under data_dir.
 func BufferDir(cfg *config.Config) string { return filepath.Join(cfg.Agent.DataDir, "buffer") }
 
@@ -233,7 +236,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if disp != nil {
 		ud.Retained = retainedSource{disp}
 	}
-	up := uplink.New(uplink.Config{MQTT: cfg.MQTT, Agent: cfg.Agent, Version: a.deps.Version}, ud)
+	up := uplink.New(uplink.Config{MQTT: cfg.MQTT, Agent: cfg.Agent, Version: a.deps.Version, SessionFile: SessionFile(cfg)}, ud)
 	// The uplink outlives the stations: it stops once they have.
 	upCtx, stopUplink := context.WithCancel(context.WithoutCancel(gctx))
 	defer stopUplink()

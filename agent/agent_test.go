@@ -68,6 +68,8 @@ mqtt:
   reconnect_min: 50ms
   reconnect_max: 300ms
   connect_timeout: 2s
+  connect_spread: 0s
+  drain_rate: 0
 http: {listen: "127.0.0.1:0"}
 log: {level: debug}
 stations:

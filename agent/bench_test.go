@@ -47,7 +47,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	for i, p := range ports {
 		fmt.Fprintf(&st, "  - {id: line-%d, event: EDD, scanner: {port: %q, baud: 115200}}\n", i, p)
 	}
-	cfg, err := config.Parse("bench.yaml", fmt.Appendf(nil, "agent: {id: bench, site: LAB, data_dir: %q}\nmqtt: {brokers: [%q], window: 1000}\nhttp: {listen: \"127.0.0.1:0\"}\nstations:\n%s",
+	cfg, err := config.Parse("bench.yaml", fmt.Appendf(nil, "agent: {id: bench, site: LAB, data_dir: %q}\nmqtt: {brokers: [%q], window: 1000, connect_spread: 0s, drain_rate: 0}\nhttp: {listen: \"127.0.0.1:0\"}\nstations:\n%s",
 		filepath.Join(dir, "data"), broker.URL(), st.String()), func(string) (string, bool) { return "", false })
 	if err != nil {
 		b.Fatal(err)

@@ -39,7 +39,7 @@ func TestConsoleHooks(t *testing.T) {
 	path := filepath.Join(dir, "scanagent.yaml")
 	text := func(level, brokerURL string) string {
 		return fmt.Sprintf(`agent: {id: hub-1, site: LAB, data_dir: %q}
-mqtt: {brokers: [%q]}
+mqtt: {brokers: [%q], connect_spread: 0s}
 http: {listen: ""}
 log: {level: %s}
 stations:

@@ -461,9 +461,9 @@ func TestContractEndToEnd(t *testing.T) {
 	}
 
 	// The retained messages left at the broker: the offline status, the
-	// scanner's state (the scale's was cleared) and the complete dispatch
-	// (the expired one was cleared), each on a channel marked retained;
-	// nothing of a channel that is not.
+	// last health, the scanner's state (the scale's was cleared) and the
+	// complete dispatch (the expired one was cleared), each on a channel
+	// marked retained; nothing of a channel that is not.
 	retained := retainedMessages(t, r.broker, prefix)
 	var topics []string
 	for _, m := range retained {
@@ -473,7 +473,7 @@ func TestContractEndToEnd(t *testing.T) {
 			t.Errorf("retained message on %s: its channel is not retained in asyncapi.yaml", m.Topic)
 		}
 	}
-	want := []string{prefix + "/devices/induct-3/scanner", prefix + "/dispatches/INBOMAJPKWSAAUY60597", prefix + "/status"}
+	want := []string{prefix + "/devices/induct-3/scanner", prefix + "/dispatches/INBOMAJPKWSAAUY60597", prefix + "/health", prefix + "/status"}
 	sort.Strings(topics)
 	if !slices.Equal(topics, want) {
 		t.Errorf("retained topics %v, want %v", topics, want)

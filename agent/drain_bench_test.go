@@ -106,7 +106,7 @@ func BenchmarkDrain(b *testing.B) {
 	broker := testmqtt.Start(b)
 	dir := b.TempDir()
 	const window = 1000
-	cfg, err := config.Parse("bench.yaml", fmt.Appendf(nil, "agent: {id: bench, site: LAB, data_dir: %q}\nmqtt: {brokers: [%q], window: %d}\nhttp: {listen: \"127.0.0.1:0\"}\nstations: [{id: backlog-1, scanner: {port: %q}}]\n",
+	cfg, err := config.Parse("bench.yaml", fmt.Appendf(nil, "agent: {id: bench, site: LAB, data_dir: %q}\nmqtt: {brokers: [%q], window: %d, connect_spread: 0s, drain_rate: 0}\nhttp: {listen: \"127.0.0.1:0\"}\nstations: [{id: backlog-1, scanner: {port: %q}}]\n",
 		filepath.Join(dir, "data"), broker.URL(), window, filepath.Join(dir, "no-scanner")), func(string) (string, bool) { return "", false })
 	if err != nil {
 		b.Fatal(err)
@@ -161,7 +161,7 @@ func BenchmarkLiveWhileDraining(b *testing.B) {
 	defer sc.Close()
 	link := filepath.Join(dir, "scanner")
 	sc.Link(link)
-	cfg, err := config.Parse("bench.yaml", fmt.Appendf(nil, "agent: {id: bench, site: LAB, data_dir: %q}\nmqtt: {brokers: [%q], window: 1000, order: live_first}\nhttp: {listen: \"127.0.0.1:0\"}\nstations: [{id: live-1, scanner: {port: %q, baud: 115200}}]\n",
+	cfg, err := config.Parse("bench.yaml", fmt.Appendf(nil, "agent: {id: bench, site: LAB, data_dir: %q}\nmqtt: {brokers: [%q], window: 1000, order: live_first, connect_spread: 0s, drain_rate: 0}\nhttp: {listen: \"127.0.0.1:0\"}\nstations: [{id: live-1, scanner: {port: %q, baud: 115200}}]\n",
 		filepath.Join(dir, "data"), broker.URL(), link), func(string) (string, bool) { return "", false })
 	if err != nil {
 		b.Fatal(err)

@@ -36,7 +36,7 @@ func TestReloadStations(t *testing.T) {
 		t.Cleanup(func() { sc.Close() })
 		scanners[id] = sc
 	}
-	head := fmt.Sprintf("agent: {id: hub-1, site: LAB, data_dir: %q}\nmqtt: {brokers: [%q]}\nhttp: {listen: \"\"}\nstations:\n",
+	head := fmt.Sprintf("agent: {id: hub-1, site: LAB, data_dir: %q}\nmqtt: {brokers: [%q], connect_spread: 0s}\nhttp: {listen: \"\"}\nstations:\n",
 		filepath.Join(dir, "data"), broker.URL())
 	station := func(id, event string) string {
 		return fmt.Sprintf("  - {id: %s, event: %s, scanner: {port: %q}}\n", id, event, scanners[id].Path())

@@ -30,7 +30,7 @@ func storageRig(t *testing.T, broker *testmqtt.Broker, mqttKeys, scannerKeys str
 	t.Cleanup(func() { sc.Close() })
 	cfg, err := config.Parse("test.yaml", fmt.Appendf(nil, `
 agent: {id: hub-test-01, site: TEST-HUB, data_dir: %q}
-mqtt: {brokers: [%q], reconnect_min: 50ms%s}
+mqtt: {brokers: [%q], reconnect_min: 50ms, connect_spread: 0s, drain_rate: 0%s}
 http: {listen: "127.0.0.1:0"}
 stations: [{id: induct-3, scanner: {port: %q, baud: 115200%s}}]
 `, filepath.Join(t.TempDir(), "data"), broker.URL(), mqttKeys, sc.Path(), scannerKeys), func(string) (string, bool) { return "", false })

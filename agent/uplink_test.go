@@ -68,7 +68,7 @@ func startAgentIn(t *testing.T, dir, mqttYAML string, env map[string]string) *ru
 	t.Cleanup(func() { sc.Close() })
 	link := filepath.Join(dir, "scanner")
 	sc.Link(link)
-	text := fmt.Sprintf("agent: {id: hub-1, site: LAB, data_dir: %q}\nmqtt: {reconnect_min: 50ms, reconnect_max: 300ms, connect_timeout: 2s, %s}\nhttp: {listen: \"127.0.0.1:0\"}\nstations: [{id: induct-1, event: EMB, scanner: {port: %q}}]\n",
+	text := fmt.Sprintf("agent: {id: hub-1, site: LAB, data_dir: %q}\nmqtt: {reconnect_min: 50ms, reconnect_max: 300ms, connect_timeout: 2s, connect_spread: 0s, drain_rate: 0, %s}\nhttp: {listen: \"127.0.0.1:0\"}\nstations: [{id: induct-1, event: EMB, scanner: {port: %q}}]\n",
 		filepath.Join(dir, "data"), mqttYAML, link)
 	cfg, err := config.Parse(filepath.Join(dir, "scanagent.yaml"), []byte(text), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	if err != nil {

@@ -85,6 +85,17 @@ type MQTT struct {
 	HealthInterval Duration `yaml:"health_interval"` // default 30s, >= 1s: period of P/health
 	MaxRate        int      `yaml:"max_rate"`        // scans/s published at most, 0 = as fast as the broker allows
 	Order          string   `yaml:"order"`           // seq (default) | live_first
+	// ConnectSpread: the first connect after start, and the first
+	// reconnect after a session is lost, wait a random time within it, so
+	// that the hubs of a fleet do not all come at once after a power cut or
+	// a broker outage; the reconnect backoff then doubles from it. Default
+	// 5s, 0 (connect at once) .. 10m (docs/FLEET.md).
+	ConnectSpread Duration `yaml:"connect_spread"`
+	// DrainRate caps the publishing of the backlog (the scans buffered when
+	// a session starts) in scans/s, so that a fleet draining after an
+	// outage leaves room at the broker for live scans; scans made during
+	// the session are not held to it. Default 500, 0 = no cap.
+	DrainRate int `yaml:"drain_rate"`
 	// MaxEventBytes caps a scan event's JSON: a larger one is refused at
 	// the station (reason too_large) instead of being buffered to be
 	// refused by the broker. Default 16KiB, 512B..256KiB.
@@ -367,6 +378,8 @@ func (c *Config) setDefaults() {
 		ReconnectMax:   Duration(30 * time.Second),
 		HealthInterval: Duration(30 * time.Second),
 		Order:          "seq",
+		ConnectSpread:  Duration(5 * time.Second),
+		DrainRate:      500,
 		Receipts:       Receipts{Timeout: Duration(5 * time.Minute)},
 	}
 	c.Buffer = Buffer{MaxBytes: 4 * GiB, WhenFull: "drop_oldest", MinFreeDisk: 64 * MiB}

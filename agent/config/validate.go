@@ -70,6 +70,8 @@ func (c *checker) mqtt(cfg *Config, lookupEnv func(string) (string, bool)) {
 	between(c, "mqtt.max_rate", m.MaxRate, 0, 1_000_000)
 	between(c, "mqtt.max_event_bytes", m.MaxEventBytes, 512, 256*KiB) // buffer values stay inline in Badger
 	c.oneOf("mqtt.order", m.Order, "seq", "live_first")
+	between(c, "mqtt.connect_spread", m.ConnectSpread, 0, Duration(10*time.Minute))
+	between(c, "mqtt.drain_rate", m.DrainRate, 0, 1_000_000)
 	if m.Receipts.Topic == "" {
 		m.Receipts.Topic = m.TopicPrefix + "/receipts"
 	} else {

@@ -164,6 +164,9 @@ type Uplink struct {
 	Published uint64 `json:"published"`
 	Acked     uint64 `json:"acked"`
 	Sessions  uint64 `json:"sessions"`
+	// Session is the number of the current or last session, as its
+	// online status and Last Will carry it (0 before the first).
+	Session   uint64 `json:"session,omitempty"`
 	Malformed uint64 `json:"malformed"`
 	// Parked counts scans parked because the broker ended every session
 	// that carried them (buffer export --parked lists them).

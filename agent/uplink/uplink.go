@@ -32,7 +32,6 @@ import (
 	"github.com/scanagent/scanagent/agent/record"
 	"github.com/scanagent/scanagent/agent/status"
 	"github.com/scanagent/scanagent/buffer"
-	"github.com/scanagent/scanagent/devices/backoff"
 )
 
 // readPage is how many records the uplink reads from the buffer at once.
@@ -60,6 +59,9 @@ type Config struct {
 	MQTT    config.MQTT
 	Agent   config.Agent
 	Version string
+	// SessionFile keeps the session number across restarts (the agent
+	// puts it in agent.data_dir); empty: numbers from memory and the clock.
+	SessionFile string
 }
 
 // Deps are what the uplink takes from the agent.
@@ -112,6 +114,8 @@ type Uplink struct {
 	backlogInflight     atomic.Int64  // live_first: backlog publishes not yet acked
 	rc                  *receipts     // nil: receipts off, a PUBACK deletes
 	delivery            Delivery      // nil: nobody to tell
+	sessionNo           atomic.Uint64 // the number of the current or last session
+	numbers             sessionNumbers
 }
 
 // New makes the uplink.
@@ -126,6 +130,7 @@ func New(c Config, d Deps) *Uplink {
 		log: log.With("component", "mqtt"), reporter: d.Reporter, devKick: d.DevicesChanged, ackLatency: d.AckLatency,
 		retained: d.Retained, delivery: d.Delivery}
 	u.broker.Store("")
+	u.numbers = sessionNumbers{file: c.SessionFile, log: u.log}
 	u.setState(status.UplinkStarting, nil, "")
 	if cfg.Receipts.Enabled {
 		u.rc = newReceipts(c.Agent.ID, cfg.Receipts.Timeout.D(), receiptedQueue(d.Queue, d.Delivery), u.log)
@@ -219,6 +224,7 @@ func (u *Uplink) Stats() status.Uplink {
 		Sessions:  u.sessions.Load(),
 		Malformed: u.malformed.Load(),
 		Parked:    u.poisoned.Load(),
+		Session:   u.sessionNo.Load(),
 	}
 	if v, ok := u.lastPoison.Load().(string); ok {
 		st.LastParked = v
@@ -231,9 +237,13 @@ func (u *Uplink) Stats() status.Uplink {
 
 // run keeps sessions going until ctx is cancelled; then the current session
 // flushes what is in flight (bounded), publishes the offline status and
-// disconnects. Between rounds (each round tries every broker in order) it
-// waits a random time in [0, backoff] (full jitter), the backoff doubling
-// from reconnect_min up to reconnect_max.
+// disconnects. The first connect after start waits a random time within
+// connect_spread. Between rounds (each round tries every broker in order)
+// it waits as retryDelay says: first a random time within the ceiling
+// (full jitter), then between half the ceiling and the ceiling, the
+// ceiling doubling from connect_spread (or reconnect_min, when larger) up
+// to reconnect_max; a session that lasted a minute starts it over
+// (docs/FLEET.md).
 func (u *Uplink) Run(ctx context.Context) error {
 	if u.rc != nil {
 		loopCtx, stop := context.WithCancel(ctx)
@@ -241,7 +251,11 @@ func (u *Uplink) Run(ctx context.Context) error {
 		go func() { defer close(done); u.receiptLoop(loopCtx) }()
 		defer func() { stop(); <-done }()
 	}
-	bo := backoff.Backoff{Min: u.cfg.ReconnectMin.D(), Max: u.cfg.ReconnectMax.D(), FullJitter: true}
+	bo := retryDelay{min: u.cfg.ReconnectMin.D(), spread: u.cfg.ConnectSpread.D(), max: u.cfg.ReconnectMax.D()}
+	if d := spread(u.cfg.ConnectSpread.D()); d > 0 {
+		u.log.Debug("mqtt first connect spread", "in", d.Round(time.Millisecond))
+		sleep(ctx, d)
+	}
 	var lastLogged string
 	var poison poisonWatch
 	for ctx.Err() == nil {
@@ -265,9 +279,9 @@ func (u *Uplink) Run(ctx context.Context) error {
 			}
 		}
 		if time.Since(start) > time.Minute {
-			bo.Reset()
+			bo.reset()
 		}
-		d := bo.Next()
+		d := bo.next()
 		u.log.Debug("mqtt reconnecting", "in", d.Round(time.Millisecond))
 		t := time.NewTimer(d)
 		select {
@@ -286,10 +300,11 @@ type statusMsg struct {
 	Site    string `json:"site"`
 	Version string `json:"version,omitempty"`
 	Since   string `json:"since"`
+	Session uint64 `json:"session"`
 }
 
-func (u *Uplink) statusPayload(state string) []byte {
-	b, _ := json.Marshal(statusMsg{State: state, Agent: u.agent.ID, Site: u.agent.Site, Version: u.version, Since: record.Timestamp(time.Now())})
+func (u *Uplink) statusPayload(state string, session uint64) []byte {
+	b, _ := json.Marshal(statusMsg{State: state, Agent: u.agent.ID, Site: u.agent.Site, Version: u.version, Since: record.Timestamp(time.Now()), Session: session})
 	return b
 }
 
@@ -334,6 +349,9 @@ func (u *Uplink) session(ctx context.Context) error {
 		return err
 	}
 	lost := &lostSignal{ch: make(chan struct{})}
+	// Every attempt gets a new number: its Will and its online status
+	// carry it.
+	session := u.numbers.next(time.Now())
 	var attempted atomic.Value // the broker of the last connection attempt
 	attempted.Store("")
 	opts := mqtt.NewClientOptions().
@@ -348,7 +366,7 @@ func (u *Uplink) session(ctx context.Context) error {
 		SetKeepAlive(u.cfg.KeepAlive.D()).
 		SetConnectTimeout(u.cfg.ConnectTimeout.D()).
 		SetWriteTimeout(u.cfg.ConnectTimeout.D()).
-		SetBinaryWill(u.prefix+"/status", u.statusPayload("offline"), 1, true).
+		SetBinaryWill(u.prefix+"/status", u.statusPayload("offline", session), 1, true).
 		SetTLSConfig(tlsCfg).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) { lost.fire(err) }).
 		SetConnectionAttemptHandler(func(broker *url.URL, t *tls.Config) *tls.Config {
@@ -382,7 +400,7 @@ func (u *Uplink) session(ctx context.Context) error {
 	defer func() {
 		if ctx.Err() != nil {
 			// A clean DISCONNECT suppresses the Will: say offline ourselves.
-			if err := waitToken(context.Background(), c.Publish(u.prefix+"/status", 1, true, u.statusPayload("offline")), 2*time.Second); err != nil {
+			if err := waitToken(context.Background(), c.Publish(u.prefix+"/status", 1, true, u.statusPayload("offline", session)), 2*time.Second); err != nil {
 				u.log.Warn("shutdown: offline status not published", "err", err)
 			}
 		}
@@ -393,12 +411,13 @@ func (u *Uplink) session(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := waitToken(ctx, c.Publish(u.prefix+"/status", 1, true, u.statusPayload("online")), u.cfg.ConnectTimeout.D()); err != nil {
+	if err := waitToken(ctx, c.Publish(u.prefix+"/status", 1, true, u.statusPayload("online", session)), u.cfg.ConnectTimeout.D()); err != nil {
 		return fmt.Errorf("publish online status: %w", err)
 	}
+	u.sessionNo.Store(session)
 	u.connected.Store(true)
 	u.setState(status.UplinkConnected, nil, "")
-	u.log.Info("mqtt connected", "broker", u.broker.Load(), "client_id", u.cfg.ClientID, "backlog", u.q.Stats().Depth)
+	u.log.Info("mqtt connected", "broker", u.broker.Load(), "client_id", u.cfg.ClientID, "session", session, "backlog", u.q.Stats().Depth)
 
 	sideCtx, stopSide := context.WithCancel(ctx)
 	sideDone := make(chan struct{})
@@ -530,7 +549,7 @@ func (u *Uplink) side(ctx context.Context, c mqtt.Client) {
 	publishHealth := func() {
 		b, err := json.Marshal(u.reporter.Status())
 		if err == nil {
-			waitToken(ctx, c.Publish(u.prefix+"/health", 1, false, b), u.cfg.ConnectTimeout.D())
+			waitToken(ctx, c.Publish(u.prefix+"/health", 1, true, b), u.cfg.ConnectTimeout.D())
 		}
 	}
 	publishDevices()
@@ -567,7 +586,7 @@ func (u *Uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight
 	liveFirst := u.cfg.Order == "live_first"
 	split := u.q.Durable() // live_first: records above this are live
 	live = split
-	lim := newLimiter(u.cfg.MaxRate)
+	lim := newPacers(u.cfg.MaxRate, u.cfg.DrainRate, split)
 	for {
 		var recs []buffer.Record
 		var err error
@@ -691,7 +710,7 @@ func (u *Uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight
 // send publishes one record and hands it to the acker; stop is true when
 // the session is over (err says why, nil for a stop or the acker's end).
 func (u *Uplink) send(ctx context.Context, c mqtt.Client, window chan<- inflight, lost *lostSignal, ackerExit <-chan struct{},
-	lim *rate.Limiter, rec buffer.Record, isBacklog, again bool) (stop bool, err error) {
+	lim *pacers, rec buffer.Record, isBacklog, again bool) (stop bool, err error) {
 	topic, station, payload, err := record.SplitTopic(rec.Value)
 	if err != nil {
 		// Cannot be published; keep it out of the stream but say so.
@@ -700,7 +719,7 @@ func (u *Uplink) send(ctx context.Context, c mqtt.Client, window chan<- inflight
 		u.q.Ack(rec)
 		return false, nil
 	}
-	if !pace(ctx, lim, lost.ch) {
+	if !lim.wait(ctx, rec.Seq, again, lost.ch) {
 		return true, nil
 	}
 	if u.rc != nil && !u.rc.published(rec, time.Now()) {

@@ -209,7 +209,10 @@ func parseTime(what, s string) (time.Time, *rejection) {
 }
 
 func parseStatus(prefix string, payload []byte, receivedAt time.Time) (store.Status, *rejection) {
-	var w struct{ State, Agent, Site, Version, Since string }
+	var w struct {
+		State, Agent, Site, Version, Since string
+		Session                            int64
+	}
 	if rej := storable(payload); rej != nil {
 		return store.Status{}, reject("status", "%s", rej)
 	}
@@ -223,7 +226,10 @@ func parseStatus(prefix string, payload []byte, receivedAt time.Time) (store.Sta
 	if rej != nil {
 		return store.Status{}, rej
 	}
-	return store.Status{Prefix: prefix, Agent: w.Agent, Site: w.Site, State: w.State, Version: w.Version, Since: since, ReceivedAt: receivedAt}, nil
+	if w.Session < 0 {
+		return store.Status{}, reject("status", "session must not be negative, got %d", w.Session)
+	}
+	return store.Status{Prefix: prefix, Agent: w.Agent, Site: w.Site, State: w.State, Version: w.Version, Since: since, ReceivedAt: receivedAt, Session: w.Session}, nil
 }
 
 func parseHealth(prefix string, payload []byte, receivedAt time.Time) (store.Health, *rejection) {

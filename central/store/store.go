@@ -150,6 +150,8 @@ type Rejected struct {
 type Status struct {
 	Prefix, Agent, Site, State, Version string
 	Since, ReceivedAt                   time.Time
+	// Session is the status's session number (0: an agent without them).
+	Session int64
 }
 
 // Health is an agent's P/health document and the figures taken from it.
@@ -392,12 +394,20 @@ func insertRejected(ctx context.Context, tx pgx.Tx, receiver string, rs []Reject
 }
 
 const (
-	upsertStatus = `INSERT INTO agents AS a (prefix, agent, site, status, status_since, version, status_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+	// A status replaces the stored one when its session is newer; within
+	// one session offline follows online, never the reverse (a late Last
+	// Will of an old session, or an online replayed after its session
+	// ended, is ignored: Sparkplug's bdSeq). Without session numbers on
+	// both, the later since wins.
+	upsertStatus = `INSERT INTO agents AS a (prefix, agent, site, status, status_since, version, status_at, status_session, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())
 ON CONFLICT (prefix) DO UPDATE SET agent = excluded.agent, site = excluded.site, status = excluded.status,
     status_since = excluded.status_since, version = coalesce(excluded.version, a.version),
-    status_at = excluded.status_at, updated_at = excluded.updated_at
-WHERE a.status_since IS NULL OR excluded.status_since >= a.status_since`
+    status_at = excluded.status_at, status_session = excluded.status_session, updated_at = excluded.updated_at
+WHERE CASE WHEN a.status_session IS NOT NULL AND excluded.status_session IS NOT NULL THEN
+        excluded.status_session > a.status_session OR
+        (excluded.status_session = a.status_session AND NOT (excluded.status = 'online' AND a.status = 'offline'))
+    ELSE a.status_since IS NULL OR excluded.status_since >= a.status_since END`
 
 	upsertHealth = `INSERT INTO agents AS a (prefix, agent, site, health, health_at, buffer_depth, buffer_oldest_age_seconds, buffer_last_seq, updated_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())
@@ -424,7 +434,11 @@ func upsertStates(ctx context.Context, tx pgx.Tx, b *Batch) error {
 	for i < len(b.Statuses) || j < len(b.Healths) { // merge by prefix
 		if j == len(b.Healths) || i < len(b.Statuses) && b.Statuses[i].Prefix <= b.Healths[j].Prefix {
 			st := &b.Statuses[i]
-			pb.Queue(upsertStatus, st.Prefix, st.Agent, st.Site, st.State, st.Since, null(st.Version), st.ReceivedAt)
+			var session *int64
+			if st.Session > 0 {
+				session = &st.Session
+			}
+			pb.Queue(upsertStatus, st.Prefix, st.Agent, st.Site, st.State, st.Since, null(st.Version), st.ReceivedAt, session)
 			i++
 		} else {
 			h := &b.Healths[j]

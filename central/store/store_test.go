@@ -188,3 +188,42 @@ func TestQueryDocumented(t *testing.T) {
 		t.Fatal("docs/CENTRAL.md does not hold store.HubsNeedingAttention as it is: copy it there")
 	}
 }
+
+// TestStatusSessions: a late Last Will of an older session is ignored even
+// when its since is later (the old session's clock was ahead); the offline
+// of the current session is taken; an online replayed after its session
+// ended is ignored.
+func TestStatusSessions(t *testing.T) {
+	s := open(t, pg.NewDB(t), "")
+	ctx := context.Background()
+	t0 := time.Now().UTC().Truncate(time.Millisecond)
+	state := func() (string, int64) {
+		t.Helper()
+		var st string
+		var session int64
+		if err := s.Pool().QueryRow(ctx, "SELECT status, status_session FROM agents WHERE prefix = 'p/a'").Scan(&st, &session); err != nil {
+			t.Fatal(err)
+		}
+		return st, session
+	}
+	for i, step := range []struct {
+		st          store.Status
+		wantState   string
+		wantSession int64
+	}{
+		{store.Status{State: "online", Since: t0, Session: 7}, "online", 7},
+		{store.Status{State: "offline", Since: t0.Add(time.Hour), Session: 6}, "online", 7}, // late Will of session 6
+		{store.Status{State: "offline", Since: t0, Session: 7}, "offline", 7},
+		{store.Status{State: "online", Since: t0, Session: 7}, "offline", 7}, // replayed online of an ended session
+		{store.Status{State: "online", Since: t0.Add(-time.Hour), Session: 8}, "online", 8},
+	} {
+		st := step.st
+		st.Prefix, st.Agent, st.Site, st.ReceivedAt = "p/a", "a", "S", t0
+		if _, err := s.Write(ctx, &store.Batch{Receiver: "r1", Statuses: []store.Status{st}}); err != nil {
+			t.Fatal(err)
+		}
+		if got, session := state(); got != step.wantState || session != step.wantSession {
+			t.Fatalf("step %d: %s session %d, want %s session %d", i, got, session, step.wantState, step.wantSession)
+		}
+	}
+}

@@ -122,7 +122,7 @@ func newChaos(t *testing.T, bin string, brokerURL func(*testmqtt.Broker) string,
 	r.cfg = filepath.Join(r.dir, "scanagent.yaml")
 	os.WriteFile(r.cfg, fmt.Appendf(nil, `
 agent: {id: chaos-01, site: LAB, data_dir: %q}
-mqtt: {brokers: [%q], reconnect_min: 50ms, reconnect_max: 500ms, keepalive: 2s, connect_timeout: 2s}
+mqtt: {brokers: [%q], reconnect_min: 50ms, reconnect_max: 500ms, keepalive: 2s, connect_timeout: 2s, connect_spread: 0s, drain_rate: 0}
 buffer: {min_free_disk: 24MiB}
 http: {listen: "127.0.0.1:0"}
 log: {level: debug, format: json}

@@ -121,7 +121,7 @@ func startConsoleRig(t *testing.T) *consoleRig {
 	tokenFile := filepath.Join(dir, "token")
 	os.WriteFile(tokenFile, []byte(r.token+"\n"), 0o600)
 	os.WriteFile(r.cfg, fmt.Appendf(nil, `agent: {id: hub-msk-01, site: MSK-VNUKOVO, data_dir: %q}
-mqtt: {brokers: [%q], reconnect_min: 50ms, reconnect_max: 200ms}
+mqtt: {brokers: [%q], reconnect_min: 50ms, reconnect_max: 200ms, connect_spread: 0s}
 http: {listen: %q, token_file: %q}
 stations:
   - id: induct-1

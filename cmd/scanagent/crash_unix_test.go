@@ -108,7 +108,7 @@ func TestKillNineLosesNoAcceptedScan(t *testing.T) {
 	cfg := filepath.Join(dir, "scanagent.yaml")
 	os.WriteFile(cfg, fmt.Appendf(nil, `
 agent: {id: crash-01, site: LAB, data_dir: %q}
-mqtt: {brokers: [%q], reconnect_min: 50ms, reconnect_max: 300ms, keepalive: 2s}
+mqtt: {brokers: [%q], reconnect_min: 50ms, reconnect_max: 300ms, keepalive: 2s, connect_spread: 0s, drain_rate: 0}
 http: {listen: "127.0.0.1:0"}
 log: {level: debug, format: json}
 stations:

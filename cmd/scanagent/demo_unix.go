@@ -112,7 +112,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		defer sc.Close()
 		scales[i] = sc
 	}
-	cfgText := fmt.Sprintf("agent: {id: demo-agent, site: DEMO-HUB, data_dir: %q}\nmqtt: {brokers: [%q]}\nhttp: {listen: %q}\nstations:\n", dir, brokerURL, *httpAddr)
+	cfgText := fmt.Sprintf("agent: {id: demo-agent, site: DEMO-HUB, data_dir: %q}\nmqtt: {brokers: [%q], connect_spread: 0s}\nhttp: {listen: %q}\nstations:\n", dir, brokerURL, *httpAddr)
 	for i, st := range demoStations {
 		scale := ""
 		if scales[i] != nil {

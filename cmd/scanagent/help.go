@@ -26,6 +26,7 @@ commands:
   ports [--json]  list serial ports with USB VID:PID, serial number, product and by-id alias
   monitor PORT    print what a scanner or scale sends, decoded, live (--probe finds the baud rate)
   tap STATION scanner|scale   the last frames a running station's device sent, raw and decoded (--follow)
+  fleet [--broker URL] [--once --json | --check | --listen ADDR]   every hub from the central broker
   buffer stats|export|import -c FILE   inspect, export or re-import the backlog (agent stopped)
   service install|uninstall|start|stop|status   the Windows service (event log, restart on failure)
   demo            run end to end with simulated scanners and an in-process broker

@@ -41,7 +41,7 @@ func TestKillNineWithUnreceiptedScans(t *testing.T) {
 	cfg := filepath.Join(dir, "scanagent.yaml")
 	os.WriteFile(cfg, fmt.Appendf(nil, `
 agent: {id: rcpt-01, site: LAB, data_dir: %q}
-mqtt: {brokers: [%q], reconnect_min: 50ms, reconnect_max: 300ms, receipts: {enabled: true, timeout: 1h}}
+mqtt: {brokers: [%q], reconnect_min: 50ms, reconnect_max: 300ms, connect_spread: 0s, drain_rate: 0, receipts: {enabled: true, timeout: 1h}}
 http: {listen: %q}
 log: {level: debug, format: json}
 stations:

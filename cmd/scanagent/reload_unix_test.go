@@ -54,7 +54,7 @@ func TestSIGHUPReloadUnderLoad(t *testing.T) {
 	}
 	defer b.Close()
 	head := fmt.Sprintf(`agent: {id: reload-01, site: LAB, data_dir: %q}
-mqtt: {brokers: [%q], reconnect_min: 50ms, reconnect_max: 300ms}
+mqtt: {brokers: [%q], reconnect_min: 50ms, reconnect_max: 300ms, connect_spread: 0s}
 http: {listen: "127.0.0.1:0"}
 log: {level: debug, format: json}
 stations:

@@ -67,6 +67,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return interruptible(ctx, cmd, 0, func() error { return cmdPorts(args, stdout, stderr) })
 	case "status":
 		return interruptible(ctx, cmd, 0, func() error { return cmdStatus(ctx, args, stdout, stderr) })
+	case "fleet":
+		return cmdFleet(ctx, args, stdout, stderr)
 	case "service":
 		return cmdService(ctx, args, stdout, stderr)
 	case "monitor":

@@ -45,7 +45,7 @@ func TestStatusCommand(t *testing.T) {
 	os.WriteFile(token, []byte("tok\n"), 0o600)
 	cfg := filepath.Join(dir, "scanagent.yaml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`agent: {id: hub-1, site: LAB, data_dir: %q}
-mqtt: {brokers: [%q], reconnect_min: 50ms, reconnect_max: 200ms}
+mqtt: {brokers: [%q], reconnect_min: 50ms, reconnect_max: 200ms, connect_spread: 0s}
 http: {listen: %q, token_file: %q}
 stations:
   - id: induct-1
@@ -84,7 +84,10 @@ stations:
 	sc.Send("", "BEBRUABOLPBBAEN60073003000227")
 	shows := func() bool {
 		code, out, _ = runCmd(t, "status", "-c", cfg)
-		return strings.Contains(out, "open_receptacles: OP0007; BEBRUABOLPBBAEN60073003000227 open since ")
+		// The dispatch tracker counts the receptacle a moment after the
+		// station opened it: wait for both.
+		return strings.Contains(out, "open_receptacles: OP0007; BEBRUABOLPBBAEN60073003000227 open since ") &&
+			strings.Contains(out, "dispatches 1 tracked")
 	}
 	if !poll(15*time.Second, shows) {
 		t.Fatalf("status without the operator and receptacle:\n%s", out)

@@ -136,7 +136,7 @@ func workflowBinary(t *testing.T, id, extra string) (bin string, broker *testmqt
 	cfg = filepath.Join(dir, "scanagent.yaml")
 	os.WriteFile(cfg, fmt.Appendf(nil, `
 agent: {id: %s, site: LAB, data_dir: %q}
-mqtt: {brokers: [%q], reconnect_min: 50ms, reconnect_max: 300ms%s}
+mqtt: {brokers: [%q], reconnect_min: 50ms, reconnect_max: 300ms, connect_spread: 0s, drain_rate: 0%s}
 http: {listen: ""}
 log: {level: debug, format: json}
 stations:

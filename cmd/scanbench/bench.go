@@ -164,7 +164,7 @@ func (b *bench) setup(ctx context.Context) error {
 	if b.o.receipts || b.o.receiver {
 		receipts = ", receipts: {enabled: true}"
 	}
-	fmt.Fprintf(&cfg, "mqtt: {brokers: [\"tcp://127.0.0.1:%d\"], window: %d, reconnect_min: 50ms, reconnect_max: 500ms%s}\n", b.port, window, receipts)
+	fmt.Fprintf(&cfg, "mqtt: {brokers: [\"tcp://127.0.0.1:%d\"], window: %d, reconnect_min: 50ms, reconnect_max: 500ms, connect_spread: 0s, drain_rate: 0%s}\n", b.port, window, receipts)
 	if b.o.buffer != "" {
 		fmt.Fprintf(&cfg, "buffer: {%s}\n", b.o.buffer)
 	}
