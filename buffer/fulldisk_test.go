@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // A full disk never kills the process, whoever fills it: these tests run
@@ -55,6 +56,42 @@ func fillDiskTo(t *testing.T, mnt, name string, left uint64) {
 		if err := os.WriteFile(filepath.Join(mnt, name), make([]byte, free-left), 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// quietDisk waits until the filesystem's free space has not changed for a
+// second (the store's flushes and compactions done), so that what a test
+// fills is not freed again behind it.
+func quietDisk(t *testing.T, mnt string) {
+	t.Helper()
+	last, _ := freeBytes(mnt)
+	since := time.Now()
+	for deadline := time.Now().Add(30 * time.Second); time.Since(since) < time.Second; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the free space on %s kept changing for 30s", mnt)
+		}
+		time.Sleep(50 * time.Millisecond)
+		if f, _ := freeBytes(mnt); f != last {
+			last, since = f, time.Now()
+		}
+	}
+}
+
+// topUpDisk appends to the file name until the filesystem has only left
+// bytes free (another program taking what was freed).
+func topUpDisk(t *testing.T, mnt, name string, left uint64) {
+	t.Helper()
+	free, _ := freeBytes(mnt)
+	if free <= left {
+		return
+	}
+	f, err := os.OpenFile(filepath.Join(mnt, name), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(make([]byte, free-left)); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -128,12 +165,21 @@ func TestFullDiskFilledByAnotherProgram(t *testing.T) {
 		t.Fatalf("at the guard: %+v", st) // part of the reserve is kept for a restart
 	}
 	t.Logf("accepted %d scans before the guard refused, reserve %d MiB", accepted, st.ReserveBytes>>20)
+	quietDisk(t, mnt)
 	fillDiskTo(t, mnt, "filler", 2<<20)
 	// Released to the store: all of it, or (when the store's compactions
 	// freed some space meanwhile) all but what a restart needs.
 	waitFor(t, func() bool { return q.Stats().ReserveBytes < st.ReserveBytes })
-	fillDiskTo(t, mnt, "filler2", 2<<20) // and taken by the other program
-	waitFor(t, func() bool { return q.paused.Load() })
+	// And taken by the other program: again if what the guard still kept
+	// for a restart was released meanwhile.
+	for i := 0; !q.paused.Load(); i++ {
+		if i == 5 {
+			t.Fatalf("store writes never paused: %+v", q.Stats())
+		}
+		quietDisk(t, mnt)
+		topUpDisk(t, mnt, "filler2", 2<<20)
+		waitForWithin(t, 5*time.Second, func() bool { return q.paused.Load() || q.Stats().ReserveBytes == 0 })
+	}
 	half := 0
 	var after uint64
 	for half < accepted/2 { // acknowledged while paused
