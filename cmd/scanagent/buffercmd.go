@@ -40,9 +40,9 @@ flags and an example.
 
 // exportLine is one line of "buffer export".
 type exportLine struct {
-	Seq        uint64          `json:"seq"`
-	AppendedAt string          `json:"appended_at"`
-	Station    string          `json:"station"`
+	Seq        uint64 `json:"seq"`
+	AppendedAt string `json:"appended_at"`
+	Station    string `json:"station"`
 	// Topic is the topic level the event is published on: scans (scans
 	// and cancels) or receptacles.
 	Topic string          `json:"topic,omitempty"`
