@@ -399,28 +399,18 @@ func (t *idleTimeout) Read(b []byte) (int, error) {
 }
 
 // coalescingReader reads at once while data comes in isolated bursts (a
-// scan), and once reads keep returning a few bytes each (a device
-// streaming at line rate), lets bytes gather for d before each next read:
-// a wake-up per few bytes costs far more CPU than the bytes. A human scan
-// arrives after a read timeout, so it is never delayed. A source faster
-// than that (a pseudo-terminal, a USB scanner's virtual port at full
-// speed) gives at least coalesceMin bytes per read: it is read again at
-// once, since a gather would only cap it at a buffer per d (20,000
-// codes/s with 4 KiB and 10 ms).
+// scan), and once reads keep returning data (a device streaming at line
+// rate), lets bytes gather for d before each next read: a wake-up per few
+// bytes costs far more CPU than the bytes. A human scan arrives after a
+// read timeout, so it is never delayed.
 type coalescingReader struct {
 	r      io.Reader
 	d      time.Duration
-	streak int  // reads in a row that returned data
-	large  bool // the last read returned at least coalesceMin bytes
+	streak int // reads in a row that returned data
 }
 
-// coalesceMin is the read size from which the next read is not delayed:
-// a wake-up per 256 bytes (a dozen codes) is cheap. At 115,200 baud a
-// 10 ms gather brings about 115 bytes.
-const coalesceMin = 256
-
 func (c *coalescingReader) Read(p []byte) (int, error) {
-	if c.streak >= 2 && !c.large {
+	if c.streak >= 2 {
 		time.Sleep(c.d)
 	}
 	n, err := c.r.Read(p)
@@ -429,7 +419,6 @@ func (c *coalescingReader) Read(p []byte) (int, error) {
 	} else {
 		c.streak = 0
 	}
-	c.large = n >= coalesceMin
 	return n, err
 }
 
