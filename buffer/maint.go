@@ -136,6 +136,7 @@ func (q *Queue) reclaimNow() error {
 		if err := q.db.DropPrefix([]byte{prefixRecord}); err != nil {
 			return err
 		}
+		q.tailReset(q.lastSeq + 1)
 		q.depth.Store(0) // verified empty: heal any drift in the counters
 		q.bytes.Store(0)
 	}

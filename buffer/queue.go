@@ -222,6 +222,11 @@ type Queue struct {
 	inDelete   map[uint64]struct{} // seqs in acks, hidden from readers
 	droppedMax uint64              // highest seq ever dropped by drop_oldest
 
+	tailMu    sync.Mutex // after ackMu when both are held
+	tail      []tailRec  // the records committed last (tail.go)
+	tailFrom  uint64     // every record in the store at or above it is in tail
+	tailBytes int
+
 	lastSeq       uint64        // owned by the commit goroutine after Open
 	openSeq       uint64        // the last sequence when the queue was opened
 	dropCursor    uint64        // commit goroutine: seek start for drop_oldest
@@ -507,6 +512,9 @@ func (q *Queue) read(after uint64, limit int) (out []Record, damaged []Damaged, 
 	// record is never returned again.
 	q.ackMu.Lock()
 	defer q.ackMu.Unlock()
+	if recs, ok := q.tailRead(after, limit, q.durable.Load()); ok {
+		return recs, nil, nil
+	}
 	defer func() {
 		// A damaged table can make Badger's iterator panic here, in our
 		// goroutine. The next start verifies the tables and rebuilds the
@@ -810,6 +818,7 @@ func (q *Queue) commit(batch []*appendReq, dels []ackReq) {
 		q.fail(ok, fmt.Errorf("buffer store: %w", txnErr), "")
 		return
 	}
+	q.tailAdd(ok) // before they become readable
 	q.durable.Store(seq)
 	q.commits.Add(1)
 	q.appended.Add(uint64(len(ok)))
@@ -966,6 +975,11 @@ func (q *Queue) drop(recs []dropRec) {
 	q.dropCursor = last + 1
 	q.ackMu.Lock()
 	q.droppedMax = max(q.droppedMax, last)
+	dseqs := make([]uint64, len(dropped))
+	for i, r := range dropped {
+		dseqs[i] = r.seq
+	}
+	q.tailRemove(dseqs)
 	q.ackMu.Unlock()
 	q.full.Store(true)
 	// Logged at most every 10s while it goes on (the counter has it all).
@@ -1039,11 +1053,14 @@ func (q *Queue) deleteAcked(dels []ackReq) {
 	}
 	var size int64
 	var n, parked int64
+	removed := make([]uint64, 0, len(dels))
+	defer func() { q.tailRemove(removed) }() // before ackMu is released (deferred above)
 	for _, d := range dels {
 		if failedSeq[d.Seq] {
 			continue
 		}
 		delete(q.inDelete, d.Seq)
+		removed = append(removed, d.Seq)
 		if gone[d.Seq] {
 			continue
 		}

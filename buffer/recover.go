@@ -145,6 +145,7 @@ func (q *Queue) recover(fresh bool) error {
 	q.seqStat.Store(q.lastSeq)
 	q.durable.Store(q.lastSeq)
 	q.openSeq = q.lastSeq
+	q.tailFrom = q.lastSeq + 1 // what is in the store now is read from it
 	return q.j.start(q.lastSeq)
 }
 

@@ -368,6 +368,7 @@ func (u *Uplink) session(ctx context.Context) error {
 		SetWriteTimeout(u.cfg.ConnectTimeout.D()).
 		SetBinaryWill(u.prefix+"/status", u.statusPayload("offline", session), 1, true).
 		SetTLSConfig(tlsCfg).
+		SetCustomOpenConnectionFn(openConn). // conn.go: buffered reads
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) { lost.fire(err) }).
 		SetConnectionAttemptHandler(func(broker *url.URL, t *tls.Config) *tls.Config {
 			attempted.Store(broker.Redacted())

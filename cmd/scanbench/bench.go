@@ -59,6 +59,7 @@ type bench struct {
 	peakMu  sync.Mutex
 	peakHWM int64
 	peakAn  int64
+	procAn  int64 // the current agent process's peak RssAnon
 
 	res Results
 }
@@ -268,6 +269,9 @@ func (b *bench) startAgent(ctx context.Context) (time.Duration, error) {
 		return 0, err
 	}
 	b.agent = ag
+	b.peakMu.Lock()
+	b.procAn = 0
+	b.peakMu.Unlock()
 	b.curPid.Store(int64(ag.pid()))
 	if err := waitFor(ctx, "agent /readyz", ag, 5*time.Minute, 5*time.Millisecond, func() bool { return ready(b.httpAddr) }); err != nil {
 		return 0, fmt.Errorf("%w; agent log: %s", err, b.agentLog())
@@ -297,6 +301,18 @@ func (b *bench) notePeak(m map[string]int64) {
 	defer b.peakMu.Unlock()
 	b.peakHWM = max(b.peakHWM, m["VmHWM"], m["VmRSS"])
 	b.peakAn = max(b.peakAn, m["RssAnon"])
+	b.procAn = max(b.procAn, m["RssAnon"])
+}
+
+// procPeakAnon is the current agent process's peak anonymous RSS, as
+// sampled (every 250 ms) and now.
+func (b *bench) procPeakAnon() int64 {
+	if b.agent != nil {
+		b.notePeak(memStatus(b.agent.pid()))
+	}
+	b.peakMu.Lock()
+	defer b.peakMu.Unlock()
+	return b.procAn
 }
 
 // sampleMemory keeps the agent's peak RSS and peak anonymous RSS.
@@ -361,6 +377,12 @@ func (b *bench) live(ctx context.Context) error {
 			rates[i]++
 		}
 		c := int(int64(rates[i]) * int64(o.live) / int64(time.Second))
+		if o.flood > 0 {
+			c = o.flood / n
+			if i < o.flood%n {
+				c++
+			}
+		}
 		sent[i], recv[i], framed[i] = make([]int64, c), make([]int64, c), make([]int64, c)
 		total += c
 	}
@@ -535,7 +557,7 @@ func (b *bench) live(ctx context.Context) error {
 				case <-tick.C:
 				}
 				due := c
-				if el := time.Since(start); el < o.live {
+				if el := time.Since(start); el < o.live && o.flood == 0 {
 					due = min(c, int(int64(rates[i])*int64(el)/int64(time.Second)))
 				}
 				for k < due {
@@ -582,6 +604,11 @@ func (b *bench) live(ctx context.Context) error {
 	}
 	// Grace period for the stragglers.
 	waitFor(ctx, "delivery", nil, grace, 10*time.Millisecond, func() bool { return delivered.Load() >= int64(total) })
+	if d := delivered.Load(); d > 0 {
+		// Everything the agent spent on the phase, to the last delivery
+		// (and up to 10 ms after it), per scan delivered.
+		r.AgentCPUPerScanUs = agCPU.seconds() * 1e6 / float64(d)
+	}
 	r.AgentPeakRSS = memStatus(b.agent.pid())["VmHWM"]
 	b.res.PayloadBytes = int(payload.Load())
 
@@ -656,6 +683,27 @@ func (b *bench) live(ctx context.Context) error {
 	r.Lost = total - r.Delivered
 	r.DurationS = feed.Seconds()
 	r.Throughput = float64(r.Delivered) / feed.Seconds()
+	if o.flood > 0 {
+		// From the first write to the last receipt: every scan fsync'd,
+		// published and delivered.
+		var first, last int64
+		for i := range n {
+			for k := range sent[i] {
+				if s := atomic.LoadInt64(&sent[i][k]); s != 0 && (first == 0 || s < first) {
+					first = s
+				}
+				last = max(last, atomic.LoadInt64(&recv[i][k]))
+			}
+		}
+		// The first write returns once the pty took it: count from just
+		// before it, the feed's start.
+		first = min(first, start.Sub(t0).Nanoseconds())
+		if last > first {
+			r.DurationS = time.Duration(last - first).Seconds()
+			r.Throughput = float64(r.Delivered) / r.DurationS
+		}
+		r.Flood = o.flood
+	}
 	if len(lat) > 0 {
 		r.P50Ms = ms(lat[len(lat)/2])
 		r.P99Ms = ms(lat[len(lat)*99/100])
@@ -902,6 +950,7 @@ func (b *bench) drain(ctx context.Context) error {
 		d.DepthBuffered = st.Buffer.Depth
 	}
 	d.AgentPeakRSSFeed = memStatus(b.agent.pid())["VmHWM"]
+	d.AgentPeakAnonFeed = b.procPeakAnon() // the live phase and the fill
 
 	// 3. Stop, then start again with the backlog: time to /readyz.
 	fmt.Fprintln(os.Stderr, "drain: restart with the backlog")
@@ -948,6 +997,7 @@ func (b *bench) drain(ctx context.Context) error {
 	d.AgentCPUDrainPct = agCPU.percent()
 	d.MosquittoCPUDrainPct = mqCPU.percent()
 	d.AgentPeakRSSDrain = memStatus(b.agent.pid())["VmHWM"]
+	d.AgentPeakAnonDrain = b.procPeakAnon() // start-up with the backlog and the drain
 
 	// 5. Baseline: raw paho, same broker, count, payload size and window.
 	size := b.res.PayloadBytes

@@ -36,6 +36,7 @@ type options struct {
 	receipts  bool
 	receiver  bool
 	console   int
+	flood     int
 }
 
 func main() {
@@ -53,6 +54,7 @@ func main() {
 	flag.BoolVar(&o.receiver, "receiver", false, "live phase: mqtt.receipts on, answered by the real scanreceiver storing into a real PostgreSQL (Debian's postgresql package); reports write-to-receipt latency")
 	flag.BoolVar(&o.receipts, "receipts", false, "live phase: mqtt.receipts on; the subscriber answers with receipts every 10 ms, as a receiver committing batches would")
 	flag.IntVar(&o.console, "console", 0, "live phase: this many technician-console event streams (/api/events) read the agent, as browsers showing the page would")
+	flag.IntVar(&o.flood, "flood", 0, "live phase instead of -rate/-live: this many codes in total, written as fast as the ptys take them (with -scanners 1: one station on one pty); throughput is counted from the first write to the last receipt")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

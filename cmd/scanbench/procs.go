@@ -96,6 +96,15 @@ func (m cpuMeter) percent() float64 {
 	return float64(t-m.ticks) / clkTck / el * 100
 }
 
+// seconds is the CPU time used since start.
+func (m cpuMeter) seconds() float64 {
+	t, err := cpuTicks(m.pid)
+	if err != nil {
+		return -1
+	}
+	return float64(t-m.ticks) / clkTck
+}
+
 // memStatus returns the byte values of /proc/<pid>/status memory lines
 // (VmRSS, VmHWM, RssAnon, RssFile, RssShmem).
 func memStatus(pid int) map[string]int64 {

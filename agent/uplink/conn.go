@@ -1,0 +1,88 @@
+package uplink
+
+import (
+	"bufio"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/url"
+	"os"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"golang.org/x/net/proxy"
+)
+
+// The connection to the broker, with fewer system calls per message.
+//
+// paho reads every packet with three read(2)s (the type byte, the length,
+// the body): at tens of thousands of PUBACKs a second these system calls
+// were a large share of the uplink's cost (docs/BENCHMARKS.md). The
+// connection is read through a buffer. Writes are not batched: paho's
+// write per packet is kept, because a batch that carries a publish the
+// broker refuses (and closes the connection for) with the publishes before
+// it lets the broker's reset discard their PUBACKs, and the poison watch
+// (a record that ends every session it is in) then blames the wrong one.
+
+// openConn opens the network connection as paho does (netconn.go
+// openConnection, the same schemes and proxies) and reads it through a
+// buffer.
+func openConn(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
+	conn, err := dial(uri, o)
+	if err != nil {
+		return nil, err
+	}
+	return newReadConn(conn), nil
+}
+
+func dial(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
+	dialer := o.Dialer
+	if dialer == nil {
+		dialer = &net.Dialer{Timeout: 30 * time.Second}
+	}
+	switch uri.Scheme {
+	case "ws", "wss":
+		u := *uri // gorilla/websocket refuses URLs with user info (paho #623)
+		u.User = nil
+		var tlsc *tls.Config
+		if uri.Scheme == "wss" {
+			tlsc = o.TLSConfig
+		}
+		return mqtt.NewWebsocket(u.String(), tlsc, o.ConnectTimeout, o.HTTPHeaders, o.WebsocketOptions)
+	case "mqtt", "tcp":
+		return proxy.FromEnvironmentUsing(dialer).Dial("tcp", uri.Host)
+	case "unix":
+		if uri.Host != "" {
+			return dialer.Dial("unix", uri.Host)
+		}
+		return dialer.Dial("unix", uri.Path)
+	case "ssl", "tls", "mqtts", "mqtt+ssl", "tcps":
+		if os.Getenv("all_proxy") == "" {
+			return tls.DialWithDialer(dialer, "tcp", uri.Host, o.TLSConfig)
+		}
+		conn, err := proxy.FromEnvironment().Dial("tcp", uri.Host)
+		if err != nil {
+			return nil, err
+		}
+		tc := tls.Client(conn, o.TLSConfig)
+		if err := tc.Handshake(); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		return tc, nil
+	}
+	return nil, errors.New("unknown protocol")
+}
+
+// readConn reads through a buffer; paho reads from one goroutine at a
+// time (the handshake, then its reader).
+type readConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func newReadConn(conn net.Conn) *readConn {
+	return &readConn{Conn: conn, r: bufio.NewReaderSize(conn, 32<<10)}
+}
+
+func (c *readConn) Read(p []byte) (int, error) { return c.r.Read(p) }
