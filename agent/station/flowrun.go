@@ -33,7 +33,8 @@ func (s *Station) clockQuality() string {
 func (s *Station) flowCode(f devices.Frame) bool {
 	fl := s.flow
 	ctl := fl.control(f.Data)
-	if ctl != "" || (fl.badge != nil && fl.badge.MatchString(f.Data)) {
+	badge := ctl == "" && fl.badge != nil && fl.badge.MatchString(f.Data) // once per scan
+	if ctl != "" || badge {
 		// The same badge or control again within dedup_window did its
 		// work the first time: a double read (cancel has its own filter).
 		if w := s.cfg.DedupWindow.D(); ctl != "cancel" && w > 0 && f.Data == fl.lastCode && f.At.Sub(fl.lastCodeAt) < w {
@@ -76,7 +77,7 @@ func (s *Station) flowCode(f devices.Frame) bool {
 		s.signal(true)
 		return true
 	}
-	if fl.badge != nil && fl.badge.MatchString(f.Data) {
+	if badge {
 		fl.mu.Lock()
 		fl.st.Operator, fl.st.OperatorAt = f.Data, f.At
 		fl.save(true, s.n)

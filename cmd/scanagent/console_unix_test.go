@@ -296,10 +296,8 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	// An operator signs in and opens a receptacle: the station's tile
 	// shows both.
-	r.scanner.Send("", "OP0042")
-	time.Sleep(30 * time.Millisecond)
+	r.scanner.Send("", "OP0042") // frames are read in order: no wait between them
 	r.scanner.Send("]C0", "BEBRUABOLPBBAEN60073003000227")
-	time.Sleep(30 * time.Millisecond)
 	r.scanner.Send("]C0", "LA123456785RU")
 	wait("the operator and the open receptacle", `(() => { const e = document.querySelector('article[data-station="induct-1"] .workflow');
 		return e !== null && e.innerText.includes("OP0042") && e.innerText.includes("BEBRUABOLPBBAEN60073003000227") && e.innerText.includes("(1 "); })()`, 10*time.Second)
