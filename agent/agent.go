@@ -125,6 +125,10 @@ func BufferOptions(cfg *config.Config, log *slog.Logger) buffer.Options {
 		MaxBytes:     int64(cfg.Buffer.MaxBytes),
 		CommitWindow: cfg.Buffer.CommitWindow.D(),
 		MinFreeDisk:  int64(cfg.Buffer.MinFreeDisk),
+		SpillAfter:   cfg.Buffer.SpillAfter.D(),
+	}
+	if o.SpillAfter == 0 {
+		o.SpillAfter = -1 // 0 in the config: into the store in the commit
 	}
 	if cfg.Buffer.WhenFull == "reject_new" {
 		o.WhenFull = buffer.RejectNew

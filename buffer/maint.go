@@ -46,9 +46,14 @@ func (q *Queue) maintain() {
 	}
 	// Read the durable sequence before the store snapshot: a record
 	// committed in between has a higher sequence, so an empty snapshot
-	// never moves the head past it.
+	// never moves the head past it. The records in the journal alone are
+	// looked at before the store: one spilled in between is seen in one
+	// or the other.
 	last := q.durable.Load()
-	first := q.firstKey()
+	first, _ := q.unspilled()
+	if f := q.firstKey(); f > 0 && (first == 0 || f < first) {
+		first = f
+	}
 	switch {
 	case first > 0:
 		q.head.Store(first)
@@ -61,11 +66,20 @@ func (q *Queue) maintain() {
 	if first > 0 {
 		acked = min(first-1, last)
 	}
-	if acked > q.ackedMark && !q.paused.Load() {
-		var b [8]byte
-		binary.BigEndian.PutUint64(b[:], acked)
-		if err := q.db.Update(func(txn *badger.Txn) error { return txn.Set(metaAckedKey, b[:]) }); err == nil {
-			q.ackedMark = acked
+	// The sequence marker goes with it: records acknowledged before they
+	// were spilled never wrote it (the journal has the sequence too; the
+	// marker covers a journal lost with the store kept).
+	if (acked > q.ackedMark || last > q.seqMark) && !q.paused.Load() {
+		var a, b [8]byte
+		binary.BigEndian.PutUint64(a[:], max(acked, q.ackedMark))
+		binary.BigEndian.PutUint64(b[:], last)
+		if err := q.db.Update(func(txn *badger.Txn) error {
+			if err := txn.Set(metaAckedKey, a[:]); err != nil {
+				return err
+			}
+			return txn.Set(metaSeqKey, b[:])
+		}); err == nil {
+			q.ackedMark, q.seqMark = max(q.ackedMark, acked), max(q.seqMark, last)
 		}
 	}
 	// The next segment header records the checkpoint replay starts from:
@@ -126,6 +140,9 @@ func (q *Queue) reclaimNow() error {
 	q.ackMu.Lock()
 	idle := len(q.acks) == 0 && len(q.inDelete) == 0
 	q.ackMu.Unlock()
+	if _, n := q.unspilled(); n > 0 {
+		idle = false // the tail holds records the store does not have
+	}
 	if idle && q.storeEmpty() {
 		// DropPrefix does nothing when no live key has the prefix, and a
 		// drained queue has none: write a sentinel (seq 0, never a real

@@ -2,12 +2,14 @@
 // through before it is published.
 //
 // An append returns only after its record is durable: appends from all
-// callers are grouped (group commit), written to a preallocated journal
-// with one data sync, then into a Badger store keyed by a big-endian
-// sequence number. The uplink reads with a cursor and acknowledges records
-// once the broker has them; only then are they deleted. The sequence
-// survives restarts and never goes backwards, even when the queue was
-// drained or the store was lost.
+// callers are grouped (group commit) and written to a preallocated journal
+// with one data sync. A record still waiting for its acknowledgement
+// SpillAfter later is copied into a Badger store keyed by a big-endian
+// sequence number (tail.go); one acknowledged sooner (the live path) never
+// enters the store. The uplink reads with a cursor and acknowledges
+// records once the broker has them; only then are they deleted. The
+// sequence survives restarts and never goes backwards, even when the
+// queue was drained or the store was lost.
 //
 // Layout under the queue directory: store/ (Badger), journal/ (segments),
 // store.corrupt-<time>/ (stores that failed to open, kept for forensics).
@@ -117,6 +119,11 @@ type Options struct {
 	SegmentSize int64
 	// MaintInterval is how often journal segments are retired (default 1s).
 	MaintInterval time.Duration
+	// SpillAfter is how long a record may wait for its acknowledgement in
+	// the journal alone before it is copied into the store (default 1s;
+	// negative: every record is written to the store in its commit). See
+	// tail.go.
+	SpillAfter time.Duration
 	// Now is the clock (default time.Now): the append time of records,
 	// the time of parked records and loss records, the names of what is
 	// moved aside, the oldest record's age, and the pacing of the
@@ -222,10 +229,15 @@ type Queue struct {
 	inDelete   map[uint64]struct{} // seqs in acks, hidden from readers
 	droppedMax uint64              // highest seq ever dropped by drop_oldest
 
-	tailMu    sync.Mutex // after ackMu when both are held
-	tail      []tailRec  // the records committed last (tail.go)
-	tailFrom  uint64     // every record in the store at or above it is in tail
-	tailBytes int
+	tailMu      sync.Mutex // after ackMu when both are held
+	tail        []tailRec  // the records committed last (tail.go)
+	tailFrom    uint64     // every record in the store at or above it is in tail
+	tailBytes   int
+	spilled     atomic.Uint64 // records above it are in the journal and the tail only (tail.go)
+	spilledRecs atomic.Uint64 // records copied into the store after their commit
+	nextSpill   time.Time     // commit goroutine: when the oldest unspilled record is due
+	spillErrAt  time.Time     // commit goroutine: the last spill failure logged
+	seqMark     uint64        // under maintMu: the sequence marker last stored
 
 	lastSeq       uint64        // owned by the commit goroutine after Open
 	openSeq       uint64        // the last sequence when the queue was opened
@@ -284,6 +296,9 @@ func Open(dir string, opts Options) (*Queue, error) {
 	}
 	if opts.MaintInterval <= 0 {
 		opts.MaintInterval = time.Second
+	}
+	if opts.SpillAfter == 0 {
+		opts.SpillAfter = time.Second
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -506,15 +521,52 @@ func (q *Queue) read(after uint64, limit int) (out []Record, damaged []Damaged, 
 	if h := q.head.Load(); after+1 < h {
 		after = h - 1
 	}
-	out = make([]Record, 0, min(limit, 1024))
 	// Hold ackMu across the snapshot: a delete committed after the
 	// snapshot was taken is still listed in inDelete, so an acknowledged
 	// record is never returned again.
 	q.ackMu.Lock()
 	defer q.ackMu.Unlock()
-	if recs, ok := q.tailRead(after, limit, q.durable.Load()); ok {
-		return recs, nil, nil
+	durable := q.durable.Load()
+	for len(out) < limit {
+		if recs, ok := q.tailRead(after, limit-len(out), durable); ok {
+			if out == nil {
+				return recs, damaged, nil
+			}
+			return append(out, recs...), damaged, nil
+		}
+		// Below the tail: the store. Records trimmed from the tail before
+		// the snapshot below are in it, unless they were deleted.
+		q.tailMu.Lock()
+		from := q.tailFrom
+		q.tailMu.Unlock()
+		recs, dmg, err := q.readStore(after, limit-len(out), durable)
+		if err != nil {
+			return nil, nil, err
+		}
+		if out == nil {
+			out = recs
+		} else {
+			out = append(out, recs...)
+		}
+		damaged = append(damaged, dmg...)
+		if len(recs) > 0 {
+			after = recs[len(recs)-1].Seq
+		}
+		if len(out) >= limit {
+			break
+		}
+		// The store has nothing more: go on in the tail (records above
+		// the last spilled are there only).
+		if from > 0 {
+			after = max(after, from-1)
+		}
 	}
+	return out, damaged, nil
+}
+
+// readStore reads up to limit records after after from the store, at most
+// durable, skipping those hidden (inDelete; the caller holds ackMu).
+func (q *Queue) readStore(after uint64, limit int, durable uint64) (out []Record, damaged []Damaged, err error) {
 	defer func() {
 		// A damaged table can make Badger's iterator panic here, in our
 		// goroutine. The next start verifies the tables and rebuilds the
@@ -524,6 +576,7 @@ func (q *Queue) read(after uint64, limit int) (out []Record, damaged []Damaged, 
 			err = fmt.Errorf("buffer store damaged while reading after seq %d (%s): restart the agent to rebuild the store from the journal", after, firstLine(fmt.Sprint(r)))
 		}
 	}()
+	out = make([]Record, 0, min(limit, 1024))
 	err = q.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{
 			Prefix:         []byte{prefixRecord},
@@ -531,7 +584,6 @@ func (q *Queue) read(after uint64, limit int) (out []Record, damaged []Damaged, 
 			PrefetchSize:   min(limit, 100),
 		})
 		defer it.Close()
-		durable := q.durable.Load()
 		var slab []byte // one allocation for many values
 		for it.Seek(key(after + 1)); it.Valid() && len(out) < limit; it.Next() {
 			item := it.Item()
@@ -645,11 +697,23 @@ func (q *Queue) commitLoop() {
 	defer close(q.stopped)
 	batch := make([]*appendReq, 0, q.opts.MaxBatch)
 	var window *time.Timer
+	// The spill timer is armed while a record is in the journal alone.
+	spillT := time.NewTimer(time.Hour)
+	spillT.Stop()
+	armed := false
 	for {
+		if !armed && !q.nextSpill.IsZero() {
+			spillT.Reset(max(time.Until(q.nextSpill), 0))
+			armed = true
+		}
 		batch = batch[:0]
 		select {
 		case r := <-q.reqs:
 			batch = append(batch, r)
+		case <-spillT.C:
+			armed = false
+			q.spillDue(false, 0)
+			continue
 		case <-q.ackKick:
 		case done := <-q.reclaim:
 			q.commit(nil, q.takeAcks())
@@ -670,6 +734,9 @@ func (q *Queue) commitLoop() {
 				break
 			}
 			q.commit(batch, q.takeAcks())
+			// What is still in the journal alone goes into the store, so
+			// that the next open has nothing to replay.
+			q.spillDue(true, 0)
 			return
 		}
 		if len(batch) > 0 && q.opts.CommitWindow > 0 {
@@ -777,7 +844,16 @@ func (q *Queue) commit(batch []*appendReq, dels []ackReq) {
 	}
 	var drops []dropRec
 	if q.opts.MaxBytes > 0 && q.opts.WhenFull == DropOldest {
-		drops = q.oldest(q.bytes.Load() + incoming - q.opts.MaxBytes)
+		if need := q.bytes.Load() + incoming - q.opts.MaxBytes; need > 0 {
+			q.spillDue(true, 0) // the oldest are picked from the store
+			drops = q.oldest(need)
+		}
+	}
+	// Unspilled records beyond the tail's bounds go into the store before
+	// the tail grows; so do those due.
+	stored := q.opts.SpillAfter < 0
+	if !stored {
+		q.spillDue(false, len(ok))
 	}
 
 	// Durable point: the journal. Its data sync runs while the same
@@ -796,14 +872,19 @@ func (q *Queue) commit(batch []*appendReq, dels []ackReq) {
 		q.fail(ok, err, "")
 		return
 	}
-	synced := make(chan error, 1)
-	go func() { synced <- q.j.sync() }()
-	txnErr := q.storeRecords(ok)
-	syncErr := <-synced
+	var txnErr, syncErr error
+	if stored {
+		synced := make(chan error, 1)
+		go func() { synced <- q.j.sync() }()
+		txnErr = q.storeRecords(ok)
+		syncErr = <-synced
+	} else {
+		syncErr = q.j.sync()
+	}
 	q.sync.observe(time.Since(start))
 	if syncErr != nil {
 		q.j.abandon()
-		if txnErr == nil {
+		if stored && txnErr == nil {
 			q.unstore(ok)
 		}
 		q.fail(ok, syncErr, "")
@@ -818,7 +899,10 @@ func (q *Queue) commit(batch []*appendReq, dels []ackReq) {
 		q.fail(ok, fmt.Errorf("buffer store: %w", txnErr), "")
 		return
 	}
-	q.tailAdd(ok) // before they become readable
+	q.tailAdd(ok, now, stored) // before they become readable
+	if !stored && q.nextSpill.IsZero() {
+		q.nextSpill = time.Now().Add(q.opts.SpillAfter)
+	}
 	q.durable.Store(seq)
 	q.commits.Add(1)
 	q.appended.Add(uint64(len(ok)))
@@ -1008,8 +1092,12 @@ func (q *Queue) deleteAcked(dels []ackReq) {
 	var parks []ackReq
 	txn := q.db.NewTransaction(true)
 	var err error
-	gone := map[uint64]bool{} // dropped before their ack arrived: not counted twice
+	gone := map[uint64]bool{}   // dropped before their ack arrived: not counted twice
+	spilled := q.spilled.Load() // records above it were never written to the store
 	for _, d := range dels {
+		if d.Seq > spilled && d.park == "" {
+			continue
+		}
 		if d.Seq <= droppedMax {
 			if _, gerr := txn.Get(key(d.Seq)); errors.Is(gerr, badger.ErrKeyNotFound) {
 				gone[d.Seq] = true

@@ -146,6 +146,7 @@ func (q *Queue) recover(fresh bool) error {
 	q.durable.Store(q.lastSeq)
 	q.openSeq = q.lastSeq
 	q.tailFrom = q.lastSeq + 1 // what is in the store now is read from it
+	q.spilled.Store(q.lastSeq)
 	return q.j.start(q.lastSeq)
 }
 

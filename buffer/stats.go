@@ -33,8 +33,15 @@ type Stats struct {
 	Quarantined     int    `json:"quarantined"`          // stores and journal segments moved aside (store.corrupt-*, journal.corrupt-*)
 	Quarantine      string `json:"quarantine,omitempty"` // the store moved aside at this open, and why
 
+	// JournalOnly counts the records durable in the journal alone, waiting
+	// for their acknowledgement for less than SpillAfter (tail.go);
+	// Spilled, the records copied into the store since open because they
+	// waited longer.
+	JournalOnly int    `json:"journal_only"`
+	Spilled     uint64 `json:"spilled"`
+
 	// Integrity: every record has two copies (journal and store) until it
-	// is acknowledged.
+	// is acknowledged, except those in JournalOnly.
 	Parked         int64  `json:"parked"`          // records taken out of the queue (buffer export --parked)
 	Restored       uint64 `json:"restored"`        // damaged store records restored from the journal
 	CopiedBack     uint64 `json:"copied_back"`     // records copied back into the journal from the store
@@ -71,6 +78,7 @@ func (q *Queue) Stats() Stats {
 		JournalSegments: q.j.segments(),
 		SegmentsRetired: q.retired.Load(),
 		Replayed:        q.replayed,
+		Spilled:         q.spilledRecs.Load(),
 		Quarantined:     int(q.quarantined.Load()),
 		Quarantine:      q.quarantine,
 		Parked:          q.parked.Load(),
@@ -82,6 +90,7 @@ func (q *Queue) Stats() Stats {
 		ReserveBytes:    q.reserveBytes.Load(),
 	}
 	s.Unrecoverable, s.Loss = q.lossSnapshot()
+	_, s.JournalOnly = q.unspilled()
 	if t := q.oldestNs.Load(); s.Depth > 0 && t != 0 {
 		s.OldestAge = max(0, q.now().Sub(time.Unix(0, t)).Seconds())
 	}

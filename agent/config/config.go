@@ -123,6 +123,10 @@ type Buffer struct {
 	WhenFull     string   `yaml:"when_full"`     // drop_oldest (default) | reject_new
 	CommitWindow Duration `yaml:"commit_window"` // default 0 (commit at once); 0..10ms
 	MinFreeDisk  Size     `yaml:"min_free_disk"` // default 64MiB; 0 disables the check
+	// SpillAfter is how long a scan waiting for its acknowledgement stays
+	// in the journal alone before it is copied into the store (default
+	// 1s, 0..1m; 0: every scan is written to both at once).
+	SpillAfter Duration `yaml:"spill_after"`
 }
 
 // Station is one scanning place: a scanner and optionally a scale.
@@ -382,7 +386,7 @@ func (c *Config) setDefaults() {
 		DrainRate:      500,
 		Receipts:       Receipts{Timeout: Duration(5 * time.Minute)},
 	}
-	c.Buffer = Buffer{MaxBytes: 4 * GiB, WhenFull: "drop_oldest", MinFreeDisk: 64 * MiB}
+	c.Buffer = Buffer{MaxBytes: 4 * GiB, WhenFull: "drop_oldest", MinFreeDisk: 64 * MiB, SpillAfter: Duration(time.Second)}
 	c.Agent.MemoryLimit = 128 * MiB
 	c.HTTP = HTTP{Listen: "127.0.0.1:9180"}
 	c.Log = Log{Level: "info", Format: "text"}

@@ -188,6 +188,8 @@ func TestParseErrors(t *testing.T) {
 			[]string{`9:17: mqtt.topic_prefix: must not start or end with '/'`}},
 		{"commit window too long", head + "buffer:\n  commit_window: 50ms\n",
 			[]string{`9:18: buffer.commit_window: must be between 0s and 10ms, got 50ms`}},
+		{"spill after too long", head + "buffer:\n  spill_after: 2m\n",
+			[]string{`9:16: buffer.spill_after: must be between 0s and 1m0s, got 2m0s`}},
 		{"min free disk negative", head + "buffer:\n  min_free_disk: -1\n",
 			[]string{`9:18: buffer.min_free_disk: must be at least 0B, got -1B`}},
 		{"memory limit too small", strings.Replace(head, "site: SITE", "site: SITE\n  memory_limit: 1MiB", 1),
@@ -311,7 +313,7 @@ func TestDefaults(t *testing.T) {
 			DrainRate:      500,
 			Receipts:       config.Receipts{Topic: "scanagent/SITE/hub-1/receipts", Timeout: config.Duration(5 * time.Minute)},
 		},
-		Buffer: config.Buffer{MaxBytes: 4 * config.GiB, WhenFull: "drop_oldest", MinFreeDisk: 64 * config.MiB},
+		Buffer: config.Buffer{MaxBytes: 4 * config.GiB, WhenFull: "drop_oldest", MinFreeDisk: 64 * config.MiB, SpillAfter: config.Duration(time.Second)},
 		Stations: []config.Station{{
 			ID:              "s1",
 			DedupWindow:     config.Duration(time.Second),

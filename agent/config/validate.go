@@ -31,6 +31,7 @@ func (c *checker) validate(cfg *Config, lookupEnv func(string) (string, bool)) {
 	atLeast(c, "buffer.max_bytes", cfg.Buffer.MaxBytes, MiB)
 	c.oneOf("buffer.when_full", cfg.Buffer.WhenFull, "drop_oldest", "reject_new")
 	between(c, "buffer.commit_window", cfg.Buffer.CommitWindow, 0, Duration(10*time.Millisecond))
+	between(c, "buffer.spill_after", cfg.Buffer.SpillAfter, 0, Duration(time.Minute))
 	atLeast(c, "buffer.min_free_disk", cfg.Buffer.MinFreeDisk, 0)
 	if l := cfg.Agent.MemoryLimit; l != 0 {
 		atLeast(c, "agent.memory_limit", l, 16*MiB)
