@@ -111,7 +111,12 @@ type ParkedRecord struct {
 
 // ReadParked calls fn for every parked record, in sequence order.
 func (q *Queue) ReadParked(fn func(ParkedRecord) error) error {
-	return q.db.View(func(txn *badger.Txn) error {
+	db, release, err := q.useStore()
+	if err != nil {
+		return err
+	}
+	defer release()
+	return db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixParked}})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -182,20 +187,23 @@ func (q *Queue) scrub() {
 	// Every record in the store up to the open that the journal does not
 	// hold intact: copy it back.
 	var missing []uint64
-	q.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}, PrefetchValues: false})
-		defer it.Close()
-		for it.Seek(key(1)); it.Valid(); it.Next() {
-			seq := seqOf(it.Item().Key())
-			if seq > q.openSeq {
-				break
+	if db, release, awake := q.peekStore(); awake { // asleep: it holds no record
+		db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}, PrefetchValues: false})
+			defer it.Close()
+			for it.Seek(key(1)); it.Valid(); it.Next() {
+				seq := seqOf(it.Item().Key())
+				if seq > q.openSeq {
+					break
+				}
+				if !cover.contains(seq) {
+					missing = append(missing, seq)
+				}
 			}
-			if !cover.contains(seq) {
-				missing = append(missing, seq)
-			}
-		}
-		return nil
-	})
+			return nil
+		})
+		release()
+	}
 	copied := 0
 	for len(missing) > 0 {
 		n := min(len(missing), 1000)
@@ -263,7 +271,11 @@ func (q *Queue) logSegmentDamage(s *segment) {
 func (q *Queue) copyToJournal(seqs []uint64) (int, error) {
 	var recs []journalRecord
 	var damaged []Damaged
-	err := q.db.View(func(txn *badger.Txn) error {
+	db, release, err := q.useStore()
+	if err != nil {
+		return 0, err
+	}
+	err = db.View(func(txn *badger.Txn) error {
 		for _, s := range seqs {
 			item, err := txn.Get(key(s))
 			if errors.Is(err, badger.ErrKeyNotFound) {
@@ -284,6 +296,7 @@ func (q *Queue) copyToJournal(seqs []uint64) (int, error) {
 		}
 		return nil
 	})
+	release()
 	if err != nil {
 		return 0, err
 	}

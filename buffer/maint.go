@@ -19,6 +19,12 @@ func (q *Queue) maintLoop() {
 			return
 		case <-t.C:
 			q.maintain()
+			if _, release, awake := q.peekStore(); awake {
+				release()
+				if err := q.do(q.maybeSleep); err != nil {
+					return
+				}
+			}
 			if q.depth.Load() == 0 && q.deletedSince.Load() >= reclaimAfter && !q.paused.Load() {
 				if err := q.Reclaim(); err != nil && !errors.Is(err, ErrClosed) {
 					q.log.Warn("buffer: reclaiming disk space failed", "err", err)
@@ -69,16 +75,23 @@ func (q *Queue) maintain() {
 	// The sequence marker goes with it: records acknowledged before they
 	// were spilled never wrote it (the journal has the sequence too; the
 	// marker covers a journal lost with the store kept).
+	// While the store sleeps, the marks are kept in memory and in the
+	// journal's segment headers only (sleep.go).
 	if (acked > q.ackedMark || last > q.seqMark) && !q.paused.Load() {
 		var a, b [8]byte
 		binary.BigEndian.PutUint64(a[:], max(acked, q.ackedMark))
 		binary.BigEndian.PutUint64(b[:], last)
-		if err := q.db.Update(func(txn *badger.Txn) error {
-			if err := txn.Set(metaAckedKey, a[:]); err != nil {
-				return err
-			}
-			return txn.Set(metaSeqKey, b[:])
-		}); err == nil {
+		err := error(nil)
+		if db, release, awake := q.peekStore(); awake {
+			err = db.Update(func(txn *badger.Txn) error {
+				if err := txn.Set(metaAckedKey, a[:]); err != nil {
+					return err
+				}
+				return txn.Set(metaSeqKey, b[:])
+			})
+			release()
+		}
+		if err == nil {
 			q.ackedMark, q.seqMark = max(q.ackedMark, acked), max(q.seqMark, last)
 		}
 	}
@@ -143,27 +156,16 @@ func (q *Queue) reclaimNow() error {
 	if _, n := q.unspilled(); n > 0 {
 		idle = false // the tail holds records the store does not have
 	}
-	if idle && q.storeEmpty() {
-		// DropPrefix does nothing when no live key has the prefix, and a
-		// drained queue has none: write a sentinel (seq 0, never a real
-		// record) for it to find.
-		if err := q.db.Update(func(txn *badger.Txn) error { return txn.Set(key(0), nil) }); err != nil {
-			return err
-		}
-		if err := q.db.DropPrefix([]byte{prefixRecord}); err != nil {
-			return err
-		}
-		q.tailReset(q.lastSeq + 1)
-		q.depth.Store(0) // verified empty: heal any drift in the counters
-		q.bytes.Store(0)
-	}
-	for {
-		err := q.db.RunValueLogGC(0.5)
-		if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) {
-			break
-		}
+	if db, release, awake := q.peekStore(); awake { // asleep: it holds no record
+		emptied, err := reclaimIn(db, idle)
+		release()
 		if err != nil {
 			return err
+		}
+		if emptied {
+			q.tailReset(q.lastSeq + 1)
+			q.depth.Store(0) // verified empty: heal any drift in the counters
+			q.bytes.Store(0)
 		}
 	}
 	q.deletedSince.Store(0)
@@ -171,10 +173,36 @@ func (q *Queue) reclaimNow() error {
 	return nil
 }
 
-// storeEmpty reports whether the store holds no record at all.
-func (q *Queue) storeEmpty() bool {
+// reclaimIn drops every record key of an empty store (idle: nothing
+// pending; emptied says it did) and collects its value log.
+func reclaimIn(db *badger.DB, idle bool) (emptied bool, err error) {
+	if idle && storeEmpty(db) {
+		// DropPrefix does nothing when no live key has the prefix, and a
+		// drained queue has none: write a sentinel (seq 0, never a real
+		// record) for it to find.
+		if err := db.Update(func(txn *badger.Txn) error { return txn.Set(key(0), nil) }); err != nil {
+			return false, err
+		}
+		if err := db.DropPrefix([]byte{prefixRecord}); err != nil {
+			return false, err
+		}
+		emptied = true
+	}
+	for {
+		err := db.RunValueLogGC(0.5)
+		if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) {
+			return emptied, nil
+		}
+		if err != nil {
+			return emptied, err
+		}
+	}
+}
+
+// storeEmpty reports whether db holds no record at all.
+func storeEmpty(db *badger.DB) bool {
 	empty := true
-	q.db.View(func(txn *badger.Txn) error {
+	db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}})
 		defer it.Close()
 		for it.Seek(key(1)); it.Valid(); it.Next() {

@@ -12,7 +12,12 @@ import (
 // entry is no longer needed.
 func (q *Queue) flushedSeq() uint64 {
 	var hi uint64
-	for _, t := range q.db.Tables() {
+	db, release, awake := q.peekStore()
+	if !awake {
+		return 0
+	}
+	defer release()
+	for _, t := range db.Tables() {
 		k := t.Right
 		if len(k) == keyLen+8 && k[0] == prefixRecord {
 			hi = max(hi, seqOf(k[:keyLen]))

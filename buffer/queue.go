@@ -124,6 +124,10 @@ type Options struct {
 	// negative: every record is written to the store in its commit). See
 	// tail.go.
 	SpillAfter time.Duration
+	// StoreIdle is how long the store stays open while it holds no record
+	// and nothing uses it (default 10s; negative: it never closes). See
+	// sleep.go.
+	StoreIdle time.Duration
 	// Now is the clock (default time.Now): the append time of records,
 	// the time of parked records and loss records, the names of what is
 	// moved aside, the oldest record's age, and the pacing of the
@@ -207,11 +211,16 @@ type appendReq struct {
 type Queue struct {
 	dir  string
 	lock *os.File // held while open (lockDir)
-	db   *badger.DB
-	j    *journal
-	log  *slog.Logger
-	opts Options
-	now  func() time.Time
+	// db is the store; nil while it sleeps (sleep.go). Guarded by dbMu.
+	db        *badger.DB
+	dbMu      sync.RWMutex
+	storeUsed atomic.Int64  // unix ns of the last use (useStore)
+	wakes     atomic.Uint64 // store opened again for a backlog
+	sleeps    atomic.Uint64 // store closed while empty
+	j         *journal
+	log       *slog.Logger
+	opts      Options
+	now       func() time.Time
 
 	mu      sync.RWMutex // guards closed against concurrent sends on reqs
 	closed  bool
@@ -263,7 +272,7 @@ type Queue struct {
 	full         atomic.Bool
 	sync         latency
 	quarantined  atomic.Int64
-	quarantine   string
+	quarantine   atomic.Value // string: the last store moved aside, and why
 	replayed     int
 	retired      atomic.Uint64
 	parked       atomic.Int64  // records in the parked area
@@ -299,6 +308,9 @@ func Open(dir string, opts Options) (*Queue, error) {
 	}
 	if opts.SpillAfter == 0 {
 		opts.SpillAfter = time.Second
+	}
+	if opts.StoreIdle == 0 {
+		opts.StoreIdle = 10 * time.Second
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -576,8 +588,13 @@ func (q *Queue) readStore(after uint64, limit int, durable uint64) (out []Record
 			err = fmt.Errorf("buffer store damaged while reading after seq %d (%s): restart the agent to rebuild the store from the journal", after, firstLine(fmt.Sprint(r)))
 		}
 	}()
+	db, release, ok := q.peekStore()
+	if !ok {
+		return nil, nil, nil // asleep: it holds no queued record
+	}
+	defer release()
 	out = make([]Record, 0, min(limit, 1024))
-	err = q.db.View(func(txn *badger.Txn) error {
+	err = db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{
 			Prefix:         []byte{prefixRecord},
 			PrefetchValues: true,
@@ -632,9 +649,14 @@ func (q *Queue) restore(d Damaged) (Record, bool) {
 		v := encodeValue(d.Seq, rec.Time, rec.Value)
 		var err error
 		if !q.paused.Load() { // else rewritten on a later read
-			err = q.db.Update(func(txn *badger.Txn) error { return txn.Set(key(d.Seq), v) })
-			if err == nil {
-				err = q.db.Sync() // an older sequence than what may be flushed: make it durable now
+			var db *badger.DB
+			var release func()
+			if db, release, err = q.useStore(); err == nil {
+				err = db.Update(func(txn *badger.Txn) error { return txn.Set(key(d.Seq), v) })
+				if err == nil {
+					err = db.Sync() // an older sequence than what may be flushed: make it durable now
+				}
+				release()
 			}
 		}
 		q.restored.Add(1)
@@ -683,7 +705,12 @@ func (q *Queue) Close() error {
 	<-q.stopped
 	q.wg.Wait()
 	jerr := q.j.close()
-	err := q.db.Close()
+	var err error
+	q.dbMu.Lock()
+	if q.db != nil {
+		err = q.db.Close()
+	}
+	q.dbMu.Unlock()
 	q.lock.Close()
 	if err != nil {
 		return err
@@ -938,8 +965,16 @@ func (q *Queue) fail(batch []*appendReq, err error, reason string) {
 // storeRecords writes appended records to Badger (not synced), in
 // transactions within Badger's limits, with the sequence marker.
 func (q *Queue) storeRecords(recs []*appendReq) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	db, release, err := q.useStore()
+	if err != nil {
+		return err
+	}
+	defer release()
 	for i := 0; i < len(recs); {
-		txn := q.db.NewTransaction(true)
+		txn := db.NewTransaction(true)
 		n, size := 0, 0
 		var err error
 		for ; i < len(recs) && n < maxTxnEntries-1 && size < maxTxnBytes; i++ {
@@ -968,7 +1003,13 @@ func (q *Queue) storeRecords(recs []*appendReq) error {
 // unstore removes records whose journal sync failed (best effort): they
 // were never durable, so they must not be published.
 func (q *Queue) unstore(recs []*appendReq) {
-	txn := q.db.NewTransaction(true)
+	db, release, err := q.useStore()
+	if err != nil {
+		q.log.Error("buffer: removing records whose sync failed", "err", err)
+		return
+	}
+	defer release()
+	txn := db.NewTransaction(true)
 	for _, r := range recs {
 		txn.Delete(key(r.seq))
 	}
@@ -992,7 +1033,12 @@ func (q *Queue) oldest(need int64) []dropRec {
 	var out []dropRec
 	q.ackMu.Lock()
 	defer q.ackMu.Unlock()
-	q.db.View(func(txn *badger.Txn) error {
+	db, release, ok := q.peekStore()
+	if !ok {
+		return nil
+	}
+	defer release()
+	db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}})
 		defer it.Close()
 		start := max(q.dropCursor, q.head.Load())
@@ -1023,10 +1069,15 @@ func (q *Queue) drop(recs []dropRec) {
 	if err := q.j.writeAcks(seqs); err != nil {
 		q.log.Warn("buffer: journalling dropped records failed", "err", err)
 	}
+	db, release, err := q.useStore()
+	if err != nil {
+		q.log.Error("buffer: dropping oldest records failed", "err", err)
+		return
+	}
 	var dropped []dropRec
 	for len(recs) > 0 {
 		n := min(len(recs), maxTxnEntries)
-		txn := q.db.NewTransaction(true)
+		txn := db.NewTransaction(true)
 		var err error
 		for _, r := range recs[:n] {
 			if err = txn.Delete(key(r.seq)); err != nil {
@@ -1045,6 +1096,7 @@ func (q *Queue) drop(recs []dropRec) {
 		dropped = append(dropped, recs[:n]...)
 		recs = recs[n:]
 	}
+	release() // before ackMu (the lock order is ackMu, then the store's)
 	if len(dropped) == 0 {
 		return
 	}
@@ -1089,14 +1141,25 @@ func (q *Queue) deleteAcked(dels []ackReq) {
 		// Only costs duplicates after a crash: go on with the delete.
 		q.log.Warn("buffer: journalling acknowledgements failed", "err", err)
 	}
+	// Records above spilled were never written to the store: their
+	// journalled acknowledgement is all there is to do (the store stays
+	// untouched, asleep or not).
+	spilled := q.spilled.Load()
 	var parks []ackReq
-	txn := q.db.NewTransaction(true)
+	gone := map[uint64]bool{} // dropped before their ack arrived: not counted twice
 	var err error
-	gone := map[uint64]bool{}   // dropped before their ack arrived: not counted twice
-	spilled := q.spilled.Load() // records above it were never written to the store
+	var txn *badger.Txn
+	var release func()
 	for _, d := range dels {
 		if d.Seq > spilled && d.park == "" {
 			continue
+		}
+		if txn == nil {
+			var db *badger.DB
+			if db, release, err = q.useStore(); err != nil {
+				break
+			}
+			txn = db.NewTransaction(true)
 		}
 		if d.Seq <= droppedMax {
 			if _, gerr := txn.Get(key(d.Seq)); errors.Is(gerr, badger.ErrKeyNotFound) {
@@ -1112,10 +1175,13 @@ func (q *Queue) deleteAcked(dels []ackReq) {
 			break
 		}
 	}
-	if err == nil {
-		err = txn.Commit()
-	} else {
-		txn.Discard()
+	if txn != nil {
+		if err == nil {
+			err = txn.Commit()
+		} else {
+			txn.Discard()
+		}
+		release()
 	}
 	var failed []ackReq
 	failedSeq := map[uint64]bool{}
@@ -1182,7 +1248,12 @@ func (q *Queue) parkNow(p ackReq) error {
 	pv = append(pv, raw...)
 	pk := key(p.Seq)
 	pk[0] = prefixParked
-	return q.db.Update(func(txn *badger.Txn) error {
+	db, release, err := q.useStore()
+	if err != nil {
+		return err
+	}
+	defer release()
+	return db.Update(func(txn *badger.Txn) error {
 		if err := txn.Set(pk, pv); err != nil {
 			return err
 		}

@@ -190,21 +190,25 @@ func TestDirectoryLockedByAnotherOpen(t *testing.T) {
 // child spills after 5ms and a consumer reads with a cursor and
 // acknowledges the records of one producer, as the uplink does: the kill
 // lands among spills, deletes and records acknowledged before their
-// spill. Acknowledged records may come back (at least once); every other
-// durable one must.
+// spill. In "sleeping store", the consumer acknowledges every record and
+// the producers pause now and then, so the emptied store closes and opens
+// again for the next spill (sleep.go), around the kill. Acknowledged
+// records may come back (at least once); every other durable one must.
 func TestKillNineLosesNothingSynced(t *testing.T) {
 	if dir := os.Getenv("SCANAGENT_BUFFER_CHILD"); dir != "" {
 		crashChild(dir, os.Getenv("SCANAGENT_BUFFER_MODE"))
 		return
 	}
-	for _, mode := range []string{"journal only", "spilling, some acknowledged"} {
+	for _, mode := range []string{"journal only", "spilling, some acknowledged", "sleeping store"} {
 		t.Run(mode, func(t *testing.T) { killNine(t, mode) })
 	}
 }
 
 func killNine(t *testing.T, mode string) {
 	dir := t.TempDir()
-	acked := map[uint64]string{}
+	acked := map[uint64]string{}  // reported durable
+	consumed := map[uint64]bool{} // acknowledged by the child's consumer
+	wakes := 0                    // the most store wake-ups a child reported
 	for round := range 10 {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestKillNineLosesNothingSynced$")
 		cmd.Env = append(os.Environ(), "SCANAGENT_BUFFER_CHILD="+dir, "SCANAGENT_BUFFER_MODE="+mode)
@@ -236,7 +240,13 @@ func killNine(t *testing.T, mode string) {
 				if !ok {
 					break collect
 				}
-				if f := strings.Fields(l); len(f) == 2 {
+				if f := strings.Fields(l); len(f) == 2 && f[0] == "w" {
+					w, _ := strconv.Atoi(f[1])
+					wakes = max(wakes, w)
+				} else if len(f) == 2 && f[0] == "a" {
+					seq, _ := strconv.ParseUint(f[1], 10, 64)
+					consumed[seq] = true
+				} else if len(f) == 2 {
 					seq, _ := strconv.ParseUint(f[0], 10, 64)
 					acked[seq] = f[1]
 					if n++; n == 1 {
@@ -277,7 +287,7 @@ func killNine(t *testing.T, mode string) {
 			last[g] = i
 		}
 		for seq, v := range acked {
-			if strings.HasPrefix(v, "b0.") && mode != "journal only" {
+			if consumed[seq] {
 				continue // acknowledged by the consumer: may be gone
 			}
 			if have[seq] != v {
@@ -287,6 +297,12 @@ func killNine(t *testing.T, mode string) {
 		t.Logf("round %d: %d appends reported durable, %d records on disk after kill -9", round, n, len(recs))
 		q.Close()
 	}
+	if mode == "sleeping store" {
+		if wakes == 0 {
+			t.Fatal("the children's stores never slept and woke: the mode tests nothing")
+		}
+		t.Logf("a child's store woke up to %d times", wakes)
+	}
 }
 
 // crashChild appends from 4 blocking producers and one pipelined one
@@ -295,8 +311,13 @@ func killNine(t *testing.T, mode string) {
 // rounds do not collide.
 func crashChild(dir, mode string) {
 	opts := Options{}
-	if mode != "journal only" {
+	switch mode {
+	case "spilling, some acknowledged":
 		opts.SpillAfter = 5 * time.Millisecond
+	case "sleeping store":
+		opts.SpillAfter = 5 * time.Millisecond
+		opts.StoreIdle = 10 * time.Millisecond
+		opts.MaintInterval = 5 * time.Millisecond
 	}
 	q, err := Open(dir, opts)
 	if err != nil {
@@ -323,12 +344,15 @@ func crashChild(dir, mode string) {
 					os.Exit(3)
 				}
 				report(seq, v+"#"+strconv.FormatUint(seq, 10))
+				if mode == "sleeping store" && i%100 == 99 {
+					time.Sleep(30 * time.Millisecond) // a pause: the emptied store closes
+				}
 			}
 		})
 	}
 	if mode != "journal only" {
-		// The consumer: producer 0's records are acknowledged as they
-		// come, the others stay.
+		// The consumer: producer 0's records (or all) are acknowledged
+		// as they come, and reported.
 		wg.Go(func() {
 			var after uint64
 			for {
@@ -339,11 +363,21 @@ func crashChild(dir, mode string) {
 				}
 				for _, r := range recs {
 					after = r.Seq
-					if strings.HasPrefix(string(r.Value), "b0.") {
+					if mode == "sleeping store" || strings.HasPrefix(string(r.Value), "b0.") {
 						q.Ack(r)
+						mu.Lock()
+						fmt.Fprintf(w, "a %d\n", r.Seq)
+						w.Flush()
+						mu.Unlock()
 					}
 				}
 				if len(recs) == 0 {
+					if mode == "sleeping store" {
+						mu.Lock()
+						fmt.Fprintf(w, "w %d\n", q.Stats().StoreWakes)
+						w.Flush()
+						mu.Unlock()
+					}
 					<-q.Notify()
 				}
 			}
@@ -362,6 +396,9 @@ func crashChild(dir, mode string) {
 			}
 			v := fmt.Sprintf("s.%d-%d", run, i)
 			q.Submit(Value{Head: []byte(v + "#")}, v, out)
+			if mode == "sleeping store" && i%100 == 99 {
+				time.Sleep(30 * time.Millisecond)
+			}
 		}
 	})
 	wg.Wait()

@@ -7,8 +7,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/dgraph-io/badger/v4"
 )
 
 // Stats is a snapshot of the queue's state and counters.
@@ -39,6 +37,10 @@ type Stats struct {
 	// waited longer.
 	JournalOnly int    `json:"journal_only"`
 	Spilled     uint64 `json:"spilled"`
+	// StoreOpen is false while the store sleeps (it holds no record, and
+	// is closed: sleep.go); StoreWakes counts its openings for a backlog.
+	StoreOpen  bool   `json:"store_open"`
+	StoreWakes uint64 `json:"store_wakes"`
 
 	// Integrity: every record has two copies (journal and store) until it
 	// is acknowledged, except those in JournalOnly.
@@ -80,7 +82,7 @@ func (q *Queue) Stats() Stats {
 		Replayed:        q.replayed,
 		Spilled:         q.spilledRecs.Load(),
 		Quarantined:     int(q.quarantined.Load()),
-		Quarantine:      q.quarantine,
+		Quarantine:      q.quarantineNote(),
 		Parked:          q.parked.Load(),
 		Restored:        q.restored.Load(),
 		CopiedBack:      q.copied.Load(),
@@ -91,6 +93,11 @@ func (q *Queue) Stats() Stats {
 	}
 	s.Unrecoverable, s.Loss = q.lossSnapshot()
 	_, s.JournalOnly = q.unspilled()
+	if _, release, awake := q.peekStore(); awake {
+		release()
+		s.StoreOpen = true
+	}
+	s.StoreWakes = q.wakes.Load()
 	if t := q.oldestNs.Load(); s.Depth > 0 && t != 0 {
 		s.OldestAge = max(0, q.now().Sub(time.Unix(0, t)).Seconds())
 	}
@@ -107,19 +114,14 @@ func (q *Queue) oldestTime() (time.Time, bool) {
 }
 
 // firstKey returns the lowest sequence present in the store (pending
-// deletion or not), or 0 when empty.
+// deletion or not), or 0 when empty or asleep.
 func (q *Queue) firstKey() uint64 {
-	var first uint64
-	q.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}})
-		defer it.Close()
-		it.Seek(key(q.head.Load()))
-		if it.Valid() {
-			first = seqOf(it.Item().Key())
-		}
-		return nil
-	})
-	return first
+	db, release, ok := q.peekStore()
+	if !ok {
+		return 0
+	}
+	defer release()
+	return q.firstKeyIn(db)
 }
 
 // counters are named counters (drop and reject reasons).
@@ -211,4 +213,10 @@ func DiskBytes(dir string) int64 {
 		return nil
 	})
 	return n
+}
+
+// quarantineNote is the last store moved aside, and why ("" if none).
+func (q *Queue) quarantineNote() string {
+	s, _ := q.quarantine.Load().(string)
+	return s
 }

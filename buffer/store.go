@@ -115,7 +115,7 @@ func (q *Queue) quarantineStore(store string, why error) error {
 	}
 	q.log.Error("buffer store cannot be used: moved aside for forensics; a fresh store is rebuilt from the journal, which holds every scan not yet delivered",
 		"store", store, "moved_to", aside, "err", why)
-	q.quarantine = fmt.Sprintf("%s: %v", aside, why)
+	q.quarantine.Store(fmt.Sprintf("%s: %v", aside, why))
 	return nil
 }
 

@@ -2,6 +2,8 @@ package buffer
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -166,5 +168,72 @@ func TestSpillAtCommit(t *testing.T) {
 	}
 	if st := q.Stats(); st.JournalOnly != 0 {
 		t.Fatalf("journal only %d", st.JournalOnly)
+	}
+}
+
+// TestStoreSleepsAndWakes: an empty store unused for StoreIdle is closed;
+// live records come and go without opening it; a record that waits past
+// SpillAfter opens it again and is delivered from it; emptied, it sleeps
+// again; a reopened queue finds everything.
+func TestStoreSleepsAndWakes(t *testing.T) {
+	dir := t.TempDir()
+	q := openOpts(t, dir, Options{SpillAfter: 100 * time.Millisecond, StoreIdle: 50 * time.Millisecond, MaintInterval: 10 * time.Millisecond})
+	waitFor(t, func() bool { return !q.Stats().StoreOpen })
+	// Live: acknowledged at once, the store stays asleep.
+	submitN(t, q, 50, "live")
+	q.Ack(readAll(t, q)...)
+	waitFor(t, func() bool { return q.Stats().Depth == 0 })
+	if st := q.Stats(); st.StoreOpen || st.StoreWakes != 0 {
+		t.Fatalf("live records opened the store: open %v, wakes %d", st.StoreOpen, st.StoreWakes)
+	}
+	// A backlog: spilled, which wakes the store.
+	submitN(t, q, 20, "wait")
+	waitFor(t, func() bool { return q.Stats().Spilled == 20 })
+	if st := q.Stats(); !st.StoreOpen || st.StoreWakes != 1 {
+		t.Fatalf("after the spill: open %v, wakes %d", st.StoreOpen, st.StoreWakes)
+	}
+	recs := readAll(t, q)
+	if len(recs) != 20 || recs[0].Seq != 51 || string(recs[0].Value) != "51:wait0" {
+		t.Fatalf("backlog read: %s", seqs(recs))
+	}
+	q.Ack(recs[:15]...)
+	waitFor(t, func() bool { return q.Stats().Depth == 5 })
+	time.Sleep(200 * time.Millisecond) // several StoreIdle: records left, so it must stay open
+	if !q.Stats().StoreOpen {
+		t.Fatal("the store went to sleep while it held records")
+	}
+	q.Ack(recs[15:]...)
+	waitFor(t, func() bool { return !q.Stats().StoreOpen })
+	submitN(t, q, 3, "last")
+	q.Close()
+	q = openOpts(t, dir, Options{})
+	defer q.Close()
+	if got := readAll(t, q); len(got) != 3 || got[0].Seq != 71 {
+		t.Fatalf("reopened: %s", seqs(got))
+	}
+}
+
+// TestStoreDamagedWhileAsleep: a store damaged while it sleeps is moved
+// aside when a backlog wakes it, and a new one takes the records: no
+// scan is lost (the store held none when it closed), the agent goes on.
+func TestStoreDamagedWhileAsleep(t *testing.T) {
+	dir := t.TempDir()
+	q := openOpts(t, dir, Options{SpillAfter: 20 * time.Millisecond, StoreIdle: 20 * time.Millisecond, MaintInterval: 10 * time.Millisecond})
+	defer q.Close()
+	submitN(t, q, 5, "a")
+	waitFor(t, func() bool { return q.Stats().Spilled == 5 })
+	q.Ack(readAll(t, q)...)
+	waitFor(t, func() bool { st := q.Stats(); return st.Depth == 0 && !st.StoreOpen })
+	if err := os.WriteFile(filepath.Join(dir, "store", "MANIFEST"), []byte("garbage, not a manifest"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	submitN(t, q, 7, "b")
+	waitFor(t, func() bool { return q.Stats().Spilled == 12 })
+	st := q.Stats()
+	if !st.StoreOpen || st.Quarantined != 1 || st.Depth != 7 {
+		t.Fatalf("open %v, quarantined %d, depth %d", st.StoreOpen, st.Quarantined, st.Depth)
+	}
+	if got := readAll(t, q); len(got) != 7 || got[0].Seq != 6 {
+		t.Fatalf("read %s", seqs(got))
 	}
 }
