@@ -510,10 +510,12 @@ func TestOperatorFeedback(t *testing.T) {
 	if evs[2].Valid || evs[2].Reason != "unexpected_kind" || evs[2].Kind != "ru14" {
 		t.Errorf("unexpected kind event %+v", evs[2])
 	}
-	c := r.a.Status().Stations[0].Counters
-	if c.Feedback["bad"] != 2 || c.Feedback["good"] != 1 || c.InvalidByReason["check_digit"] != 1 || c.InvalidByReason["unexpected_kind"] != 1 {
-		t.Errorf("counters %+v", c)
-	}
+	// The station counts a scan once its outcome is back from the buffer,
+	// which may be after the subscriber has it.
+	waitUntil(t, 10*time.Second, "the counters", func() bool {
+		c := r.a.Status().Stations[0].Counters
+		return c.Feedback["bad"] == 2 && c.Feedback["good"] == 1 && c.InvalidByReason["check_digit"] == 1 && c.InvalidByReason["unexpected_kind"] == 1
+	}, func() string { return fmt.Sprintf("counters %+v", r.a.Status().Stations[0].Counters) })
 }
 
 // TestFeedbackLineWithoutModemLines: a line pulse on a port without modem

@@ -814,12 +814,21 @@ const (
 // commit handles one group: admission (disk space, capacity), encoding,
 // the journal write and sync, the store write, then the deletes.
 func (q *Queue) commit(batch []*appendReq, dels []ackReq) {
+	notify := false
 	defer func() {
 		for _, r := range batch {
 			if r.done != nil {
 				close(r.done)
 			} else if r.out != nil {
 				r.out <- Outcome{Seq: r.seq, Err: r.err, Tag: r.tag}
+			}
+		}
+		// The reader hears of new records after their producers heard
+		// they were accepted.
+		if notify {
+			select {
+			case q.notify <- struct{}{}:
+			default:
 			}
 		}
 	}()
@@ -944,10 +953,7 @@ func (q *Queue) commit(batch []*appendReq, dels []ackReq) {
 	if q.opts.WhenFull == RejectNew && q.opts.MaxBytes > 0 && q.bytes.Load() < q.opts.MaxBytes {
 		q.full.Store(false)
 	}
-	select {
-	case q.notify <- struct{}{}:
-	default:
-	}
+	notify = true
 }
 
 func (q *Queue) fail(batch []*appendReq, err error, reason string) {
