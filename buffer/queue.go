@@ -233,6 +233,9 @@ type Queue struct {
 
 	ops chan func() // run on the commit goroutine (see do)
 
+	jAcks    []uint64    // commit goroutine: acknowledgements to journal with the next write
+	ackTimer atomic.Bool // an ackDelay timer is armed
+
 	ackMu      sync.Mutex
 	acks       []ackReq            // acknowledged or parked, not yet deleted
 	inDelete   map[uint64]struct{} // seqs in acks, hidden from readers
@@ -447,16 +450,33 @@ type ackReq struct {
 	raw  []byte
 }
 
-// Ack marks records as delivered; they are deleted in the next commit and
-// no longer returned by Read. Acknowledging is idempotent per record.
+// Ack marks records as delivered; they are no longer returned by Read,
+// and are deleted with the next commit, or within ackDelay when no commit
+// comes (a wake-up of the commit goroutine per acknowledgement cost more
+// than the delete). Acknowledging is idempotent per record.
 func (q *Queue) Ack(recs ...Record) {
 	q.ackMu.Lock()
 	for _, r := range recs {
 		q.enqueueAckLocked(ackReq{Record: r})
 	}
+	n := len(q.acks)
 	q.ackMu.Unlock()
-	q.kickAcks()
+	if n >= ackBatch {
+		q.kickAcks()
+	} else if q.ackTimer.CompareAndSwap(false, true) {
+		time.AfterFunc(ackDelay, func() {
+			q.ackTimer.Store(false)
+			q.kickAcks()
+		})
+	}
 }
+
+// Acknowledgements wait for the next commit, for at most ackDelay, or
+// until ackBatch of them gathered.
+const (
+	ackDelay = 20 * time.Millisecond
+	ackBatch = 256
+)
 
 // Park takes a record out of the queue without delivering it, keeping it
 // apart with the reason: a record that cannot be published (the broker
@@ -816,6 +836,14 @@ const (
 func (q *Queue) commit(batch []*appendReq, dels []ackReq) {
 	notify := false
 	defer func() {
+		// Acknowledgements not carried by a record write go by themselves.
+		if len(q.jAcks) > 0 {
+			if err := q.j.writeAcks(q.jAcks); err != nil {
+				// Only costs duplicates after a crash.
+				q.log.Warn("buffer: journalling acknowledgements failed", "err", err)
+			}
+			q.jAcks = q.jAcks[:0]
+		}
 		for _, r := range batch {
 			if r.done != nil {
 				close(r.done)
@@ -895,9 +923,14 @@ func (q *Queue) commit(batch []*appendReq, dels []ackReq) {
 	// Durable point: the journal. Its data sync runs while the same
 	// records go into the store; readers see them only once both are done
 	// (Read stops at the durable sequence).
-	jr := make([]journalRecord, len(ok))
-	for i, r := range ok {
-		jr[i] = journalRecord{seq: r.seq, value: r.val}
+	// The acknowledgements of this commit's deletes go in the same write.
+	jr := make([]journalRecord, 0, len(q.jAcks)+len(ok))
+	for _, s := range q.jAcks {
+		jr = append(jr, journalRecord{seq: s, ack: true})
+	}
+	q.jAcks = q.jAcks[:0]
+	for _, r := range ok {
+		jr = append(jr, journalRecord{seq: r.seq, value: r.val})
 	}
 	q.lastSeq = seq // never reused, even on failure below
 	// The sync latency is a metric, not behaviour: measured on the
@@ -1139,13 +1172,10 @@ func (q *Queue) deleteAcked(dels []ackReq) {
 	q.ackMu.Lock()
 	droppedMax := q.droppedMax
 	q.ackMu.Unlock()
-	seqs := make([]uint64, len(dels))
-	for i, d := range dels {
-		seqs[i] = d.Seq
-	}
-	if err := q.j.writeAcks(seqs); err != nil {
-		// Only costs duplicates after a crash: go on with the delete.
-		q.log.Warn("buffer: journalling acknowledgements failed", "err", err)
+	// Journalled with the commit's records, or by themselves at its end
+	// (commit): losing them to a crash only costs duplicates.
+	for _, d := range dels {
+		q.jAcks = append(q.jAcks, d.Seq)
 	}
 	// Records above spilled were never written to the store: their
 	// journalled acknowledgement is all there is to do (the store stays
