@@ -250,18 +250,25 @@ func firstLine(s string) string {
 // badgerOptions sizes Badger for an edge box (docs/BUFFER.md, "Badger's
 // options, and what Badger does not do"): small
 // memtables, no caches (which requires no compression), values inline.
+// Tables are 1 MiB at every level (TableSizeMultiplier 1): a compaction
+// builds up to five tables at once per compactor, each in a buffer twice
+// its size, which with 2 MiB tables doubling per level made the peak heap
+// of a 1M backlog 195–269 MiB; with 1 MiB tables it was 115 MiB and the
+// fill and drain were faster (docs/BENCHMARKS.md, "Issue 18"). Go raises
+// the open-file limit to the hard limit, so the more tables of a large
+// backlog (about 4,000 at 4 GiB) stay within it.
 // Writes are not synced by Badger: the journal makes appends durable.
 // Tables are verified before Badger opens them (verifyStore); blocks are
 // not verified again on each read: a failed block check makes Badger's
 // iterator end silently, while each record carries its own checksum.
 func badgerOptions(dir string, log *slog.Logger) badger.Options {
-	return badger.DefaultOptions(dir).
+	o := badger.DefaultOptions(dir).
 		WithSyncWrites(false).
 		WithMemTableSize(4 << 20).
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(4).
 		WithNumLevelZeroTablesStall(12).
-		WithBaseTableSize(2 << 20).
+		WithBaseTableSize(1 << 20).
 		WithBaseLevelSize(16 << 20).
 		WithBlockCacheSize(0).
 		WithIndexCacheSize(0).
@@ -273,6 +280,8 @@ func badgerOptions(dir string, log *slog.Logger) badger.Options {
 		WithDetectConflicts(false).
 		WithMetricsEnabled(false).
 		WithLogger(badgerLogger{log.With("component", "badger")})
+	o.TableSizeMultiplier = 1
+	return o
 }
 
 // badgerLogger routes Badger's log through slog; its chatty info level goes
