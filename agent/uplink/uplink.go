@@ -588,6 +588,8 @@ func (u *Uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight
 	split := u.q.Durable() // live_first: records above this are live
 	live = split
 	lim := newPacers(u.cfg.MaxRate, u.cfg.DrainRate, split)
+	pages := newPager(u.q, readPage) // order seq: the next page read ahead (readahead.go)
+	defer pages.close()
 	for {
 		var recs []buffer.Record
 		var err error
@@ -628,7 +630,7 @@ func (u *Uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight
 				}
 			}
 		} else {
-			recs, err = u.q.Read(backlog, readPage)
+			recs, err = pages.read(backlog)
 		}
 		if err != nil {
 			return fmt.Errorf("read buffer: %w", err)
