@@ -20,10 +20,10 @@ import "github.com/scanagent/scanagent/buffer"
 //     receipt deleted, remembered for the last goneKeep seqs, far more
 //     than the two pages a read-ahead spans), exactly as it already did
 //     for the records later in a page read in its turn;
-//   - the buffer dropping the oldest records for disk space, or Read
-//     itself parking a damaged one: as for the rest of a page read in its
-//     turn, such a record may still be published once (at least once
-//     holds; nothing is acknowledged that was not PUBACKed).
+//   - the buffer dropping the oldest records for disk space, or parking
+//     a damaged record another reader found: as for the rest of a page
+//     read in its turn, such a record may still be published once (at
+//     least once holds; nothing is acknowledged that was not PUBACKed).
 // The session's own acknowledgements are of records at or before the
 // cursor, which no page read ahead contains. A page read ahead is used
 // only when the pump asks for exactly the cursor it was read after; any
