@@ -93,10 +93,11 @@ func OpenPort(c PortConfig, readTimeout time.Duration) (serial.Port, error) {
 	if err != nil {
 		return nil, fmt.Errorf("serial port %s: %w: %w", c.Path, errBadMode, err)
 	}
-	p, err := serial.Open(c.Path, mode)
+	sp, err := serial.Open(c.Path, mode)
 	if err != nil {
 		return nil, &PortError{Path: c.Path, Err: err}
 	}
+	p := pollable(sp, c.Path) // reads wait in the poller (pollport_unix.go)
 	if err := p.SetReadTimeout(readTimeout); err != nil {
 		p.Close()
 		return nil, fmt.Errorf("serial port %s: set read timeout: %w", c.Path, err)
