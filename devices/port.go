@@ -399,27 +399,63 @@ func (t *idleTimeout) Read(b []byte) (int, error) {
 }
 
 // coalescingReader reads at once while data comes in isolated bursts (a
-// scan), and once reads keep returning data (a device streaming at line
-// rate), lets bytes gather for d before each next read: a wake-up per few
-// bytes costs far more CPU than the bytes. A human scan arrives after a
-// read timeout, so it is never delayed.
+// scan), and once reads keep returning data (a device streaming), lets
+// bytes gather before each next read: a wake-up per few bytes costs far
+// more CPU than the bytes. The gather is sized to the source: it lasts as
+// long as the source, at the rate the last read showed, takes to deliver
+// gatherBytes, at most d, counting the time since that read. A fast source
+// (a pseudo-terminal fed without pause, whose 4 KiB line buffer a fixed d
+// would cap at 4 KiB per d) is read again at once or after a short gather;
+// a device trickling a few bytes at a time waits the whole d. A human scan
+// arrives after a read timeout, so it is never delayed.
 type coalescingReader struct {
 	r      io.Reader
 	d      time.Duration
-	streak int // reads in a row that returned data
+	streak int           // reads in a row that returned data
+	n      int           // bytes the last read returned
+	el     time.Duration // how long they took: since the read before returned
+	last   time.Time     // when the last read returned
+	// For tests: the clock and the wait (nil: time.Now, time.Sleep).
+	now   func() time.Time
+	sleep func(time.Duration)
 }
 
+// gatherBytes is what the gather lets come before a read once the port
+// streams: a few dozen codes.
+const gatherBytes = 512
+
 func (c *coalescingReader) Read(p []byte) (int, error) {
-	if c.streak >= 2 {
-		time.Sleep(c.d)
+	now := c.now
+	if now == nil {
+		now = time.Now
+	}
+	if w := c.gather(now()); w > 0 {
+		if c.sleep != nil {
+			c.sleep(w)
+		} else {
+			time.Sleep(w)
+		}
 	}
 	n, err := c.r.Read(p)
+	t := now()
+	c.n, c.el, c.last = n, t.Sub(c.last), t
 	if n > 0 {
 		c.streak++
 	} else {
 		c.streak = 0
 	}
 	return n, err
+}
+
+// gather is how long to let bytes gather before the next read.
+func (c *coalescingReader) gather(now time.Time) time.Duration {
+	if c.streak < 2 {
+		return 0
+	}
+	// The last read brought c.n bytes, which came in c.el at most: at that
+	// rate, gatherBytes take this long.
+	w := min(c.d, time.Duration(int64(c.el)*gatherBytes/int64(c.n)))
+	return w - now.Sub(c.last)
 }
 
 // rawReader shows each piece read to a monitor.

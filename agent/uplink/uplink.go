@@ -260,10 +260,14 @@ func (u *Uplink) Run(ctx context.Context) error {
 	var poison poisonWatch
 	for ctx.Err() == nil {
 		start := time.Now()
-		err := u.session(ctx)
+		s := &suspect{seq: poison.seq}
+		err := u.session(ctx, s)
 		u.connected.Store(false)
 		if ctx.Err() != nil {
 			break
+		}
+		if s.cleared.Load() {
+			poison = poisonWatch{} // sent alone, it was acknowledged
 		}
 		if err != nil {
 			state, hint := classify(err)
@@ -313,6 +317,19 @@ type inflight struct {
 	tok     mqtt.Token
 	backlog bool      // live_first: counted in backlogInflight
 	sent    time.Time // for the acknowledgement latency
+	alone   bool      // the suspect, published with nothing else in flight
+	// barrier, when not nil, is no publish: the acker closes it once every
+	// publish before it is acknowledged.
+	barrier chan struct{}
+}
+
+// suspect is the record that ended the last session unacknowledged: this
+// session publishes it alone (everything before it acknowledged, nothing
+// after it until its own PUBACK), so that a session that ends while it
+// waits is surely its doing, and a good record clears itself.
+type suspect struct {
+	seq     uint64      // 0: none
+	cleared atomic.Bool // it was acknowledged in this session
 }
 
 // liveFirstBacklogWindow caps the backlog publishes in flight in live_first
@@ -340,7 +357,7 @@ func (l *lostSignal) error() error { return fmt.Errorf("connection lost: %w", l.
 // session runs one MQTT connection: connect, announce online and the
 // device states, then publish the buffer with a window of QoS 1 publishes
 // in flight, and health periodically.
-func (u *Uplink) session(ctx context.Context) error {
+func (u *Uplink) session(ctx context.Context, s *suspect) error {
 	// The TLS files are read anew for every session, so a technician can
 	// fix them without restarting the agent; the client certificate must
 	// be valid now.
@@ -433,14 +450,14 @@ func (u *Uplink) session(ctx context.Context) error {
 	ackErr := make(chan error, 1)
 	ackerExit := make(chan struct{})
 	go func() {
-		ackErr <- u.acker(window, lost)
+		ackErr <- u.acker(window, lost, s)
 		close(ackerExit)
 	}()
 
 	if u.rc != nil {
 		defer u.rc.sessionEnded()
 	}
-	err = u.pump(ctx, c, window, lost, ackerExit)
+	err = u.pump(ctx, c, window, lost, ackerExit, s)
 	close(window)
 	if ctx.Err() != nil {
 		// Shutdown: give in-flight publishes a bounded time to be acked.
@@ -458,27 +475,30 @@ func (u *Uplink) session(ctx context.Context) error {
 	case err == nil:
 		err = aerr
 	case errors.As(aerr, &ue) && !errors.As(err, new(*unackedError)):
-		err = &unackedError{rec: ue.rec, err: err} // the session's end, and the record it left unacknowledged
+		err = &unackedError{rec: ue.rec, alone: ue.alone, err: err} // the session's end, and the record it left unacknowledged
 	}
 	return err
 }
 
 // unackedError ends a session that had connected (the broker acknowledged
 // the online status) while rec was the oldest publish waiting for its
-// PUBACK.
+// PUBACK; alone when it was the suspect, published alone.
 type unackedError struct {
-	rec buffer.Record
-	err error
+	rec   buffer.Record
+	alone bool
+	err   error
 }
 
 func (e *unackedError) Error() string { return e.err.Error() }
 func (e *unackedError) Unwrap() error { return e.err }
 
 // poisonSessions is how many sessions in a row may end with the same
-// record waiting for its PUBACK before it is parked.
+// record, published alone, waiting for its PUBACK before it is parked.
 const poisonSessions = 3
 
-// poisonWatch follows the record each failed session left unacknowledged.
+// poisonWatch follows the record each failed session left unacknowledged:
+// the suspect, published alone in the next session, and how many sessions
+// in a row ended while it waited alone.
 type poisonWatch struct {
 	seq uint64
 	n   int
@@ -489,24 +509,33 @@ type poisonWatch struct {
 // right after it, while the broker took the online status in each, is one
 // the broker will not take (larger than its max_packet_size, say): it is
 // parked (buffer.Park), reported and exported with buffer export --parked,
-// and the queue flows on. It returns the hint for the state.
+// and the queue flows on. Only sessions in which it was published alone
+// count: when the broker closes the connection over one publish, its reset
+// can discard the PUBACKs of the publishes just before it, so the oldest
+// unacknowledged record of a session with several in flight is only a
+// suspect. It returns the hint for the state.
 func (u *Uplink) sessionEnded(w *poisonWatch, err error) string {
 	var ue *unackedError
 	if !errors.As(err, &ue) || errors.Is(err, errStalled) {
 		return ""
-	}
-	if ue.rec.Seq == w.seq {
-		w.n++
-	} else {
-		*w = poisonWatch{seq: ue.rec.Seq, n: 1}
 	}
 	size := len(ue.rec.Value)
 	station, _, derr := record.Split(ue.rec.Value)
 	if derr == nil {
 		size -= 1 + len(station)
 	}
+	if !ue.alone {
+		*w = poisonWatch{seq: ue.rec.Seq}
+		return fmt.Sprintf("the broker closed the session while seq %d (station %s, %d bytes) waited for its PUBACK; the next session publishes it alone, to tell whether the broker refuses that event (its max_packet_size?); it is parked after %d such sessions in a row",
+			ue.rec.Seq, station, size, poisonSessions)
+	}
+	if ue.rec.Seq == w.seq {
+		w.n++
+	} else {
+		*w = poisonWatch{seq: ue.rec.Seq, n: 1}
+	}
 	if w.n < poisonSessions {
-		return fmt.Sprintf("the broker closed the session while seq %d (station %s, %d bytes) waited for its PUBACK (%d time(s) in a row); if it happens again with the same seq, the broker refuses that event (its max_packet_size?); it is parked after %d",
+		return fmt.Sprintf("the broker closed the session while seq %d (station %s, %d bytes), published alone, waited for its PUBACK (%d time(s) in a row); if it happens again, the broker refuses that event (its max_packet_size?); it is parked after %d",
 			ue.rec.Seq, station, size, w.n, poisonSessions)
 	}
 	u.q.Park(ue.rec, buffer.ParkPoison)
@@ -582,7 +611,7 @@ func (u *Uplink) side(ctx context.Context, c mqtt.Client) {
 // ahead of the backlog. It stops at the first failed publish, so nothing
 // after a failed record goes out in this session (the next one re-sends
 // from it). With max_rate it paces publishes.
-func (u *Uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight, lost *lostSignal, ackerExit <-chan struct{}) error {
+func (u *Uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight, lost *lostSignal, ackerExit <-chan struct{}, s *suspect) error {
 	var backlog, live uint64 // cursors
 	liveFirst := u.cfg.Order == "live_first"
 	split := u.q.Durable() // live_first: records above this are live
@@ -646,7 +675,7 @@ func (u *Uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight
 			}
 		}
 		for _, rec := range due {
-			if stop, err := u.send(ctx, c, window, lost, ackerExit, lim, rec, false, true); stop || err != nil {
+			if stop, err := u.send(ctx, c, window, lost, ackerExit, s, lim, rec, false, true); stop || err != nil {
 				return err
 			}
 		}
@@ -703,7 +732,7 @@ func (u *Uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight
 			if u.rc != nil && u.rc.skip(rec.Seq) {
 				continue // published, waiting for its receipt
 			}
-			if stop, err := u.send(ctx, c, window, lost, ackerExit, lim, rec, liveFirst && rec.Seq <= split, false); stop || err != nil {
+			if stop, err := u.send(ctx, c, window, lost, ackerExit, s, lim, rec, liveFirst && rec.Seq <= split, false); stop || err != nil {
 				return err
 			}
 		}
@@ -712,8 +741,9 @@ func (u *Uplink) pump(ctx context.Context, c mqtt.Client, window chan<- inflight
 
 // send publishes one record and hands it to the acker; stop is true when
 // the session is over (err says why, nil for a stop or the acker's end).
+// The suspect (see suspect) is published alone.
 func (u *Uplink) send(ctx context.Context, c mqtt.Client, window chan<- inflight, lost *lostSignal, ackerExit <-chan struct{},
-	lim *pacers, rec buffer.Record, isBacklog, again bool) (stop bool, err error) {
+	s *suspect, lim *pacers, rec buffer.Record, isBacklog, again bool) (stop bool, err error) {
 	topic, station, payload, err := record.SplitTopic(rec.Value)
 	if err != nil {
 		// Cannot be published; keep it out of the stream but say so.
@@ -724,6 +754,17 @@ func (u *Uplink) send(ctx context.Context, c mqtt.Client, window chan<- inflight
 	}
 	if !lim.wait(ctx, rec.Seq, again, lost.ch) {
 		return true, nil
+	}
+	alone := rec.Seq == s.seq && !s.cleared.Load()
+	if alone {
+		// Everything published before it acknowledged first.
+		barrier := make(chan struct{})
+		if stop, err := u.handOver(ctx, window, lost, ackerExit, inflight{barrier: barrier}); stop {
+			return stop, err
+		}
+		if stop, err := u.await(ctx, lost, ackerExit, barrier); stop {
+			return stop, err
+		}
 	}
 	if u.rc != nil && !u.rc.published(rec, time.Now()) {
 		return false, nil // a receipt deleted it meanwhile
@@ -739,8 +780,31 @@ func (u *Uplink) send(ctx context.Context, c mqtt.Client, window chan<- inflight
 	if isBacklog {
 		u.backlogInflight.Add(1)
 	}
+	if stop, err := u.handOver(ctx, window, lost, ackerExit, inflight{rec: rec, tok: tok, backlog: isBacklog, sent: time.Now(), alone: alone}); stop || !alone {
+		return stop, err
+	}
+	// Nothing after it until its own PUBACK (the acker may end the session
+	// over it meanwhile, or clear it).
+	return u.await(ctx, lost, ackerExit, tok.Done())
+}
+
+// handOver gives p to the acker; stop is true when the session is over.
+func (u *Uplink) handOver(ctx context.Context, window chan<- inflight, lost *lostSignal, ackerExit <-chan struct{}, p inflight) (stop bool, err error) {
 	select {
-	case window <- inflight{rec: rec, tok: tok, backlog: isBacklog, sent: time.Now()}:
+	case window <- p:
+		return false, nil
+	case <-ctx.Done():
+	case <-lost.ch:
+		return true, lost.error()
+	case <-ackerExit:
+	}
+	return true, nil
+}
+
+// await waits for done; stop is true when the session ended meanwhile.
+func (u *Uplink) await(ctx context.Context, lost *lostSignal, ackerExit <-chan struct{}, done <-chan struct{}) (stop bool, err error) {
+	select {
+	case <-done:
 		return false, nil
 	case <-ctx.Done():
 	case <-lost.ch:
@@ -756,7 +820,7 @@ func (u *Uplink) send(ctx context.Context, c mqtt.Client, window chan<- inflight
 // them in seq order. A PUBACK that does not come within the ack timeout
 // (the broker or the link stalled while the connection looks up) ends the
 // session too.
-func (u *Uplink) acker(window <-chan inflight, lost *lostSignal) error {
+func (u *Uplink) acker(window <-chan inflight, lost *lostSignal, s *suspect) error {
 	timeout := 2*u.cfg.KeepAlive.D() + u.cfg.ConnectTimeout.D()
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
@@ -783,6 +847,10 @@ func (u *Uplink) acker(window <-chan inflight, lost *lostSignal) error {
 		if !ok {
 			return nil
 		}
+		if p.barrier != nil {
+			close(p.barrier) // everything before it is acknowledged
+			continue
+		}
 		if !isDone(p.tok) {
 			flush()
 			timer.Reset(timeout)
@@ -790,14 +858,17 @@ func (u *Uplink) acker(window <-chan inflight, lost *lostSignal) error {
 			case <-p.tok.Done():
 			case <-lost.ch:
 				if !isDone(p.tok) {
-					return &unackedError{rec: p.rec, err: lost.error()}
+					return &unackedError{rec: p.rec, alone: p.alone, err: lost.error()}
 				}
 			case <-timer.C:
-				return &unackedError{rec: p.rec, err: fmt.Errorf("%w: no PUBACK for seq %d within %v", errStalled, p.rec.Seq, timeout)}
+				return &unackedError{rec: p.rec, alone: p.alone, err: fmt.Errorf("%w: no PUBACK for seq %d within %v", errStalled, p.rec.Seq, timeout)}
 			}
 		}
 		if err := p.tok.Error(); err != nil {
-			return &unackedError{rec: p.rec, err: fmt.Errorf("publish seq %d: %w", p.rec.Seq, err)}
+			return &unackedError{rec: p.rec, alone: p.alone, err: fmt.Errorf("publish seq %d: %w", p.rec.Seq, err)}
+		}
+		if p.alone {
+			s.cleared.Store(true)
 		}
 		u.observeAck(p.sent)
 		u.published1(p.rec.Seq)
