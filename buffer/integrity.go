@@ -22,7 +22,8 @@ const (
 	// ParkDamaged: the stored record is damaged and the journal has no
 	// intact copy.
 	ParkDamaged = "damaged"
-	// ParkPoison: the broker ended every session that carried it.
+	// ParkPoison: the broker ended every session in which it was
+	// published alone (three in a row).
 	ParkPoison = "poison"
 )
 

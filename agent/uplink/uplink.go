@@ -541,7 +541,7 @@ func (u *Uplink) sessionEnded(w *poisonWatch, err error) string {
 	u.q.Park(ue.rec, buffer.ParkPoison)
 	u.poisoned.Add(1)
 	u.lastPoison.Store(fmt.Sprintf("seq %d, station %s, %d bytes", ue.rec.Seq, station, size))
-	u.log.Error("scan parked: the broker ended every session that carried it; the scans after it flow on",
+	u.log.Error("scan parked: the broker ended every session in which it was published alone; the scans after it flow on",
 		"seq", ue.rec.Seq, "station", station, "bytes", size, "sessions", w.n,
 		"hint", "check the broker's maximum packet size against mqtt.max_event_bytes; export it with: scanagent buffer export --parked")
 	*w = poisonWatch{}
