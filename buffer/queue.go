@@ -1177,17 +1177,22 @@ func (q *Queue) deleteAcked(dels []ackReq) {
 	for _, d := range dels {
 		q.jAcks = append(q.jAcks, d.Seq)
 	}
-	// Records above spilled were never written to the store: their
-	// journalled acknowledgement is all there is to do (the store stays
-	// untouched, asleep or not).
-	spilled := q.spilled.Load()
+	// Records never written to the store (above spilled, or passed over
+	// by the spill because acknowledged already): their journalled
+	// acknowledgement is all there is to do (the store stays untouched,
+	// asleep or not).
+	seqs := make([]uint64, len(dels))
+	for i, d := range dels {
+		seqs[i] = d.Seq
+	}
+	stored := q.inStore(seqs)
 	var parks []ackReq
 	gone := map[uint64]bool{} // dropped before their ack arrived: not counted twice
 	var err error
 	var txn *badger.Txn
 	var release func()
-	for _, d := range dels {
-		if d.Seq > spilled && d.park == "" {
+	for k, d := range dels {
+		if !stored[k] && d.park == "" {
 			continue
 		}
 		if txn == nil {

@@ -45,10 +45,11 @@ const (
 )
 
 type tailRec struct {
-	rec  Record
-	val  []byte    // the stored value (rec.Value is within it)
-	at   time.Time // committed (wall clock, for SpillAfter)
-	gone bool      // deleted
+	rec    Record
+	val    []byte    // the stored value (rec.Value is within it)
+	at     time.Time // committed (wall clock, for SpillAfter)
+	gone   bool      // deleted
+	stored bool      // written to the store
 }
 
 // tailAdd appends committed records (commit goroutine, before durable is
@@ -61,7 +62,7 @@ func (q *Queue) tailAdd(recs []*appendReq, appended time.Time, stored bool) {
 	defer q.tailMu.Unlock()
 	for _, r := range recs {
 		rec := Record{Seq: r.seq, Time: at, Value: r.val[valueHeaderLen:], stored: int64(len(r.val))}
-		q.tail = append(q.tail, tailRec{rec: rec, val: r.val, at: now})
+		q.tail = append(q.tail, tailRec{rec: rec, val: r.val, at: now, stored: stored})
 		q.tailBytes += len(r.val)
 	}
 	if stored && len(recs) > 0 {
@@ -215,6 +216,11 @@ func (q *Queue) spill(now time.Time, all bool, incoming int) (next time.Time, er
 	}
 	q.spilledRecs.Add(uint64(len(reqs)))
 	q.tailMu.Lock()
+	for _, r := range reqs {
+		if i := q.tailIndex(r.seq); i < len(q.tail) && q.tail[i].rec.Seq == r.seq {
+			q.tail[i].stored = true
+		}
+	}
 	q.spilled.Store(last)
 	q.tailTrimLocked()
 	q.tailMu.Unlock()
@@ -234,4 +240,22 @@ func (q *Queue) spillDue(all bool, incoming int) {
 			q.log.Error("buffer: copying waiting records into the store failed; they are durable in the journal and will be copied again", "err", err)
 		}
 	}
+}
+
+// inStore reports, for each of seqs, whether the record may be in the
+// store: at or below spilled, and not a record the spill passed over
+// because it was acknowledged already (still in the tail, never written).
+func (q *Queue) inStore(seqs []uint64) []bool {
+	out := make([]bool, len(seqs))
+	spilled := q.spilled.Load()
+	q.tailMu.Lock()
+	defer q.tailMu.Unlock()
+	for k, s := range seqs {
+		if s > spilled {
+			continue
+		}
+		i := q.tailIndex(s)
+		out[k] = i >= len(q.tail) || q.tail[i].rec.Seq != s || q.tail[i].stored
+	}
+	return out
 }
