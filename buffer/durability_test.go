@@ -22,15 +22,6 @@ import (
 	"go.uber.org/goleak"
 )
 
-func openOpts(t testing.TB, dir string, o Options) *Queue {
-	t.Helper()
-	q, err := Open(dir, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return q
-}
-
 func appendN(t testing.TB, q *Queue, n int, prefix string) {
 	t.Helper()
 	for i := range n {
@@ -38,15 +29,6 @@ func appendN(t testing.TB, q *Queue, n int, prefix string) {
 			t.Fatal(err)
 		}
 	}
-}
-
-func readAll(t testing.TB, q *Queue) []Record {
-	t.Helper()
-	recs, err := q.Read(0, 1<<30)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return recs
 }
 
 // TestJournalReplaysLostStore is the Windows durability logic, run on

@@ -10,6 +10,24 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
+func openOpts(t testing.TB, dir string, o Options) *Queue {
+	t.Helper()
+	q, err := Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
+}
+
+func readAll(t testing.TB, q *Queue) []Record {
+	t.Helper()
+	recs, err := q.Read(0, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recs
+}
+
 // submitN appends n records through Submit (many per commit) and waits
 // until all are durable.
 func submitN(t testing.TB, q *Queue, n int, prefix string) {
