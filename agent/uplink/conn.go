@@ -19,23 +19,11 @@ import (
 // paho reads every packet with three read(2)s (the type byte, the length,
 // the body): at tens of thousands of PUBACKs a second these system calls
 // were a large share of the uplink's cost (docs/BENCHMARKS.md). The
-// connection is read through a buffer.
-//
-// paho also writes every packet with its own write(2), from one goroutine
-// through which every publish passes: in a drain that goroutine and its
-// system calls were a fifth of the agent's CPU. A write that comes within
-// burstGap of the one before (a burst: a drain, a flood) is queued, and a
-// goroutine started for the burst writes everything queued since its last
-// write in one call, while paho goes on; a write on a quiet connection
-// (live scans arriving one by one) is written at once, in the caller, with
-// no goroutine hand-off. A queued write that fails closes the connection
-// (paho's reader sees the end) and is reported by the next Write; every
-// publish not acknowledged stays in the buffer, as when any connection is
-// lost. A batch that carries a publish the broker refuses (and closes the
-// connection for) can lose, in the broker's reset, the PUBACKs of the
-// publishes before it: the poison watch publishes a suspect alone before
-// it counts against it (uplink.go), so that costs a duplicate, never a
-// wrong park.
+// connection is read through a buffer. Writes are not batched: paho's
+// write per packet is kept, because a batch that carries a publish the
+// broker refuses (and closes the connection for) with the publishes before
+// it lets the broker's reset discard their PUBACKs, and the poison watch
+// (a record that ends every session it is in) then blames the wrong one.
 //
 // paho also sets the write deadline (mqtt.connect_timeout from now) before
 // each publish it writes, and clears it after: two timer updates in the
@@ -56,11 +44,7 @@ func openConn(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := newReadConn(conn)
-	c.batch = true
-	c.timeout = o.WriteTimeout
-	c.cond = sync.NewCond(&c.qmu)
-	return c, nil
+	return newReadConn(conn), nil
 }
 
 func dial(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
@@ -116,28 +100,7 @@ type readConn struct {
 	mu    sync.Mutex
 	want  time.Time // the write deadline paho set last (zero: none)
 	armed time.Time // the write deadline set on the connection (zero: none)
-
-	// Bursts of writes (openConn sets batch; see above).
-	batch     bool
-	timeout   time.Duration // the deadline of queued writes, when > 0
-	qmu       sync.Mutex
-	cond      *sync.Cond // the queue was taken, or the flush ended
-	pending   []byte
-	spare     []byte
-	flushing  bool      // a flush goroutine owns the connection's writes
-	lastWrite time.Time // when the last Write returned
-	werr      error     // a queued write failed
-	closed    bool
 }
-
-// burstGap: a write that comes sooner than this after the last one is
-// queued (a burst); maxPending bytes queued make Write wait; Close waits
-// up to closeFlush for what is queued (the DISCONNECT).
-const (
-	burstGap   = 50 * time.Microsecond
-	maxPending = 256 << 10
-	closeFlush = time.Second
-)
 
 func newReadConn(conn net.Conn) *readConn {
 	return &readConn{Conn: conn, r: bufio.NewReaderSize(conn, 32<<10)}
@@ -146,118 +109,6 @@ func newReadConn(conn net.Conn) *readConn {
 func (c *readConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 func (c *readConn) Write(p []byte) (int, error) {
-	if !c.batch {
-		return c.writeNow(p)
-	}
-	c.qmu.Lock()
-	if c.werr != nil || c.closed {
-		err := c.werr
-		c.qmu.Unlock()
-		if err == nil {
-			err = net.ErrClosed
-		}
-		return 0, err
-	}
-	if !c.flushing && time.Since(c.lastWrite) >= burstGap {
-		// A quiet connection: write in the caller. Nothing is queued and
-		// no flush runs (both need the flushing flag, and paho writes
-		// from one goroutine).
-		c.qmu.Unlock()
-		n, err := c.writeNow(p)
-		c.qmu.Lock()
-		c.lastWrite = time.Now()
-		c.qmu.Unlock()
-		return n, err
-	}
-	for c.werr == nil && !c.closed && len(c.pending) >= maxPending {
-		c.cond.Wait()
-	}
-	if c.werr != nil || c.closed {
-		err := c.werr
-		c.qmu.Unlock()
-		if err == nil {
-			err = net.ErrClosed
-		}
-		return 0, err
-	}
-	c.pending = append(c.pending, p...)
-	if !c.flushing {
-		c.flushing = true
-		go c.flush()
-	}
-	c.lastWrite = time.Now()
-	c.qmu.Unlock()
-	return len(p), nil
-}
-
-// flush writes what is queued, all of it in one call, until the queue is
-// empty.
-func (c *readConn) flush() {
-	c.qmu.Lock()
-	for len(c.pending) > 0 && c.werr == nil {
-		buf := c.pending
-		c.pending = c.spare[:0]
-		c.cond.Broadcast()
-		c.qmu.Unlock()
-		err := c.writeQueued(buf)
-		c.qmu.Lock()
-		if cap(buf) <= 2*maxPending {
-			c.spare = buf[:0]
-		}
-		if err != nil {
-			c.werr = err
-			c.Conn.Close() // paho learns of the end from its reader
-		}
-	}
-	c.flushing = false
-	c.cond.Broadcast()
-	c.qmu.Unlock()
-}
-
-// writeQueued writes a batch with a deadline of its own (the one paho set
-// was for the write it queued, and is cleared by now).
-func (c *readConn) writeQueued(buf []byte) error {
-	c.mu.Lock()
-	if c.timeout > 0 {
-		t := time.Now().Add(c.timeout)
-		if c.armed.IsZero() || c.armed.Before(t) || c.armed.Sub(t) > writeDeadlineSlack {
-			if err := c.arm(t.Add(writeDeadlineSlack)); err != nil {
-				c.mu.Unlock()
-				return err
-			}
-		}
-	} else if !c.armed.IsZero() {
-		if err := c.Conn.SetWriteDeadline(time.Time{}); err != nil {
-			c.mu.Unlock()
-			return err
-		}
-		c.armed = time.Time{}
-	}
-	c.mu.Unlock()
-	_, err := c.Conn.Write(buf)
-	return err
-}
-
-// Close writes what is queued (for at most closeFlush) and closes the
-// connection.
-func (c *readConn) Close() error {
-	if c.batch {
-		c.qmu.Lock()
-		c.closed = true
-		c.cond.Broadcast()
-		deadline := time.Now().Add(closeFlush)
-		for c.flushing && time.Now().Before(deadline) {
-			c.qmu.Unlock()
-			time.Sleep(time.Millisecond)
-			c.qmu.Lock()
-		}
-		c.qmu.Unlock()
-	}
-	return c.Conn.Close()
-}
-
-// writeNow writes p in the caller, with paho's deadline (lazily: above).
-func (c *readConn) writeNow(p []byte) (int, error) {
 	c.mu.Lock()
 	if c.want.IsZero() && !c.armed.IsZero() {
 		if err := c.Conn.SetWriteDeadline(time.Time{}); err != nil {
