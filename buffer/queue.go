@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -233,8 +234,7 @@ type Queue struct {
 
 	ops chan func() // run on the commit goroutine (see do)
 
-	jAcks    []uint64    // commit goroutine: acknowledgements to journal with the next write
-	ackTimer atomic.Bool // an ackDelay timer is armed
+	jAcks []uint64 // commit goroutine: acknowledgements to journal with the next write
 
 	ackMu      sync.Mutex
 	acks       []ackReq            // acknowledged or parked, not yet deleted
@@ -450,33 +450,16 @@ type ackReq struct {
 	raw  []byte
 }
 
-// Ack marks records as delivered; they are no longer returned by Read,
-// and are deleted with the next commit, or within ackDelay when no commit
-// comes (a wake-up of the commit goroutine per acknowledgement cost more
-// than the delete). Acknowledging is idempotent per record.
+// Ack marks records as delivered; they are deleted in the next commit and
+// no longer returned by Read. Acknowledging is idempotent per record.
 func (q *Queue) Ack(recs ...Record) {
 	q.ackMu.Lock()
 	for _, r := range recs {
 		q.enqueueAckLocked(ackReq{Record: r})
 	}
-	n := len(q.acks)
 	q.ackMu.Unlock()
-	if n >= ackBatch {
-		q.kickAcks()
-	} else if q.ackTimer.CompareAndSwap(false, true) {
-		time.AfterFunc(ackDelay, func() {
-			q.ackTimer.Store(false)
-			q.kickAcks()
-		})
-	}
+	q.kickAcks()
 }
-
-// Acknowledgements wait for the next commit, for at most ackDelay, or
-// until ackBatch of them gathered.
-const (
-	ackDelay = 20 * time.Millisecond
-	ackBatch = 256
-)
 
 // Park takes a record out of the queue without delivering it, keeping it
 // apart with the reason: a record that cannot be published (the broker
@@ -550,6 +533,9 @@ type Damaged struct {
 // read returns records after after, in order; a damaged one is a
 // placeholder (zero stored size) in out, and listed in damaged.
 func (q *Queue) read(after uint64, limit int) (out []Record, damaged []Damaged, err error) {
+	if after == math.MaxUint64 {
+		return nil, nil, nil // nothing can come after it
+	}
 	if h := q.head.Load(); after+1 < h {
 		after = h - 1
 	}
@@ -589,9 +575,14 @@ func (q *Queue) read(after uint64, limit int) (out []Record, damaged []Damaged, 
 		}
 		// The store has nothing more: go on in the tail (records above
 		// the last spilled are there only).
+		next := after
 		if from > 0 {
-			after = max(after, from-1)
+			next = max(after, from-1)
 		}
+		if next == after && len(recs) == 0 {
+			break // the store had nothing, and the tail was passed by: no more now
+		}
+		after = next
 	}
 	return out, damaged, nil
 }

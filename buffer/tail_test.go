@@ -2,6 +2,7 @@ package buffer
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -253,5 +254,22 @@ func TestStoreDamagedWhileAsleep(t *testing.T) {
 	}
 	if got := readAll(t, q); len(got) != 7 || got[0].Seq != 6 {
 		t.Fatalf("read %s", seqs(got))
+	}
+}
+
+// TestReadAfterLastPossible: a cursor at the largest sequence (a state
+// file's odd value) reads nothing, at once, whether records are in the
+// tail, in the store or nowhere.
+func TestReadAfterLastPossible(t *testing.T) {
+	for _, spill := range []time.Duration{time.Hour, -1} {
+		q := openOpts(t, t.TempDir(), Options{SpillAfter: spill})
+		if recs, err := q.Read(math.MaxUint64, 1000); err != nil || len(recs) != 0 {
+			t.Fatalf("empty queue: %d records, %v", len(recs), err)
+		}
+		submitN(t, q, 5, "x")
+		if recs, err := q.Read(math.MaxUint64, 1000); err != nil || len(recs) != 0 {
+			t.Fatalf("spill_after %v: %d records, %v", spill, len(recs), err)
+		}
+		q.Close()
 	}
 }
