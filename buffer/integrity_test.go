@@ -166,7 +166,9 @@ func TestDamagedStoreFilesRebuiltFromJournal(t *testing.T) {
 // back.
 func TestDamagedMemtableLogReplayed(t *testing.T) {
 	dir := t.TempDir()
-	q := openOpts(t, dir, faultOpts)
+	memOpts := faultOpts
+	memOpts.SpillAfter = -1 // into the store at commit: the memtable holds them
+	q := openOpts(t, dir, memOpts)
 	fill(t, q, 3000) // stays in the memtable
 	// Kill-like stop: Badger is not closed, so its memtable is not flushed.
 	mems, _ := filepath.Glob(filepath.Join(dir, "store", "*.mem"))

@@ -357,6 +357,7 @@ func Open(dir string, opts Options) (*Queue, error) {
 		return nil, err
 	}
 	q.db = db
+	q.storeUsed.Store(time.Now().UnixNano()) // StoreIdle counts from the open
 	q.countQuarantined()
 	if err := q.recover(fresh); err != nil {
 		if q.j != nil {
