@@ -217,7 +217,12 @@ func TestStoreSleepsAndWakes(t *testing.T) {
 	}
 	q.Ack(recs[:15]...)
 	waitFor(t, func() bool { return q.Stats().Depth == 5 })
-	time.Sleep(200 * time.Millisecond) // several StoreIdle: records left, so it must stay open
+	// Unused for longer than StoreIdle, but holding records: the sleep
+	// decision keeps it open.
+	q.storeUsed.Store(time.Now().Add(-time.Hour).UnixNano())
+	if err := q.do(q.maybeSleep); err != nil {
+		t.Fatal(err)
+	}
 	if !q.Stats().StoreOpen {
 		t.Fatal("the store went to sleep while it held records")
 	}
